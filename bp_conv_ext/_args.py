@@ -1,0 +1,140 @@
+"""Argument normalisation for 1-D convolutions (pure functions, no state).
+
+Every function here either returns a canonical value or raises ``TypeError`` /
+``ValueError`` with a message naming the argument, echoing its value and saying
+what was expected.
+"""
+import numbers
+from typing import Tuple, Union
+
+PaddingSpec = Union[str, Tuple[int, int]]
+
+PADDING_STRINGS = ('SAME', 'VALID', 'CAUSAL')
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(name: str, value) -> int:
+    """Return ``value`` as an ``int`` if it is an integer >= 1.
+
+    A sequence holding exactly one integer is accepted too, because BrainPy's
+    layers take per-dimension tuples such as ``kernel_size=(3,)``.
+    """
+    raw = value
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(f"`{name}` (={raw!r}) must be an int or a sequence of one int "
+                             f"for a 1-D convolution, got a sequence of length {len(value)}.")
+        value = value[0]
+    if not _is_int(value):
+        raise TypeError(f"`{name}` (={raw!r}) must be an int, got {type(value).__name__}.")
+    if value < 1:
+        raise ValueError(f"`{name}` (={raw!r}) must be a positive integer (>= 1).")
+    return int(value)
+
+
+def resolve_stride(stride, strides) -> int:
+    """Merge BrainPy's ``stride`` and its older spelling ``strides``."""
+    if stride is not None and strides is not None:
+        raise ValueError(f"`stride` (={stride!r}) and `strides` (={strides!r}) were both given; "
+                         f"pass only one of them (`strides` is the older name of `stride`).")
+    if stride is None:
+        stride = 1 if strides is None else strides
+        return positive_int('strides' if strides is not None else 'stride', stride)
+    return positive_int('stride', stride)
+
+
+def check_groups(in_channels: int, out_channels: int, groups) -> int:
+    groups = positive_int('groups', groups)
+    if in_channels % groups:
+        raise ValueError(f"`in_channels` (={in_channels}) must be divisible by `groups` (={groups}).")
+    if out_channels % groups:
+        raise ValueError(f"`out_channels` (={out_channels}) must be divisible by `groups` (={groups}).")
+    return groups
+
+
+def _padding_pair(raw, pair) -> Tuple[int, int]:
+    if len(pair) != 2 or not all(_is_int(p) for p in pair):
+        raise ValueError(f"`padding` (={raw!r}) must hold a (low, high) pair of ints, got {pair!r}.")
+    low, high = int(pair[0]), int(pair[1])
+    if low < 0 or high < 0:
+        raise ValueError(f"`padding` (={raw!r}) must not be negative; got low={low}, high={high}.")
+    return low, high
+
+
+def canonical_padding(padding) -> PaddingSpec:
+    """Normalise ``padding`` to ``'SAME'``, ``'VALID'``, ``'CAUSAL'`` or a ``(low, high)`` pair.
+
+    Accepted forms: one of those strings in any case; a non-negative int ``p``
+    (meaning ``(p, p)``); a ``(low, high)`` pair; a sequence holding one pair.
+    """
+    if isinstance(padding, str):
+        upper = padding.upper()
+        if upper not in PADDING_STRINGS:
+            raise ValueError(f"`padding` (={padding!r}) must be one of {', '.join(PADDING_STRINGS)} "
+                             f"(any case), an int, a (low, high) pair or a sequence holding one pair.")
+        return upper
+    if _is_int(padding):
+        return _padding_pair(padding, (padding, padding))
+    if isinstance(padding, (tuple, list)):
+        if len(padding) == 1 and isinstance(padding[0], (tuple, list)):
+            return _padding_pair(padding, padding[0])
+        if len(padding) == 2 and all(_is_int(p) for p in padding):
+            return _padding_pair(padding, padding)
+        raise ValueError(f"`padding` (={padding!r}) must be an int, a (low, high) pair of ints or a "
+                         f"sequence holding one such pair (one spatial dimension).")
+    raise TypeError(f"`padding` (={padding!r}) must be a str, an int or a sequence, "
+                    f"got {type(padding).__name__}.")
+
+
+def dilated_length(length: int, dilation: int) -> int:
+    """Length of a sequence with ``dilation - 1`` zeros inserted between its elements."""
+    return 0 if length == 0 else (length - 1) * dilation + 1
+
+
+def resolve_padding(padding: PaddingSpec, length: int, kernel_size: int, stride: int,
+                    lhs_dilation: int, rhs_dilation: int) -> Tuple[int, int]:
+    """Return the explicit ``(low, high)`` padding for an input of ``length`` samples.
+
+    ``'SAME'`` pads the lhs-dilated input so that the output has
+    ``ceil(((length - 1) * lhs_dilation + 1) / stride)`` samples (as
+    ``lax.padtype_to_pads``, extra padding on the high side); ``'CAUSAL'`` pads
+    ``rhs_dilation * (kernel_size - 1)`` samples on the low side only.
+    """
+    if not isinstance(padding, str):
+        return padding
+    span = dilated_length(kernel_size, rhs_dilation)
+    if padding == 'VALID':
+        return 0, 0
+    if padding == 'CAUSAL':
+        return span - 1, 0
+    in_len = dilated_length(length, lhs_dilation)
+    out_len = -(-in_len // stride)
+    total = max((out_len - 1) * stride + span - in_len, 0)
+    return total // 2, total - total // 2
+
+
+def output_length(length: int, kernel_size: int, stride: int, padding: PaddingSpec,
+                  lhs_dilation: int = 1, rhs_dilation: int = 1) -> int:
+    """Number of output samples; raises ``ValueError`` when the input is too short.
+
+    With ``(low, high)`` the resolved padding, ``Hd = (length - 1) * lhs_dilation + 1``
+    and ``Kd = (kernel_size - 1) * rhs_dilation + 1``::
+
+        out = floor((Hd + low + high - Kd) / stride) + 1
+    """
+    if length < 1:
+        raise ValueError(f"the input has {length} samples along the length axis; "
+                         f"a convolution needs at least one.")
+    low, high = resolve_padding(padding, length, kernel_size, stride, lhs_dilation, rhs_dilation)
+    padded = dilated_length(length, lhs_dilation) + low + high
+    span = dilated_length(kernel_size, rhs_dilation)
+    if padded < span:
+        raise ValueError(
+            f"the input is too short for the kernel: {length} samples "
+            f"(lhs_dilation={lhs_dilation}) padded by {(low, high)} give {padded} samples, "
+            f"but the dilated kernel spans {span} (kernel_size={kernel_size}, "
+            f"rhs_dilation={rhs_dilation}); use a longer input or padding='SAME'.")
+    return (padded - span) // stride + 1

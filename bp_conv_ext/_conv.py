@@ -1,0 +1,121 @@
+"""The 1-D convolution itself, as pure functions on channels-last arrays."""
+from typing import Optional
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from . import _args
+
+# [batch, length, channels] input and output; [length, in, out] kernel.
+DIMENSION_NUMBERS = ('NWC', 'WIO', 'NWC')
+
+
+def compute_dtype(x_dtype, w_dtype):
+    """The dtype a convolution of ``x`` with ``w`` is computed and returned in.
+
+    ``bool`` and integer inputs (spikes, counts) are computed in the kernel's
+    dtype. Floating inputs are promoted with the kernel by JAX's rules:
+    ``float16``/``bfloat16`` with a ``float32`` kernel give ``float32``;
+    ``float64`` gives ``float64`` when 64-bit mode is on.
+    """
+    x_dtype = np.dtype(x_dtype)
+    if jnp.issubdtype(x_dtype, jnp.bool_) or jnp.issubdtype(x_dtype, jnp.integer):
+        return np.dtype(w_dtype)
+    if jnp.issubdtype(x_dtype, jnp.floating):
+        return np.dtype(jnp.result_type(x_dtype, w_dtype))
+    raise TypeError(f"the input has dtype {x_dtype}; expected bool, integer or real floating "
+                    f"values (complex and other dtypes are not supported).")
+
+
+def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int,
+                  groups: int):
+    """Batched convolution with already-validated arguments.
+
+    ``x``: ``[B, H, C_in]``; ``w``: ``[K, C_in // groups, C_out]``; ``b``: ``None`` or
+    broadcastable to ``[1, C_out]``; ``padding``: a resolved ``(low, high)`` pair.
+    """
+    dtype = compute_dtype(x.dtype, w.dtype)
+    y = lax.conv_general_dilated(
+        x.astype(dtype), w.astype(dtype),
+        window_strides=(stride,),
+        padding=(tuple(padding),),
+        lhs_dilation=(lhs_dilation,),
+        rhs_dilation=(rhs_dilation,),
+        dimension_numbers=DIMENSION_NUMBERS,
+        feature_group_count=groups,
+    )
+    if b is not None:
+        y = y + jnp.reshape(b, (-1,)).astype(dtype)
+    return y
+
+
+def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int = 1,
+           rhs_dilation: int = 1, groups: int = 1, mask=None):
+    """Channels-last 1-D convolution as a pure function.
+
+    Parameters
+    ----------
+    x : ArrayLike
+        Input of shape ``[H, C_in]`` or ``[B, H, C_in]``; ``bool``/integer inputs are
+        computed in the kernel's dtype.
+    w : ArrayLike
+        Kernel of shape ``[K, C_in // groups, C_out]``.
+    b : ArrayLike, optional
+        Bias of shape ``[C_out]`` or ``[1, C_out]``.
+    stride, padding, lhs_dilation, rhs_dilation, groups
+        As in :class:`bp_conv_ext.Conv1d`.
+    mask : ArrayLike, optional
+        Multiplied into the kernel before the convolution.
+
+    Returns
+    -------
+    jax.Array
+        ``[H_out, C_out]`` or ``[B, H_out, C_out]``, with ``H_out`` given by
+        :func:`bp_conv_ext.output_length`.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from bp_conv_ext import conv1d
+    >>> conv1d(jnp.ones((5, 1)), jnp.ones((3, 1, 1)))[:, 0].tolist()
+    [2.0, 3.0, 3.0, 3.0, 2.0]
+    """
+    x = jnp.asarray(x)
+    w = jnp.asarray(w)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"`x` must have shape [H, C] or [B, H, C], got shape {x.shape}.")
+    if w.ndim != 3:
+        raise ValueError(f"`w` must have shape [K, C_in // groups, C_out], got shape {w.shape}.")
+    groups = _args.check_groups(x.shape[-1], w.shape[2], groups)
+    if w.shape[1] * groups != x.shape[-1]:
+        raise ValueError(f"`w` (shape {w.shape}) expects {w.shape[1] * groups} input channels "
+                         f"with groups={groups}, but `x` (shape {x.shape}) has {x.shape[-1]}.")
+    stride = _args.positive_int('stride', stride)
+    lhs_dilation = _args.positive_int('lhs_dilation', lhs_dilation)
+    rhs_dilation = _args.positive_int('rhs_dilation', rhs_dilation)
+    padding = _args.canonical_padding(padding)
+    if mask is not None:
+        w = w * jnp.asarray(mask, dtype=w.dtype)
+    if b is not None:
+        b = jnp.asarray(b)
+        if b.size != w.shape[2]:
+            raise ValueError(f"`b` (shape {b.shape}) must hold one value per output channel "
+                             f"({w.shape[2]}).")
+    return apply(x, w, b, stride=stride, padding=padding, lhs_dilation=lhs_dilation,
+                 rhs_dilation=rhs_dilation, groups=groups)
+
+
+def apply(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, groups: int):
+    """Convolve ``[H, C]`` or ``[B, H, C]`` input with validated, canonical arguments.
+
+    Raises ``ValueError`` when the input is too short for the kernel.
+    """
+    length = x.shape[-2]
+    kernel_size = w.shape[0]
+    _args.output_length(length, kernel_size, stride, padding, lhs_dilation, rhs_dilation)
+    pads = _args.resolve_padding(padding, length, kernel_size, stride, lhs_dilation, rhs_dilation)
+    unbatched = x.ndim == 2
+    y = conv_explicit(x[None] if unbatched else x, w, b, stride=stride, padding=pads,
+                      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, groups=groups)
+    return y[0] if unbatched else y

@@ -1,0 +1,203 @@
+"""The BrainPy layer: parameters, modes and shape checks around the pure convolution."""
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import brainpy as bp
+import brainpy.math as bm
+
+from . import _args, _conv, _params
+
+_DEFAULT_W_INIT = bp.init.XavierNormal()
+_DEFAULT_B_INIT = bp.init.ZeroInit()
+
+_MODE_SHAPES = {
+    'NonBatchingMode': '[H, C] (rank 2)',
+    'BatchingMode': '[B, H, C] (rank 3)',
+    'TrainingMode': '[B, H, C] (rank 3)',
+}
+
+
+def _check_mode(mode) -> bm.Mode:
+    if mode is None:
+        mode = bm.get_mode()
+    if not isinstance(mode, bm.Mode):
+        raise TypeError(f"`mode` (={mode!r}) must be a brainpy.math.Mode instance such as "
+                        f"bm.NonBatchingMode(), bm.BatchingMode() or bm.TrainingMode().")
+    if not isinstance(mode, (bm.NonBatchingMode, bm.BatchingMode)):
+        raise ValueError(f"`mode` (={mode!r}) is not supported; expected NonBatchingMode, "
+                         f"BatchingMode or TrainingMode.")
+    return mode
+
+
+class Conv1d(bp.dnn.Layer):
+    r"""One-dimensional convolution over channels-last input, for spiking networks.
+
+    A drop-in replacement for :class:`brainpy.dnn.Conv1d` with the same
+    constructor. It accepts ``bool`` and integer spikes, keeps its parameters in
+    BrainPy variables in every mode, validates its arguments when it is built and
+    refuses inputs whose rank does not fit its mode.
+
+    Parameters
+    ----------
+    in_channels : int
+        Number of input channels ``C_in``.
+    out_channels : int
+        Number of output channels ``C_out``.
+    kernel_size : int
+        Kernel length ``K`` (an int or a sequence of one int).
+    stride : int, optional
+        Step between output samples (default 1).
+    strides : int, optional
+        Older name of ``stride``; give at most one of the two.
+    padding : str, int or pair
+        ``'SAME'``, ``'VALID'`` or ``'CAUSAL'`` (any case), a non-negative int ``p``
+        (``p`` zeros on both sides), a ``(low, high)`` pair, or a sequence holding one
+        pair. ``'SAME'`` gives ``ceil(Hd / stride)`` outputs (``Hd`` below), with any odd
+        sample of padding on the high side. ``'CAUSAL'`` pads
+        ``rhs_dilation * (K - 1)`` zeros on the low side only, so output ``t`` sees
+        inputs up to ``t``.
+    lhs_dilation : int
+        Input dilation: ``lhs_dilation - 1`` zeros are inserted between input samples
+        (a transposed convolution with that stride).
+    rhs_dilation : int
+        Kernel dilation (atrous convolution).
+    groups : int
+        Number of channel groups; must divide ``in_channels`` and ``out_channels``.
+    w_initializer : Initializer, callable, array or number
+        Kernel of shape ``(K, in_channels // groups, out_channels)``.
+    b_initializer : Initializer, callable, array, number or None
+        Bias of shape ``(1, out_channels)`` (a ``(out_channels,)`` array is accepted);
+        ``None`` means no bias.
+    mask : array, optional
+        Multiplied into the kernel in every forward pass, so masked weights get zero
+        gradient; its shape must broadcast to the kernel shape.
+    mode : brainpy.math.Mode, optional
+        ``NonBatchingMode`` takes ``[H, C_in]`` inputs; ``BatchingMode`` and
+        ``TrainingMode`` take ``[B, H, C_in]``. Parameters are ``bm.TrainVar`` in
+        ``TrainingMode`` and ``bm.Variable`` otherwise. Default: ``bm.get_mode()``.
+    name : str, optional
+        Name of the layer.
+
+    Notes
+    -----
+    The output length, with ``(low, high)`` the padding,
+    ``Hd = (H - 1) * lhs_dilation + 1`` and ``Kd = (K - 1) * rhs_dilation + 1``, is
+
+    .. math:: H_{out} = \left\lfloor \frac{H_d + low + high - K_d}{stride} \right\rfloor + 1
+
+    ``bool`` and integer inputs are computed in the parameters' dtype; floating
+    inputs are promoted with the parameters by JAX's rules (``float16`` and
+    ``bfloat16`` with ``float32`` parameters give ``float32``; ``float64`` gives
+    ``float64`` when 64-bit mode is on).
+
+    Raises
+    ------
+    TypeError, ValueError
+        At construction, for any malformed argument. When called, for an input whose
+        rank does not fit the mode, whose channel count is not ``in_channels``, whose
+        dtype is not real, or which is too short for the kernel.
+
+    Examples
+    --------
+    >>> import brainpy.math as bm
+    >>> import jax.numpy as jnp
+    >>> import bp_conv_ext
+    >>> conv = bp_conv_ext.Conv1d(1, 1, 3, w_initializer=1.0, mode=bm.NonBatchingMode())
+    >>> conv(jnp.ones((5, 1)))[:, 0].tolist()
+    [2.0, 3.0, 3.0, 3.0, 2.0]
+    >>> spikes = jnp.zeros((8, 100, 1), dtype=bool)
+    >>> bp_conv_ext.Conv1d(1, 16, 5, stride=2, mode=bm.TrainingMode())(spikes).shape
+    (8, 50, 16)
+    """
+
+    supported_modes = (bm.NonBatchingMode, bm.BatchingMode, bm.TrainingMode)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Union[int, Tuple[int]],
+        stride: Optional[Union[int, Tuple[int]]] = None,
+        strides: Optional[Union[int, Tuple[int]]] = None,
+        padding: Union[str, int, Tuple[int, int], Sequence[Tuple[int, int]]] = 'SAME',
+        lhs_dilation: Union[int, Tuple[int]] = 1,
+        rhs_dilation: Union[int, Tuple[int]] = 1,
+        groups: int = 1,
+        w_initializer: Union[bp.init.Initializer, Callable, bm.Array, float] = _DEFAULT_W_INIT,
+        b_initializer: Optional[Union[bp.init.Initializer, Callable, bm.Array, float]] = _DEFAULT_B_INIT,
+        mask: Optional[bm.Array] = None,
+        mode: Optional[bm.Mode] = None,
+        name: Optional[str] = None,
+    ):
+        super().__init__(name=name, mode=_check_mode(mode))
+        self._given = dict(stride=stride, strides=strides, padding=padding,
+                           w_initializer=w_initializer, b_initializer=b_initializer,
+                           name=name, mode=mode)
+        self.in_channels = _args.positive_int('in_channels', in_channels)
+        self.out_channels = _args.positive_int('out_channels', out_channels)
+        self.kernel_size = (_args.positive_int('kernel_size', kernel_size),)
+        self.stride = (_args.resolve_stride(stride, strides),)
+        self.lhs_dilation = (_args.positive_int('lhs_dilation', lhs_dilation),)
+        self.rhs_dilation = (_args.positive_int('rhs_dilation', rhs_dilation),)
+        self.groups = _args.check_groups(self.in_channels, self.out_channels, groups)
+        canonical = _args.canonical_padding(padding)
+        if canonical == 'CAUSAL':
+            canonical = _args.resolve_padding(canonical, 1, self.kernel_size[0], 1, 1,
+                                              self.rhs_dilation[0])
+        self.padding = canonical if isinstance(canonical, str) else (canonical,)
+        self.w_initializer = w_initializer
+        self.b_initializer = b_initializer
+
+        kernel_shape = (self.kernel_size[0], self.in_channels // self.groups, self.out_channels)
+        w = _params.init_param('w_initializer', w_initializer, kernel_shape)
+        if w is None:
+            raise ValueError("`w_initializer` (=None) must give the kernel; only "
+                             "`b_initializer` may be None.")
+        b = _params.init_param('b_initializer', b_initializer, (1, self.out_channels),
+                               alt_shapes=((self.out_channels,),))
+        self.mask = _params.make_mask(mask, kernel_shape, w.dtype)
+        var = bm.TrainVar if isinstance(self.mode, bm.TrainingMode) else bm.Variable
+        self.w = var(w)
+        self.b = None if b is None else var(b)
+
+    def update(self, x):
+        """Convolve ``x`` (``[H, C_in]`` or ``[B, H, C_in]``, as the mode says)."""
+        x = bm.as_jax(x)
+        unbatched = isinstance(self.mode, bm.NonBatchingMode)
+        if x.ndim != (2 if unbatched else 3):
+            mode_name = type(self.mode).__name__
+            raise ValueError(f"{self.name} is in {mode_name}, which accepts inputs of shape "
+                             f"{_MODE_SHAPES[mode_name]}; got an input of shape {x.shape}.")
+        if x.shape[-1] != self.in_channels:
+            raise ValueError(f"{self.name} expects in_channels={self.in_channels} in the last "
+                             f"axis; got an input of shape {x.shape}.")
+        w = self.w.value if self.mask is None else self.w.value * self.mask
+        return _conv.apply(
+            x, w, None if self.b is None else self.b.value,
+            stride=self.stride[0],
+            padding=self.padding if isinstance(self.padding, str) else self.padding[0],
+            lhs_dilation=self.lhs_dilation[0], rhs_dilation=self.rhs_dilation[0],
+            groups=self.groups)
+
+    def __repr__(self):
+        parts = [f"in_channels={self.in_channels}", f"out_channels={self.out_channels}",
+                 f"kernel_size={self.kernel_size[0]}"]
+        if self.stride[0] != 1:
+            parts.append(f"stride={self.stride[0]}")
+        if self._given['padding'] != 'SAME':
+            parts.append(f"padding={self._given['padding']!r}")
+        for key in ('lhs_dilation', 'rhs_dilation'):
+            if getattr(self, key)[0] != 1:
+                parts.append(f"{key}={getattr(self, key)[0]}")
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        if self.w_initializer is not _DEFAULT_W_INIT:
+            parts.append(f"w_initializer={_params.describe_init(self.w_initializer)}")
+        if self.b_initializer is not _DEFAULT_B_INIT:
+            parts.append(f"b_initializer={_params.describe_init(self.b_initializer)}")
+        if self.mask is not None:
+            parts.append(f"mask=<array shape={tuple(self.mask.shape)}>")
+        if self._given['mode'] is not None:
+            parts.append(f"mode={self.mode!r}")
+        if self._given['name'] is not None:
+            parts.append(f"name={self.name!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
