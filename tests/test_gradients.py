@@ -1,0 +1,79 @@
+"""Gradients: finite-difference checks in float64 and masked weights."""
+import brainpy.math as bm
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from bp_conv_ext import Conv1d, conv1d
+
+CONFIGS = [
+    dict(),
+    dict(stride=2, padding='VALID'),
+    dict(padding='CAUSAL', rhs_dilation=2),
+    dict(padding=(2, 1), lhs_dilation=2),
+    dict(stride=3, groups=2, padding=1),
+    dict(stride=2, lhs_dilation=3, rhs_dilation=2, groups=2),
+]
+
+
+@pytest.mark.parametrize('batched', [True, False], ids=['batched', 'unbatched'])
+@pytest.mark.parametrize('options', CONFIGS, ids=[str(c) for c in CONFIGS])
+def test_check_grads_float64(options, batched):
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        groups = options.get('groups', 1)
+        x = jnp.asarray(rng.standard_normal((2, 9, 4) if batched else (9, 4)))
+        w = jnp.asarray(rng.standard_normal((3, 4 // groups, 6)))
+        b = jnp.asarray(rng.standard_normal(6))
+        assert x.dtype == jnp.float64
+
+        def f(x, w, b):
+            return conv1d(x, w, b, **options)
+
+        check_grads(f, (x, w, b), order=2, modes=('fwd', 'rev'), atol=1e-6, rtol=1e-6)
+
+
+def test_layer_check_grads_float64_in_training_mode():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(1)
+        conv = Conv1d(4, 6, 3, stride=2, padding='causal', w_initializer=rng.standard_normal((3, 4, 6)),
+                      b_initializer=rng.standard_normal(6), mode=bm.TrainingMode())
+        assert conv.w.dtype == jnp.float64
+        x = jnp.asarray(rng.standard_normal((2, 9, 4)))
+
+        def f(w, b, x):
+            conv.w.value, conv.b.value = w, b
+            return conv(x)
+
+        check_grads(f, (conv.w.value, conv.b.value, x), order=1, modes=('rev',), atol=1e-6,
+                    rtol=1e-6)
+
+
+def test_masked_weights_get_zero_gradient_and_no_effect():
+    mask = np.ones((3, 2, 4), dtype=bool)
+    mask[1] = False           # the middle tap is switched off for every channel
+    mask[:, :, 3] = False     # and the last output channel entirely
+    conv = Conv1d(2, 4, 3, mask=mask, mode=bm.TrainingMode())
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 10, 2)), jnp.float32)
+
+    def loss():
+        return jnp.sum(conv(x) ** 2)
+
+    grads = bm.grad(loss, grad_vars={'w': conv.w})()
+    assert np.all(np.asarray(grads['w'])[~mask] == 0)
+    assert np.all(np.asarray(grads['w'])[mask] != 0)
+
+    before = np.asarray(conv(x))
+    conv.w.value = jnp.where(mask, conv.w.value, 1e3)   # changing masked weights changes nothing
+    np.testing.assert_array_equal(np.asarray(conv(x)), before)
+
+
+def test_broadcast_mask_is_stored_at_kernel_shape():
+    conv = Conv1d(2, 4, 3, mask=np.array([1.0, 0.0, 1.0, 0.0]), mode=bm.NonBatchingMode())
+    assert conv.mask.shape == (3, 2, 4)
+    y = conv(jnp.ones((5, 2)))
+    np.testing.assert_array_equal(np.asarray(y[:, 1]), 0.0)
+    np.testing.assert_array_equal(np.asarray(y[:, 3]), 0.0)
+    assert np.all(np.asarray(y[:, 0]) != 0)
