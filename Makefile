@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml constraints/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints/dev.txt -e '.[test,torch,examples]'
+	$(PY) -m pip install --quiet -c constraints/dev.txt -e '.[test,torch]'
 	touch $(STAMP)
 
 demo: $(STAMP)
