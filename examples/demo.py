@@ -36,6 +36,7 @@ class SpikeRelay(bp.DynSysGroup):
 
 def simulate():
     bm.set_mode(bm.NonBatchingMode())
+    bm.random.seed(0)
     net = SpikeRelay()
     print(f"layer: {net.conv}")
     runner = bp.DSRunner(net, monitors={'out': net.out.spike}, progress_bar=False)
