@@ -2,7 +2,10 @@
 from ._args import output_length
 from ._conv import conv1d
 from ._layer import Conv1d
+from ._multistep import LayerByLayer
+from ._train import LayerByLayerTrainer
 
 __version__ = '0.1.0'
 
-__all__ = ['Conv1d', 'conv1d', 'output_length', '__version__']
+__all__ = ['Conv1d', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d', 'output_length',
+           '__version__']

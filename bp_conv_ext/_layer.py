@@ -9,10 +9,11 @@ from . import _args, _conv, _params
 _DEFAULT_W_INIT = bp.init.XavierNormal()
 _DEFAULT_B_INIT = bp.init.ZeroInit()
 
-_MODE_SHAPES = {
-    'NonBatchingMode': '[H, C] (rank 2)',
-    'BatchingMode': '[B, H, C] (rank 3)',
-    'TrainingMode': '[B, H, C] (rank 3)',
+# The shape one time step has in each mode; a sequence adds a leading T axis.
+_STEP_SHAPES = {
+    'NonBatchingMode': '[H, C]',
+    'BatchingMode': '[B, H, C]',
+    'TrainingMode': '[B, H, C]',
 }
 
 
@@ -160,16 +161,39 @@ class Conv1d(bp.dnn.Layer):
         self.b = None if b is None else var(b)
 
     def update(self, x):
-        """Convolve ``x`` (``[H, C_in]`` or ``[B, H, C_in]``, as the mode says)."""
+        """Convolve one time step: ``[H, C_in]`` or ``[B, H, C_in]``, as the mode says."""
+        x = self._checked(x, sequence=False)
+        return self._convolve(x)
+
+    def multi_step(self, xs):
+        """Convolve a whole sequence in one folded call.
+
+        Takes ``[T, H, C_in]`` in ``NonBatchingMode`` and ``[T, B, H, C_in]`` in
+        ``BatchingMode``/``TrainingMode``, and returns the per-step outputs stacked
+        along the first axis (equal to calling the layer on every step).
+        """
+        xs = self._checked(xs, sequence=True)
+        folded = xs if xs.ndim == 3 else xs.reshape((-1,) + xs.shape[2:])
+        y = self._convolve(folded)
+        return y if xs.ndim == 3 else y.reshape(xs.shape[:2] + y.shape[1:])
+
+    def _checked(self, x, sequence: bool):
         x = bm.as_jax(x)
-        unbatched = isinstance(self.mode, bm.NonBatchingMode)
-        if x.ndim != (2 if unbatched else 3):
-            mode_name = type(self.mode).__name__
-            raise ValueError(f"{self.name} is in {mode_name}, which accepts inputs of shape "
-                             f"{_MODE_SHAPES[mode_name]}; got an input of shape {x.shape}.")
+        mode_name = type(self.mode).__name__
+        shape = _STEP_SHAPES[mode_name]
+        rank = shape.count(',') + 1
+        if sequence:
+            shape, rank = '[T, ' + shape[1:], rank + 1
+        if x.ndim != rank:
+            what = 'multi_step' if sequence else 'a call'
+            raise ValueError(f"{self.name} is in {mode_name}, where {what} accepts inputs of "
+                             f"shape {shape} (rank {rank}); got an input of shape {x.shape}.")
         if x.shape[-1] != self.in_channels:
             raise ValueError(f"{self.name} expects in_channels={self.in_channels} in the last "
                              f"axis; got an input of shape {x.shape}.")
+        return x
+
+    def _convolve(self, x):
         w = self.w.value if self.mask is None else self.w.value * self.mask
         return _conv.apply(
             x, w, None if self.b is None else self.b.value,

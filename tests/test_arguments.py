@@ -150,7 +150,7 @@ def test_unsupported_modes(mode, error, match):
 def test_rank_that_does_not_fit_the_mode(mode, shape, accepted):
     conv = Conv1d(2, 4, 3, mode=mode)
     mode_name = type(mode).__name__
-    with pytest.raises(ValueError, match=rf"is in {mode_name}, which accepts inputs of shape "
+    with pytest.raises(ValueError, match=rf"is in {mode_name}, where a call accepts inputs of shape "
                                          rf"{accepted}; got an input of shape "
                                          rf"{re.escape(str(shape))}"):
         conv(jnp.ones(shape))

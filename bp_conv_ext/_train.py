@@ -1,0 +1,98 @@
+"""Training a :class:`LayerByLayer` network on whole sequences."""
+from typing import Callable, Iterable, List, Union
+
+import brainpy as bp
+import brainpy.math as bm
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._multistep import LayerByLayer
+
+
+class LayerByLayerTrainer:
+    """Gradient descent through :meth:`LayerByLayer.multi_step` with ``bm.grad``.
+
+    It mirrors the parts of ``bp.BPTT`` that a training loop needs, with the same data
+    layout and loss signature, so that one loss function serves both.
+
+    Parameters
+    ----------
+    model : LayerByLayer
+        The network, in ``TrainingMode``.
+    loss_fun : callable
+        ``loss_fun(predictions, targets) -> scalar``; predictions are laid out as the
+        inputs (``[B, T, ...]`` when ``data_first_axis='B'``).
+    optimizer : brainpy.optim.Optimizer
+        Updates ``model.train_vars()``.
+    data_first_axis : {'B', 'T'}
+        Whether inputs (and predictions) are batch-first, as in ``bp.BPTT``, or time-first.
+    """
+
+    def __init__(self, model: LayerByLayer, loss_fun: Callable, optimizer: bp.optim.Optimizer,
+                 data_first_axis: str = 'B'):
+        if not isinstance(model, LayerByLayer):
+            raise TypeError(f"`model` must be a bp_conv_ext.LayerByLayer, got {type(model).__name__}.")
+        if not isinstance(model.mode, bm.TrainingMode):
+            raise ValueError(f"`model` must be in TrainingMode to be trained, got {model.mode}.")
+        if not isinstance(optimizer, bp.optim.Optimizer):
+            raise TypeError(f"`optimizer` must be a brainpy.optim.Optimizer, "
+                            f"got {type(optimizer).__name__}.")
+        if data_first_axis not in ('B', 'T'):
+            raise ValueError(f"`data_first_axis` (={data_first_axis!r}) must be 'B' or 'T'.")
+        self.model = model
+        self.loss_fun = loss_fun
+        self.optimizer = optimizer
+        self.data_first_axis = data_first_axis
+        self.train_vars = model.train_vars().unique()
+        optimizer.register_train_vars(self.train_vars)
+        self._grad = bm.grad(self._loss, grad_vars=self.train_vars, return_value=True)
+
+        def train_step(xs, ys):
+            grads, loss = self._grad(xs, ys)
+            self.optimizer.update(grads)
+            return loss
+
+        self._train_step = bm.jit(train_step)
+        self._predict = bm.jit(self._forward)
+
+    def _forward(self, xs):
+        if self.data_first_axis == 'B':
+            return jnp.swapaxes(self.model.multi_step(jnp.swapaxes(xs, 0, 1)), 0, 1)
+        return self.model.multi_step(xs)
+
+    def _loss(self, xs, ys):
+        return self.loss_fun(self._forward(xs), ys)
+
+    def loss_and_grads(self, xs, ys):
+        """The loss on one batch and its gradients with respect to ``self.train_vars``."""
+        grads, loss = self._grad(bm.as_jax(xs), bm.as_jax(ys))
+        return loss, grads
+
+    def step(self, xs, ys) -> float:
+        """One optimizer step on one batch; returns the loss before the step."""
+        return float(self._train_step(bm.as_jax(xs), bm.as_jax(ys)))
+
+    def predict(self, xs):
+        """The model's per-step outputs for ``xs`` (same layout as ``xs``)."""
+        return self._predict(bm.as_jax(xs))
+
+    def fit(self, train_data: Union[Iterable, Callable[[], Iterable]], num_epoch: int,
+            progress_bar: bool = True) -> List[float]:
+        """Train for ``num_epoch`` passes over ``train_data``.
+
+        ``train_data`` is an iterable of ``(inputs, targets)`` batches, or a callable that
+        returns a fresh one for every epoch (as ``bp.BPTT.fit`` takes). Returns the mean
+        training loss of each epoch.
+        """
+        history = []
+        epochs = tqdm(range(num_epoch), desc='layer-by-layer training', unit='epoch',
+                      disable=not progress_bar)
+        for _ in epochs:
+            batches = train_data() if callable(train_data) else train_data
+            losses = [self.step(xs, ys) for xs, ys in batches]
+            if not losses:
+                raise ValueError("`train_data` gave no batches.")
+            history.append(float(np.mean(losses)))
+            epochs.set_postfix(loss=f"{history[-1]:.4f}")
+        return history
