@@ -105,3 +105,51 @@ def test_layer_state_survives_save_and_load_state():
     conv.w.value = jnp.zeros_like(conv.w.value)
     conv.load_state(state)
     np.testing.assert_array_equal(np.asarray(conv.w.value), original)
+
+
+@pytest.mark.parametrize('mode', [bm.BatchingMode(), bm.TrainingMode()], ids=['batching', 'training'])
+@pytest.mark.parametrize('jit', [True, False])
+def test_dsrunner_batched_data_first_axis_b_and_t_agree(mode, jit):
+    rng = np.random.default_rng(1)
+    currents = rng.uniform(0.0, 4.0, (3, 30, LENGTH, CIN)).astype(np.float32)   # [B, T, H, C]
+    results = {}
+    for axis, data in (('B', currents), ('T', np.swapaxes(currents, 0, 1))):
+        bm.random.seed(0)
+        net = SpikingPipeline(mode)
+        net.reset(3)
+        runner = bp.DSRunner(net, monitors={'post': net.post.spike, 'V': net.post.V},
+                             data_first_axis=axis, jit=jit, progress_bar=False)
+        outputs = np.asarray(runner.run(inputs=data))
+        results[axis] = outputs, runner.mon['post'], runner.mon['V']
+        bm.clear_name_cache()
+    out_b, spikes_b, v_b = results['B']
+    out_t, spikes_t, v_t = results['T']
+    assert out_b.shape == (3, 30, LENGTH, COUT) and out_t.shape == (30, 3, LENGTH, COUT)
+    assert spikes_b.shape == (3, 30, LENGTH, COUT) and spikes_b.any()
+    np.testing.assert_allclose(out_b, np.swapaxes(out_t, 0, 1), rtol=1e-6)
+    np.testing.assert_array_equal(spikes_b, np.swapaxes(spikes_t, 0, 1))
+    np.testing.assert_allclose(v_b, np.swapaxes(v_t, 0, 1), rtol=1e-6)
+
+
+def test_bptt_fit_over_data_loader_then_predict():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 48)
+    xs = rng.uniform(0, 1, (48, 8, LENGTH, CIN)).astype(np.float32)
+    xs[labels == 1, :, :, 0] += 1.0
+    xs[labels == 0, :, :, 1] += 1.0
+
+    def loader():
+        order = rng.permutation(48)
+        for start in range(0, 48, 16):
+            batch = order[start:start + 16]
+            yield xs[batch], labels[batch]
+
+    net = SpikingClassifier()
+    trainer = bp.BPTT(net, loss_fun=lambda p, t: bp.losses.cross_entropy_loss(p.mean(1), t),
+                      optimizer=bp.optim.Adam(lr=2e-2), progress_bar=False)
+    trainer.fit(loader, num_epoch=8)
+    history = np.asarray(trainer.get_hist_metric('fit'))
+    assert history.shape == (8,) and history[-1] < 0.5 * history[0]
+    predictions = np.asarray(trainer.predict(xs, reset_state=True))
+    assert predictions.shape == (48, 8, 2)
+    assert (predictions.mean(axis=1).argmax(-1) == labels).mean() > 0.9
