@@ -10,11 +10,11 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml constraints/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints/dev.txt -e '.[test,torch]'
+	$(PY) -m pip install --quiet -c constraints/dev.txt -e '.[test,torch,examples]'
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) examples/gunpoint.py
 
 # pytest exits with 5 when it collected no test: report that as a failure.
 test: $(STAMP)

@@ -1,0 +1,34 @@
+"""The examples run end to end in their --quick form and write what they promise."""
+import importlib.util
+import os
+
+import pytest
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, 'examples')
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_spike_raster_quick(tmp_path):
+    pytest.importorskip('matplotlib')
+    result = _load('spike_raster').main(['--quick', '--out', str(tmp_path)])
+    assert os.path.getsize(result['figure']) > 10_000
+    assert set(result['rates_hz']) == {'input', 'LIF 1', 'LIF 2'}
+    assert all(rate > 0 for rate in result['rates_hz'].values())
+
+
+def test_gunpoint_quick(tmp_path):
+    pytest.importorskip('matplotlib')
+    pytest.importorskip('aeon')
+    result = _load('gunpoint').main(['--quick', '--out', str(tmp_path)])
+    assert os.path.getsize(result['figure']) > 10_000
+    assert os.path.getsize(result['checkpoint']) > 1_000
+    assert result['reloaded_accuracy'] == result['test_accuracy']
+    assert set(result['seconds']) == {'per step', 'layer by layer'}
+    assert all(0.0 <= acc <= 1.0 for acc in result['test_accuracy_by_method'].values())
+
