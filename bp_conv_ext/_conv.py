@@ -3,13 +3,8 @@ from typing import Optional
 
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from . import _args
-
-# [batch, length, channels] input and output; [length, in, out] kernel.
-DIMENSION_NUMBERS = ('NWC', 'WIO', 'NWC')
-
+from . import _args, _dense
 
 def compute_dtype(x_dtype, w_dtype):
     """The dtype a convolution of ``x`` with ``w`` is computed and returned in.
@@ -29,22 +24,20 @@ def compute_dtype(x_dtype, w_dtype):
 
 
 def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int,
-                  groups: int):
+                  groups: int, algorithm: Optional[str] = None):
     """Batched convolution with already-validated arguments.
 
     ``x``: ``[B, H, C_in]``; ``w``: ``[K, C_in // groups, C_out]``; ``b``: ``None`` or
-    broadcastable to ``[1, C_out]``; ``padding``: a resolved ``(low, high)`` pair.
+    broadcastable to ``[1, C_out]``; ``padding``: a resolved ``(low, high)`` pair;
+    ``algorithm``: one of :data:`_dense.ALGORITHMS`, or ``None`` for
+    :func:`_dense.choose_algorithm`'s pick.
     """
     dtype = compute_dtype(x.dtype, w.dtype)
-    y = lax.conv_general_dilated(
-        x.astype(dtype), w.astype(dtype),
-        window_strides=(stride,),
-        padding=(tuple(padding),),
-        lhs_dilation=(lhs_dilation,),
-        rhs_dilation=(rhs_dilation,),
-        dimension_numbers=DIMENSION_NUMBERS,
-        feature_group_count=groups,
-    )
+    if algorithm is None:
+        algorithm = _dense.choose_algorithm(x.shape[0], x.shape[1], x.shape[2], w.shape[2],
+                                            w.shape[0], groups)
+    spec = _dense.ConvSpec(stride, tuple(padding), lhs_dilation, rhs_dilation, groups, algorithm)
+    y = _dense.conv(x.astype(dtype), w.astype(dtype), spec)
     if b is not None:
         y = y + jnp.reshape(b, (-1,)).astype(dtype)
     return y
