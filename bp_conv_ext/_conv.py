@@ -3,8 +3,26 @@ from typing import Optional
 
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from . import _args, _dense
+
+#: Values of ``backend``: ``'auto'``; ``'dense'`` (the dense algorithm picked by
+#: :func:`_dense.choose_algorithm`); one dense algorithm by name; ``'event'``.
+BACKENDS = ('auto', 'dense') + _dense.ALGORITHMS + ('event',)
+
+#: Under ``backend='auto'``, ``bool`` input whose fraction of ``True`` entries is at or
+#: below this runs event-driven. Measured crossovers (event as fast as the best dense
+#: algorithm) lie between 0.08 and 0.15 on the benchmark shapes; 0.05 keeps the automatic
+#: choice on the winning side with a margin.
+EVENT_DENSITY_THRESHOLD = 0.05
+
+
+def check_backend(backend) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"`backend` (={backend!r}) must be one of {', '.join(map(repr, BACKENDS))}.")
+    return backend
+
 
 def compute_dtype(x_dtype, w_dtype):
     """The dtype a convolution of ``x`` with ``w`` is computed and returned in.
@@ -24,27 +42,42 @@ def compute_dtype(x_dtype, w_dtype):
 
 
 def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int,
-                  groups: int, algorithm: Optional[str] = None):
+                  groups: int, backend: str = 'auto'):
     """Batched convolution with already-validated arguments.
 
     ``x``: ``[B, H, C_in]``; ``w``: ``[K, C_in // groups, C_out]``; ``b``: ``None`` or
     broadcastable to ``[1, C_out]``; ``padding``: a resolved ``(low, high)`` pair;
-    ``algorithm``: one of :data:`_dense.ALGORITHMS`, or ``None`` for
-    :func:`_dense.choose_algorithm`'s pick.
+    ``backend``: one of :data:`BACKENDS`.
     """
     dtype = compute_dtype(x.dtype, w.dtype)
-    if algorithm is None:
-        algorithm = _dense.choose_algorithm(x.shape[0], x.shape[1], x.shape[2], w.shape[2],
-                                            w.shape[0], groups)
-    spec = _dense.ConvSpec(stride, tuple(padding), lhs_dilation, rhs_dilation, groups, algorithm)
-    y = _dense.conv(x.astype(dtype), w.astype(dtype), spec)
+    w = w.astype(dtype)
+    algorithm = backend if backend in _dense.ALGORITHMS else _dense.choose_algorithm(
+        x.shape[0], x.shape[1], x.shape[2], w.shape[2], w.shape[0], groups)
+    spec = _dense.ConvSpec(stride, tuple(padding), lhs_dilation, rhs_dilation, groups, algorithm,
+                           _dense.choose_kernel_grad(x.shape[2], w.shape[0], groups))
+
+    def dense(x):
+        return _dense.conv(x.astype(dtype), w, spec)
+
+    def event(x):
+        from . import _event   # numba is imported on first use
+        span = (w.shape[0] - 1) * rhs_dilation + 1
+        length = _args.dilated_length(x.shape[1], lhs_dilation) + sum(padding)
+        return _event.conv(x, w, spec, (length - span) // stride + 1)
+
+    if backend == 'event':
+        y = event(x)
+    elif backend == 'auto' and x.dtype == jnp.bool_:
+        y = lax.cond(jnp.mean(x) <= EVENT_DENSITY_THRESHOLD, event, dense, x)
+    else:
+        y = dense(x)
     if b is not None:
         y = y + jnp.reshape(b, (-1,)).astype(dtype)
     return y
 
 
 def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int = 1,
-           rhs_dilation: int = 1, groups: int = 1, mask=None):
+           rhs_dilation: int = 1, groups: int = 1, mask=None, backend: str = 'auto'):
     """Channels-last 1-D convolution as a pure function.
 
     Parameters
@@ -60,6 +93,11 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
         As in :class:`bp_conv_ext.Conv1d`.
     mask : ArrayLike, optional
         Multiplied into the kernel before the convolution.
+    backend : str
+        How to compute it (all give the same numbers): ``'auto'`` (event-driven for
+        ``bool`` input with at most :data:`EVENT_DENSITY_THRESHOLD` of its entries
+        ``True``, decided at run time; dense otherwise), ``'dense'``, a dense algorithm
+        (``'xla'``, ``'xla2d'``, ``'im2col'``) or ``'event'`` (skips zero inputs; any dtype).
 
     Returns
     -------
@@ -88,6 +126,7 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
     lhs_dilation = _args.positive_int('lhs_dilation', lhs_dilation)
     rhs_dilation = _args.positive_int('rhs_dilation', rhs_dilation)
     padding = _args.canonical_padding(padding)
+    check_backend(backend)
     if mask is not None:
         w = w * jnp.asarray(mask, dtype=w.dtype)
     if b is not None:
@@ -96,10 +135,11 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
             raise ValueError(f"`b` (shape {b.shape}) must hold one value per output channel "
                              f"({w.shape[2]}).")
     return apply(x, w, b, stride=stride, padding=padding, lhs_dilation=lhs_dilation,
-                 rhs_dilation=rhs_dilation, groups=groups)
+                 rhs_dilation=rhs_dilation, groups=groups, backend=backend)
 
 
-def apply(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, groups: int):
+def apply(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, groups: int,
+          backend: str = 'auto'):
     """Convolve ``[H, C]`` or ``[B, H, C]`` input with validated, canonical arguments.
 
     Raises ``ValueError`` when the input is too short for the kernel.
@@ -110,5 +150,6 @@ def apply(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int
     pads = _args.resolve_padding(padding, length, kernel_size, stride, lhs_dilation, rhs_dilation)
     unbatched = x.ndim == 2
     y = conv_explicit(x[None] if unbatched else x, w, b, stride=stride, padding=pads,
-                      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, groups=groups)
+                      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, groups=groups,
+                      backend=backend)
     return y[0] if unbatched else y

@@ -10,9 +10,10 @@ Every algorithm computes the same convolution on ``[N, H, C_in]`` input with a
   ``[N * H_out, K * C_in]`` and multiplied with the kernel (one matmul per group).
 
 Gradients go through one ``jax.custom_jvp`` rule: the input tangent is a convolution,
-and the kernel tangent is the ``im2col`` matmul, so reverse mode computes the kernel
-gradient as ``patches^T @ dy`` instead of XLA's backward-filter convolution (which is
-an order of magnitude slower inside ``lax.scan``). Forward mode works too.
+and for short patch rows the kernel tangent is the ``im2col`` matmul, so reverse mode
+computes the kernel gradient as ``patches^T @ dy`` instead of XLA's backward-filter
+convolution (which is an order of magnitude slower inside ``lax.scan``). Forward mode
+works too.
 """
 from functools import partial
 from typing import NamedTuple, Tuple
@@ -32,6 +33,14 @@ class ConvSpec(NamedTuple):
     rhs_dilation: int
     groups: int
     algorithm: str
+    kernel_grad: str = 'im2col'
+
+
+def choose_kernel_grad(in_channels: int, kernel_size: int, groups: int) -> str:
+    """How the kernel gradient is computed: ``'im2col'`` (a matmul with the patches) when a
+    patch row is short (``kernel_size * in_channels // groups <= 128``), else ``'xla'``
+    (XLA's backward-filter convolution, faster there outside loops)."""
+    return 'im2col' if kernel_size * in_channels // groups <= 128 else 'xla'
 
 
 def choose_algorithm(batch: int, length: int, in_channels: int, out_channels: int,
@@ -112,10 +121,12 @@ def _conv_jvp(spec: ConvSpec, primals, tangents):
     if not _is_zero(x_dot):
         # Linear in x_dot: transposes to XLA's backward-input convolution.
         y_dot = y_dot + _FORWARD[spec.algorithm](x_dot, w, spec)
-    if not _is_zero(w_dot):
+    if not _is_zero(w_dot) and spec.kernel_grad == 'im2col':
         # Linear in w_dot through a matmul with the patches of x: its transpose is the
         # kernel gradient patches^T @ dy.
         y_dot = y_dot + _patch_matmul(patches(x, w.shape[0], spec), w_dot, spec.groups)
+    elif not _is_zero(w_dot):
+        y_dot = y_dot + _xla(x, w_dot, spec)
     return y, y_dot
 
 

@@ -159,6 +159,23 @@ class Conv1d(bp.dnn.Layer):
         var = bm.TrainVar if isinstance(self.mode, bm.TrainingMode) else bm.Variable
         self.w = var(w)
         self.b = None if b is None else var(b)
+        self._backend = 'auto'
+
+    @property
+    def backend(self) -> str:
+        """How the convolution is computed; all choices give the same numbers.
+
+        ``'auto'`` (default): event-driven for ``bool`` input (spikes) whose fraction of
+        ``True`` entries is at most ``EVENT_DENSITY_THRESHOLD`` (checked at run time),
+        dense otherwise. ``'event'``: always event-driven (work proportional to the
+        nonzero inputs, any dtype). ``'dense'``: the dense algorithm chosen for the
+        shape; ``'xla'``, ``'xla2d'``, ``'im2col'``: that dense algorithm.
+        """
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str):
+        self._backend = _conv.check_backend(value)
 
     def update(self, x):
         """Convolve one time step: ``[H, C_in]`` or ``[B, H, C_in]``, as the mode says."""
@@ -200,7 +217,7 @@ class Conv1d(bp.dnn.Layer):
             stride=self.stride[0],
             padding=self.padding if isinstance(self.padding, str) else self.padding[0],
             lhs_dilation=self.lhs_dilation[0], rhs_dilation=self.rhs_dilation[0],
-            groups=self.groups)
+            groups=self.groups, backend=self._backend)
 
     def __repr__(self):
         parts = [f"in_channels={self.in_channels}", f"out_channels={self.out_channels}",

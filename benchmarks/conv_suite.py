@@ -1,0 +1,229 @@
+"""Conv1d against raw XLA, brainpy.dnn.Conv1d and PyTorch, measured side by side in one run.
+
+Prints markdown tables: forward, forward+backward, per-step BPTT through a ``lax.scan``,
+and the event-driven path at several spike densities, with achieved GFLOP/s and the
+machine's matmul peak measured at the start. Every number is the median of interleaved
+repeats after a warm-up call that compiles; ratios compare numbers from this run only.
+
+    python benchmarks/conv_suite.py [--quick]
+
+PyTorch runs with 2 threads; set ``OMP_WAIT_POLICY`` before starting (``make bench``
+sets ``passive``) and read it from the header.
+"""
+import argparse
+import os
+import statistics
+import time
+from typing import Callable, Dict
+
+import brainpy as bp
+import brainpy.math as bm
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import bp_conv_ext
+
+try:
+    import torch
+    torch.set_num_threads(2)
+except ImportError:      # the torch columns are skipped with a note
+    torch = None
+
+# (name, batch or None for non-batching, length, in, out, kernel)
+SHAPES = [
+    ('B32 L700 1->64 K7', 32, 700, 1, 64, 7),
+    ('B32 L700 16->64 K5', 32, 700, 16, 64, 5),
+    ('B32 L700 64->128 K3', 32, 700, 64, 128, 3),
+    ('B32 L140 64->128 K3', 32, 140, 64, 128, 3),
+    ('B32 L140 64->64 K7', 32, 140, 64, 64, 7),
+    ('B32 L140 32->64 K5', 32, 140, 32, 64, 5),
+    ('L1000 16->16 K3 (non-batching)', None, 1000, 16, 16, 3),
+]
+DENSITIES = (0.01, 0.05, 0.1, 0.2, 0.5)
+
+
+def measure(calls: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+    """Median seconds per call; contenders interleaved, in a new random order each round."""
+    for call in calls.values():
+        call()
+        call()
+    times = {name: [] for name in calls}
+    order = list(calls)
+    shuffle = np.random.default_rng(1).permutation
+    for _ in range(repeats):
+        for name in (order[i] for i in shuffle(len(order))):
+            call = calls[name]
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def block(tree):
+    return jax.block_until_ready(tree)
+
+
+def matmul_peak(repeats: int) -> float:
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((2048, 2048)), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    seconds = measure({'mm': lambda: block(f(a))}, repeats)['mm']
+    return 2 * 2048 ** 3 / seconds / 1e9
+
+
+def lax_conv(x, w, k):
+    return lax.conv_general_dilated(x, w, (1,), [((k - 1) // 2, k // 2)],
+                                    dimension_numbers=('NWC', 'WIO', 'NWC'))
+
+
+def layer_fn(layer):
+    """``f(w, x)``: the layer's output with kernel ``w`` (so jax.grad can reach it)."""
+    def f(w, x):
+        layer.w.value = w
+        return layer(x)
+    return f
+
+
+def dense_calls(batch, length, cin, cout, k, rng):
+    """Forward and forward+backward callables for every contender on one shape."""
+    unbatched = batch is None
+    n = 1 if unbatched else batch
+    x_np = rng.standard_normal((n, length, cin)).astype(np.float32)
+    w_np = (rng.standard_normal((k, cin, cout)) / np.sqrt(k * cin)).astype(np.float32)
+    g_np = rng.standard_normal((n, length, cout)).astype(np.float32)
+    x, w, g = jnp.asarray(x_np), jnp.asarray(w_np), jnp.asarray(g_np)
+    mode = bm.NonBatchingMode() if unbatched else bm.BatchingMode()
+    xin = x[0] if unbatched else x
+    gin = g[0] if unbatched else g
+    ours = layer_fn(bp_conv_ext.Conv1d(cin, cout, k, w_initializer=w_np, b_initializer=None,
+                                       mode=mode))
+    theirs = layer_fn(bp.dnn.Conv1d(cin, cout, k, w_initializer=w_np, b_initializer=None,
+                                    mode=mode))
+    raw = (lambda w, x: lax_conv(x[None], w, k)[0]) if unbatched else \
+        (lambda w, x: lax_conv(x, w, k))
+    fwd, fb = {}, {}
+    for name, f in (('lax', raw), ('brainpy', theirs), ('ours', ours)):
+        fj = jax.jit(f)
+        gj = jax.jit(jax.grad(lambda w, x, f=f: jnp.sum(f(w, x) * gin), argnums=(0, 1)))
+        fwd[name] = lambda fj=fj: block(fj(w, xin))
+        fb[name] = lambda gj=gj: block(gj(w, xin))
+    if torch is not None:
+        xt = torch.from_numpy(x_np).permute(0, 2, 1).contiguous()
+        wt = torch.from_numpy(w_np).permute(2, 1, 0).contiguous()
+        gt = torch.from_numpy(g_np).permute(0, 2, 1).contiguous()
+        pads = ((k - 1) // 2, k // 2)
+
+        def torch_fwd():
+            with torch.no_grad():
+                return torch.nn.functional.conv1d(torch.nn.functional.pad(xt, pads), wt)
+
+        xg, wg = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True)
+
+        def torch_fb():
+            xg.grad = wg.grad = None
+            y = torch.nn.functional.conv1d(torch.nn.functional.pad(xg, pads), wg)
+            y.backward(gt)
+            return xg.grad, wg.grad
+
+        fwd['torch'], fb['torch'] = torch_fwd, torch_fb
+    return fwd, fb, 2 * n * length * cin * cout * k
+
+
+def fmt_ratio(a, b):
+    return f"{a / b:.2f}"
+
+
+def dense_tables(repeats, rng):
+    rows_fwd, rows_fb = [], []
+    for name, batch, length, cin, cout, k in SHAPES:
+        fwd, fb, flops = dense_calls(batch, length, cin, cout, k, rng)
+        for rows, calls, mult in ((rows_fwd, fwd, 1), (rows_fb, fb, 3)):
+            t = measure(calls, repeats)
+            torch_cols = (f"{t['torch'] * 1e3:.3f} | {fmt_ratio(t['ours'], t['torch'])}"
+                          if 'torch' in t else "n/a | n/a")
+            rows.append(f"| {name} | {t['ours'] * 1e3:.3f} | {t['lax'] * 1e3:.3f} | "
+                        f"{t['brainpy'] * 1e3:.3f} | {torch_cols} | "
+                        f"{fmt_ratio(t['ours'], t['lax'])} | {fmt_ratio(t['brainpy'], t['lax'])} | "
+                        f"{mult * flops / t['ours'] / 1e9:.0f} |")
+    header = ("| shape | ours (ms) | lax (ms) | brainpy (ms) | torch (ms) | ours/torch | "
+              "ours/lax | brainpy/lax | ours GFLOP/s |\n| --- | ---: | ---: | ---: | ---: | ---: | "
+              "---: | ---: | ---: |")
+    return header, rows_fwd, rows_fb
+
+
+def bptt_table(repeats, rng):
+    """grad through a lax.scan over T=100 of conv + a leaky integrator, vs the folded conv."""
+    steps, batch, length, cin, cout, k = 100, 32, 140, 16, 64, 5
+    xs = jnp.asarray(rng.random((steps, batch, length, cin)) < 0.1, jnp.float32)
+    w_np = (rng.standard_normal((k, cin, cout)) / np.sqrt(k * cin)).astype(np.float32)
+    w = jnp.asarray(w_np)
+    mode = bm.TrainingMode()
+
+    def per_step(layer):
+        f = layer_fn(layer)
+
+        def loss(w):
+            def step(v, x):
+                v = 0.9 * v + f(w, x)
+                return v, jnp.tanh(v)
+            _, ys = lax.scan(step, jnp.zeros((batch, length, cout)), xs)
+            return jnp.mean(ys ** 2)
+        return jax.jit(jax.grad(loss))
+
+    ours_layer = bp_conv_ext.Conv1d(cin, cout, k, w_initializer=w_np, b_initializer=None, mode=mode)
+
+    def folded_loss(w):
+        ours_layer.w.value = w
+        y = ours_layer.multi_step(xs)
+
+        def step(v, y_t):
+            v = 0.9 * v + y_t
+            return v, jnp.tanh(v)
+        _, ys = lax.scan(step, jnp.zeros((batch, length, cout)), y)
+        return jnp.mean(ys ** 2)
+
+    fns = {
+        'brainpy.dnn.Conv1d, per step': per_step(
+            bp.dnn.Conv1d(cin, cout, k, w_initializer=w_np, b_initializer=None, mode=mode)),
+        'bp_conv_ext.Conv1d, per step': per_step(ours_layer),
+        'bp_conv_ext.Conv1d, folded (multi_step)': jax.jit(jax.grad(folded_loss)),
+    }
+    t = measure({name: (lambda f=f: block(f(w))) for name, f in fns.items()}, repeats)
+    base = t['brainpy.dnn.Conv1d, per step']
+    folded = t['bp_conv_ext.Conv1d, folded (multi_step)']
+    lines = ["| T=100 B32 L140 16->64 K5 | time (s) | speed-up vs brainpy | vs folded |",
+             "| --- | ---: | ---: | ---: |"]
+    for name, seconds in t.items():
+        lines.append(f"| {name} | {seconds:.3f} | {base / seconds:.1f}x | "
+                     f"{seconds / folded:.2f}x |")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true', help='fewer repeats (under 2 minutes)')
+    args = parser.parse_args()
+    repeats = 5 if args.quick else 15
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    print(f"# bp_conv_ext {bp_conv_ext.__version__} benchmark{' (quick)' if args.quick else ''}")
+    print(f"jax {jax.__version__}, brainpy {bp.__version__}, "
+          f"torch {torch.__version__ + ' (2 threads)' if torch else 'not installed: torch columns skipped'}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} CPUs")
+    print(f"matmul peak (2048x2048 float32): {matmul_peak(repeats):.0f} GFLOP/s\n")
+
+    header, rows_fwd, rows_fb = dense_tables(repeats, rng)
+    print("## Forward (SAME, float32, median ms)\n")
+    print(header)
+    print('\n'.join(rows_fwd))
+    print("\n## Forward + backward (gradients for input and kernel)\n")
+    print(header)
+    print('\n'.join(rows_fb))
+    print("\n## Per-step BPTT: grad through lax.scan\n")
+    print('\n'.join(bptt_table(max(3, repeats // 3), rng)))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,194 @@
+"""Every dense algorithm and the event-driven path: parity, gradients, transforms, dispatch."""
+import brainpy.math as bm
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from bp_conv_ext import Conv1d, conv1d
+from bp_conv_ext._conv import BACKENDS, EVENT_DENSITY_THRESHOLD
+from bp_conv_ext._dense import choose_algorithm, choose_kernel_grad
+from conftest import reference_conv1d
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+CONFIGS = [
+    dict(),
+    dict(stride=2, padding='VALID'),
+    dict(padding='CAUSAL', rhs_dilation=3),
+    dict(stride=3, padding=(2, 1), lhs_dilation=2),
+    dict(groups=2, padding=1, rhs_dilation=2),
+    dict(stride=2, groups=4, lhs_dilation=3, padding='SAME'),
+]
+IDS = [','.join(f'{k}={v}' for k, v in c.items()) or 'default' for c in CONFIGS]
+
+
+def _case(seed, density=None, batch=3, length=15, cin=8, cout=8, k=3, groups=1):
+    rng = np.random.default_rng(seed)
+    if density is None:
+        x = rng.standard_normal((batch, length, cin)).astype(np.float32)
+    else:
+        x = rng.random((batch, length, cin)) < density
+    w = rng.standard_normal((k, cin // groups, cout)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    return x, w, b
+
+
+def _reference_options(options):
+    options = dict(options)
+    padding = options.get('padding', 'SAME')
+    if isinstance(padding, int):
+        options['padding'] = (padding, padding)
+    return options
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('options', CONFIGS, ids=IDS)
+@pytest.mark.parametrize('density', [None, 0.03, 0.3], ids=['float', 'bool-sparse', 'bool-dense'])
+def test_backend_matches_reference(backend, options, density):
+    x, w, b = _case(1, density, groups=options.get('groups', 1))
+    y = conv1d(x, w, b, backend=backend, **options)
+    expected = reference_conv1d(x, w, b, **_reference_options(options))
+    assert y.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(y), expected, **TOL)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('options', CONFIGS, ids=IDS)
+def test_backend_gradients_match_xla_autodiff(backend, options):
+    from jax import lax
+    x, w, b = _case(2, 0.2, groups=options.get('groups', 1))
+    xf = x.astype(np.float32)
+    cot = np.random.default_rng(3).standard_normal(
+        np.shape(reference_conv1d(x, w, None, **_reference_options(options)))).astype(np.float32)
+
+    def ours(x, w):
+        return jnp.sum(conv1d(x, w, backend=backend, **options) * cot)
+
+    def plain(x, w):   # lax.conv_general_dilated differentiated by JAX itself
+        from bp_conv_ext import _args
+        padding = _args.canonical_padding(options.get('padding', 'SAME'))
+        pads = _args.resolve_padding(padding, x.shape[1], w.shape[0], options.get('stride', 1),
+                                     options.get('lhs_dilation', 1), options.get('rhs_dilation', 1))
+        y = lax.conv_general_dilated(
+            x, w, (options.get('stride', 1),), (pads,), (options.get('lhs_dilation', 1),),
+            (options.get('rhs_dilation', 1),), ('NWC', 'WIO', 'NWC'),
+            feature_group_count=options.get('groups', 1))
+        return jnp.sum(y * cot)
+
+    gx, gw = jax.grad(ours, argnums=(0, 1))(xf, w)
+    rx, rw = jax.grad(plain, argnums=(0, 1))(xf, w)
+    np.testing.assert_allclose(np.asarray(gx), np.asarray(rx), **TOL)
+    np.testing.assert_allclose(np.asarray(gw), np.asarray(rw), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('backend', ['xla', 'xla2d', 'im2col', 'event'])
+@pytest.mark.parametrize('options', CONFIGS[:4], ids=IDS[:4])
+def test_backend_check_grads_float64(backend, options):
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(4)
+        x = jnp.asarray(rng.standard_normal((2, 9, 4)) * (rng.random((2, 9, 4)) < 0.5))
+        w = jnp.asarray(rng.standard_normal((3, 4, 5)))
+        check_grads(lambda x, w: conv1d(x, w, backend=backend, **options), (x, w), order=1,
+                    modes=('fwd', 'rev'), atol=1e-6, rtol=1e-6)
+
+
+def test_event_second_order_kernel_gradient_matches_dense():
+    x, w, _ = _case(5, 0.2)
+
+    def hvp(backend):
+        def loss(w):
+            return jnp.sum(conv1d(x, w, backend=backend, stride=2) ** 2)
+        return jax.jvp(jax.grad(loss), (w,), (jnp.ones_like(w),))[1]
+
+    np.testing.assert_allclose(np.asarray(hvp('event')), np.asarray(hvp('xla')), rtol=1e-4,
+                               atol=1e-3)
+
+
+@pytest.mark.parametrize('dtype', [jnp.bool_, jnp.int8, jnp.float32])
+def test_event_path_takes_any_dtype_and_skips_zeros(dtype):
+    x, w, b = _case(6, 0.1)
+    x = jnp.asarray(x, dtype)
+    np.testing.assert_allclose(np.asarray(conv1d(x, w, b, backend='event')),
+                               np.asarray(conv1d(x, w, b, backend='xla')), **TOL)
+
+
+def test_event_path_under_jit_and_vmap():
+    x, w, b = _case(7, 0.1, batch=4)
+    f = jax.jit(lambda x: conv1d(x, w, b, backend='event', stride=2))
+    np.testing.assert_allclose(np.asarray(f(x)), np.asarray(conv1d(x, w, b, stride=2)), **TOL)
+    per_example = jax.vmap(lambda xi: conv1d(xi, w, b, backend='event', stride=2))(x)
+    np.testing.assert_allclose(np.asarray(per_example), np.asarray(conv1d(x, w, b, stride=2)),
+                               **TOL)
+    stacked = jax.vmap(lambda xi: conv1d(xi, w, b, backend='event'))(x[:, None])
+    np.testing.assert_allclose(np.asarray(stacked[:, 0]), np.asarray(conv1d(x, w, b)), **TOL)
+
+
+def test_event_path_inside_scan_gradients_equal_dense():
+    x, w, _ = _case(8, 0.05, batch=2)
+    xs = jnp.stack([jnp.asarray(x)] * 6)
+
+    def loss(w, backend):
+        def step(v, xt):
+            v = 0.8 * v + conv1d(xt, w, backend=backend)
+            return v, jnp.tanh(v)
+        _, ys = jax.lax.scan(step, jnp.zeros((2, 15, 8)), xs)
+        return jnp.sum(ys ** 2)
+
+    np.testing.assert_allclose(np.asarray(jax.grad(loss)(w, 'event')),
+                               np.asarray(jax.grad(loss)(w, 'xla')), rtol=1e-4, atol=1e-4)
+
+
+def _primitives(f, *args):
+    return str(jax.make_jaxpr(f)(*args))
+
+
+def test_auto_dispatches_bool_input_through_a_density_check():
+    x, w, _ = _case(9, 0.02)
+    text = _primitives(lambda x: conv1d(x, w), x)
+    assert 'bp_conv_ext_event_conv1d' in text and 'cond' in text
+    assert 'bp_conv_ext_event_conv1d' not in _primitives(lambda x: conv1d(x, w),
+                                                         x.astype(np.float32))
+    assert 'bp_conv_ext_event_conv1d' not in _primitives(
+        lambda x: conv1d(x, w, backend='dense'), x)
+    assert 'cond' not in _primitives(lambda x: conv1d(x, w, backend='event'), x)
+
+
+@pytest.mark.parametrize('density', [0.01, EVENT_DENSITY_THRESHOLD, 0.5])
+def test_auto_gives_the_same_numbers_on_both_sides_of_the_threshold(density):
+    x, w, b = _case(10, density, batch=8, length=50)
+    np.testing.assert_allclose(np.asarray(conv1d(x, w, b)),
+                               np.asarray(conv1d(x, w, b, backend='xla')), **TOL)
+
+
+@pytest.mark.parametrize('shape,expected', [
+    ((32, 700, 1, 64, 7, 1), 'xla2d'),
+    ((1, 1000, 16, 16, 3, 1), 'im2col'),
+    ((32, 700, 16, 64, 5, 1), 'xla'),
+    ((32, 140, 64, 128, 3, 1), 'xla'),
+    ((32, 700, 8, 8, 3, 2), 'xla'),
+    ((32, 70, 4, 4, 3, 4), 'im2col'),
+])
+def test_algorithm_rule_is_deterministic(shape, expected):
+    assert choose_algorithm(*shape) == expected
+
+
+def test_kernel_gradient_rule():
+    assert choose_kernel_grad(16, 5, 1) == 'im2col'
+    assert choose_kernel_grad(64, 3, 1) == 'xla'
+    assert choose_kernel_grad(64, 3, 2) == 'im2col'
+
+
+def test_layer_backend_switch():
+    conv = Conv1d(4, 6, 3, stride=2, mode=bm.BatchingMode())
+    x = jnp.asarray(np.random.default_rng(0).random((2, 20, 4)) < 0.04)
+    expected = np.asarray(conv(x))
+    assert conv.backend == 'auto'
+    for backend in BACKENDS:
+        conv.backend = backend
+        np.testing.assert_allclose(np.asarray(conv(x)), expected, **TOL)
+        np.testing.assert_allclose(np.asarray(conv.multi_step(x[:, None])[:, 0]), expected, **TOL)
+    with pytest.raises(ValueError, match=r"`backend` \(='cuda'\) must be one of 'auto', 'dense'"):
+        conv.backend = 'cuda'
+    with pytest.raises(ValueError, match=r"`backend` \(='fast'\) must be one of"):
+        conv1d(x, np.ones((3, 4, 6)), backend='fast')
