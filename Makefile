@@ -21,7 +21,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# PyTorch's CPU timings depend on how its idle threads wait; the suite prints the policy.
 bench: $(STAMP)
+	OMP_WAIT_POLICY=passive $(PY) benchmarks/conv_suite.py $(BENCH_ARGS)
 	$(PY) benchmarks/layer_by_layer.py $(BENCH_ARGS)
 
 clean:

@@ -161,11 +161,11 @@ def bptt_table(repeats, rng):
     mode = bm.TrainingMode()
 
     def per_step(layer):
-        f = layer_fn(layer)
-
         def loss(w):
+            layer.w.value = w        # the scan body reads it, as in bp.BPTT
+
             def step(v, x):
-                v = 0.9 * v + f(w, x)
+                v = 0.9 * v + layer(x)
                 return v, jnp.tanh(v)
             _, ys = lax.scan(step, jnp.zeros((batch, length, cout)), xs)
             return jnp.mean(ys ** 2)
@@ -200,6 +200,48 @@ def bptt_table(repeats, rng):
     return lines
 
 
+def event_table(repeats, rng, densities):
+    """Forward on bool spikes: event-driven and auto vs the best dense (min of lax, torch,
+    both given the spikes as float32 already) and vs this project's dense path on the
+    same bool input."""
+    lines = ["| shape | p | event (ms) | auto (ms) | ours dense (ms) | best dense (ms) | "
+             "best dense/event | auto/ours dense |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, batch, length, cin, cout, k in SHAPES:
+        n = 1 if batch is None else batch
+        w_np = (rng.standard_normal((k, cin, cout)) / np.sqrt(k * cin)).astype(np.float32)
+        w = jnp.asarray(w_np)
+        mode = bm.NonBatchingMode() if batch is None else bm.BatchingMode()
+        layers = {}
+        for backend in ('event', 'auto', 'dense'):
+            layer = bp_conv_ext.Conv1d(cin, cout, k, w_initializer=w_np, b_initializer=None,
+                                       mode=mode)
+            layer.backend = backend
+            layers[backend] = jax.jit(layer_fn(layer))
+        raw = jax.jit(lambda w, x: lax_conv(x, w, k))
+        for p in densities:
+            spikes = rng.random((n, length, cin)) < p
+            xb = jnp.asarray(spikes[0] if batch is None else spikes)
+            xf = jnp.asarray(spikes, jnp.float32)
+            calls = {backend: (lambda f=f: block(f(w, xb))) for backend, f in layers.items()}
+            calls['lax'] = lambda: block(raw(w, xf))
+            if torch is not None:
+                xt = torch.from_numpy(spikes.astype(np.float32)).permute(0, 2, 1).contiguous()
+                wt = torch.from_numpy(w_np).permute(2, 1, 0).contiguous()
+                pads = ((k - 1) // 2, k // 2)
+
+                def torch_fwd():
+                    with torch.no_grad():
+                        return torch.nn.functional.conv1d(torch.nn.functional.pad(xt, pads), wt)
+                calls['torch'] = torch_fwd
+            t = measure(calls, repeats)
+            best = min(t['lax'], t.get('torch', float('inf')))
+            lines.append(f"| {name} | {p} | {t['event'] * 1e3:.3f} | {t['auto'] * 1e3:.3f} | "
+                         f"{t['dense'] * 1e3:.3f} | {best * 1e3:.3f} | {best / t['event']:.1f}x | "
+                         f"{t['auto'] / t['dense']:.2f} |")
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='fewer repeats (under 2 minutes)')
@@ -222,6 +264,9 @@ def main():
     print('\n'.join(rows_fb))
     print("\n## Per-step BPTT: grad through lax.scan\n")
     print('\n'.join(bptt_table(max(3, repeats // 3), rng)))
+    print(f"\n## Event-driven forward on bool spikes (auto: event at density <= "
+          f"{bp_conv_ext.EVENT_DENSITY_THRESHOLD})\n")
+    print('\n'.join(event_table(repeats, rng, DENSITIES)))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

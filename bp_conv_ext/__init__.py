@@ -1,11 +1,11 @@
 """bp_conv_ext: a 1-D convolution layer for spiking neural networks in BrainPy."""
 from ._args import output_length
-from ._conv import conv1d
+from ._conv import EVENT_DENSITY_THRESHOLD, conv1d
 from ._layer import Conv1d
 from ._multistep import LayerByLayer
 from ._train import LayerByLayerTrainer
 
 __version__ = '0.1.0'
 
-__all__ = ['Conv1d', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d', 'output_length',
-           '__version__']
+__all__ = ['Conv1d', 'EVENT_DENSITY_THRESHOLD', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d',
+           'output_length', '__version__']

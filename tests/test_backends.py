@@ -144,7 +144,7 @@ def _primitives(f, *args):
 
 
 def test_auto_dispatches_bool_input_through_a_density_check():
-    x, w, _ = _case(9, 0.02)
+    x, w, _ = _case(9, 0.02, batch=16, length=200, cin=16, cout=16)
     text = _primitives(lambda x: conv1d(x, w), x)
     assert 'bp_conv_ext_event_conv1d' in text and 'cond' in text
     assert 'bp_conv_ext_event_conv1d' not in _primitives(lambda x: conv1d(x, w),
@@ -154,9 +154,22 @@ def test_auto_dispatches_bool_input_through_a_density_check():
     assert 'cond' not in _primitives(lambda x: conv1d(x, w, backend='event'), x)
 
 
+def test_auto_skips_the_check_for_tiny_problems():
+    x, w, _ = _case(9, 0.02)          # 3 x 15 x 8 -> 8: dense im2col, no density check
+    text = _primitives(lambda x: conv1d(x, w), x)
+    assert 'bp_conv_ext_event_conv1d' not in text and 'cond' not in text
+
+
+def test_density_estimate_is_close_on_large_inputs():
+    from bp_conv_ext._conv import estimate_density
+    x = np.random.default_rng(0).random((32, 700, 16)) < 0.07
+    assert abs(float(estimate_density(jnp.asarray(x))) - 0.07) < 0.015
+
+
 @pytest.mark.parametrize('density', [0.01, EVENT_DENSITY_THRESHOLD, 0.5])
 def test_auto_gives_the_same_numbers_on_both_sides_of_the_threshold(density):
-    x, w, b = _case(10, density, batch=8, length=50)
+    x, w, b = _case(10, density, batch=16, length=200, cin=16, cout=16)
+    assert 'cond' in _primitives(lambda x: conv1d(x, w, b), x)
     np.testing.assert_allclose(np.asarray(conv1d(x, w, b)),
                                np.asarray(conv1d(x, w, b, backend='xla')), **TOL)
 
