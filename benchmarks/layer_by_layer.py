@@ -66,7 +66,8 @@ def main():
         if how == 'bptt':
             trainer = bp.BPTT(net, loss_fun=loss_fun, optimizer=bp.optim.SGD(lr=0.1),
                               progress_bar=False)
-            run = lambda: trainer.fit([(xs, target)], num_epoch=1)
+            # an iterator (no len) keeps BPTT from drawing a progress bar per call
+            run = lambda: trainer.fit(iter([(xs, target)]), num_epoch=1)
         else:
             trainer = bp_conv_ext.LayerByLayerTrainer(net, loss_fun, bp.optim.SGD(lr=0.1))
             run = lambda: trainer.step(xs, target)

@@ -64,7 +64,8 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
     algorithm = backend if backend in _dense.ALGORITHMS else _dense.choose_algorithm(
         x.shape[0], x.shape[1], x.shape[2], w.shape[2], w.shape[0], groups)
     spec = _dense.ConvSpec(stride, tuple(padding), lhs_dilation, rhs_dilation, groups, algorithm,
-                           _dense.choose_kernel_grad(x.shape[2], w.shape[0], groups))
+                           _dense.choose_kernel_grad(x.shape[0] * x.shape[1], x.shape[2],
+                                                     w.shape[0], groups))
 
     def dense(x):
         return _dense.conv(x.astype(dtype), w, spec)

@@ -36,11 +36,19 @@ class ConvSpec(NamedTuple):
     kernel_grad: str = 'im2col'
 
 
-def choose_kernel_grad(in_channels: int, kernel_size: int, groups: int) -> str:
-    """How the kernel gradient is computed: ``'im2col'`` (a matmul with the patches) when a
-    patch row is short (``kernel_size * in_channels // groups <= 128``), else ``'xla'``
-    (XLA's backward-filter convolution, faster there outside loops)."""
-    return 'im2col' if kernel_size * in_channels // groups <= 128 else 'xla'
+def choose_kernel_grad(rows: int, in_channels: int, kernel_size: int, groups: int) -> str:
+    """How the kernel gradient is computed; a fixed rule measured on a 2-core CPU.
+
+    ``'im2col'`` (a matmul with the patches) when a patch row is short
+    (``kernel_size * in_channels // groups <= 128``) and either the problem is small
+    (``rows = batch * output length <= 8192``, one step of a network inside a scan,
+    where XLA's backward-filter convolution is ~10x slower) or there is one input
+    channel per group (where that convolution is slow everywhere); ``'xla'`` otherwise.
+    """
+    short_rows = kernel_size * in_channels // groups <= 128
+    if short_rows and (rows <= 8192 or in_channels // groups == 1):
+        return 'im2col'
+    return 'xla'
 
 
 def choose_algorithm(batch: int, length: int, in_channels: int, out_channels: int,
@@ -49,14 +57,17 @@ def choose_algorithm(batch: int, length: int, in_channels: int, out_channels: in
 
     - one input channel per group and no grouping: ``'xla2d'`` (XLA's 1-D convolution
       reaches only ~20 GFLOP/s there);
-    - small problems (under ~2 MFLOP, such as one unbatched step): ``'im2col'``, which
-      is one fused gather and one matmul with less fixed cost than a convolution;
+    - small problems (under ~2 MFLOP, such as one unbatched step), and the problems whose
+      kernel gradient is an im2col matmul (see :func:`choose_kernel_grad`: one step of a
+      network inside a scan, where XLA's convolutions are slow): ``'im2col'``, one fused
+      gather and one matmul;
     - everything else: ``'xla'``.
     """
     if groups == 1 and in_channels == 1:
         return 'xla2d'
     flops = 2 * batch * length * in_channels * out_channels * kernel_size // groups
-    if flops < 2_000_000:
+    if flops < 2_000_000 or choose_kernel_grad(batch * length, in_channels, kernel_size,
+                                               groups) == 'im2col':
         return 'im2col'
     return 'xla'
 

@@ -187,9 +187,11 @@ def test_algorithm_rule_is_deterministic(shape, expected):
 
 
 def test_kernel_gradient_rule():
-    assert choose_kernel_grad(16, 5, 1) == 'im2col'
-    assert choose_kernel_grad(64, 3, 1) == 'xla'
-    assert choose_kernel_grad(64, 3, 2) == 'im2col'
+    assert choose_kernel_grad(32 * 140, 16, 5, 1) == 'im2col'     # one step inside a scan
+    assert choose_kernel_grad(3200 * 140, 16, 5, 1) == 'xla'      # the same, folded over time
+    assert choose_kernel_grad(32 * 700, 1, 7, 1) == 'im2col'      # one input channel
+    assert choose_kernel_grad(32 * 140, 64, 3, 1) == 'xla'        # long patch rows
+    assert choose_kernel_grad(32 * 140, 64, 3, 2) == 'im2col'
 
 
 def test_layer_backend_switch():
