@@ -78,8 +78,9 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
 
     if backend == 'event':
         y = event(x)
-    elif backend == 'auto' and x.dtype == jnp.bool_ and algorithm != 'im2col':
-        # im2col is picked for problems too small for the event path to pay for the check.
+    elif backend == 'auto' and x.dtype == jnp.bool_ and not _dense.is_small(
+            x.shape[0], x.shape[1], x.shape[2], w.shape[2], w.shape[0], groups):
+        # Tiny problems do not pay for the density check.
         y = lax.cond(estimate_density(x) <= EVENT_DENSITY_THRESHOLD, event, dense, x)
     else:
         y = dense(x)

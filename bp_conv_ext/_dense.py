@@ -51,6 +51,12 @@ def choose_kernel_grad(rows: int, in_channels: int, kernel_size: int, groups: in
     return 'xla'
 
 
+def is_small(batch: int, length: int, in_channels: int, out_channels: int, kernel_size: int,
+             groups: int) -> bool:
+    """Under ~2 MFLOP: fixed costs dominate (one unbatched step, say)."""
+    return 2 * batch * length * in_channels * out_channels * kernel_size // groups < 2_000_000
+
+
 def choose_algorithm(batch: int, length: int, in_channels: int, out_channels: int,
                      kernel_size: int, groups: int) -> str:
     """The dense algorithm used for a shape; a fixed rule measured on a 2-core CPU.
@@ -65,9 +71,8 @@ def choose_algorithm(batch: int, length: int, in_channels: int, out_channels: in
     """
     if groups == 1 and in_channels == 1:
         return 'xla2d'
-    flops = 2 * batch * length * in_channels * out_channels * kernel_size // groups
-    if flops < 2_000_000 or choose_kernel_grad(batch * length, in_channels, kernel_size,
-                                               groups) == 'im2col':
+    small = is_small(batch, length, in_channels, out_channels, kernel_size, groups)
+    if small or choose_kernel_grad(batch * length, in_channels, kernel_size, groups) == 'im2col':
         return 'im2col'
     return 'xla'
 
