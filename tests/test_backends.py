@@ -154,8 +154,11 @@ def test_auto_dispatches_bool_input_through_a_density_check():
     assert 'cond' not in _primitives(lambda x: conv1d(x, w, backend='event'), x)
 
 
-def test_auto_skips_the_check_for_tiny_problems():
+def test_auto_skips_the_check_for_tiny_problems_and_one_input_channel():
     x, w, _ = _case(9, 0.02)          # 3 x 15 x 8 -> 8: dense im2col, no density check
+    text = _primitives(lambda x: conv1d(x, w), x)
+    assert 'bp_conv_ext_event_conv1d' not in text and 'cond' not in text
+    x, w, _ = _case(9, 0.02, batch=32, length=700, cin=1, cout=64, k=7)
     text = _primitives(lambda x: conv1d(x, w), x)
     assert 'bp_conv_ext_event_conv1d' not in text and 'cond' not in text
 
