@@ -1,14 +1,12 @@
 """Forward+backward of a conv + LIF network over T steps: per step through bp.BPTT vs layer by layer.
 
-Prints a markdown table of median wall times (after a warm-up step that compiles) and the
+Prints a markdown table of median wall times (interleaved, after warm-up calls that compile) and the
 ratio of each to the baseline, all measured side by side in this process.
 
     python benchmarks/layer_by_layer.py [--quick]
 """
 import argparse
 import os
-import statistics
-import time
 
 import brainpy as bp
 import brainpy.math as bm
@@ -17,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bp_conv_ext
+from conv_suite import measure
 
 T, B, L, CIN, COUT, K = 100, 32, 140, 16, 64, 5
 
@@ -35,21 +34,11 @@ def network(conv_cls):
         mode=mode)
 
 
-def time_calls(fn, repeats):
-    fn()                                  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='fewer repeats')
     args = parser.parse_args()
-    repeats = 2 if args.quick else 5
+    repeats = 3 if args.quick else 7
     rng = np.random.default_rng(0)
     # [B, T, L, C] spikes, already on the device for every contender
     xs = jnp.asarray(rng.random((B, T, L, CIN)) < 0.1, dtype=jnp.float32)
@@ -67,12 +56,14 @@ def main():
             trainer = bp.BPTT(net, loss_fun=loss_fun, optimizer=bp.optim.SGD(lr=0.1),
                               progress_bar=False)
             # an iterator (no len) keeps BPTT from drawing a progress bar per call
-            run = lambda: trainer.fit(iter([(xs, target)]), num_epoch=1)
+            run = lambda trainer=trainer: trainer.fit(iter([(xs, target)]), num_epoch=1)
         else:
             trainer = bp_conv_ext.LayerByLayerTrainer(net, loss_fun, bp.optim.SGD(lr=0.1))
-            run = lambda: trainer.step(xs, target)
-        rows.append((label, time_calls(run, repeats)))
+            run = lambda trainer=trainer: trainer.step(xs, target)
+        rows.append((label, run))
 
+    medians = measure(dict(rows), repeats)      # interleaved, as in conv_suite
+    rows = [(label, medians[label]) for label, _ in rows]
     base = rows[0][1]
     print(f"\nForward+backward+SGD step, T={T} B={B} L={L} {CIN}->{COUT} K={K} conv + LIF "
           f"(jax {jax.__version__}, brainpy {bp.__version__}, {os.cpu_count()} CPUs, "

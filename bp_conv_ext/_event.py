@@ -33,6 +33,18 @@ def _active(xh, index, values):
     return count
 
 
+@numba.njit(inline='always')
+def _reached(position, k, rhs, stride, out_len):
+    """Output sample that tap ``k`` of an input at dilated, padded ``position`` reaches:
+    ``-1`` if none, ``-2`` if no later tap can reach one either."""
+    t = position - k * rhs
+    if t < 0:
+        return -2
+    if t % stride != 0 or t // stride >= out_len:
+        return -1
+    return t // stride
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def _forward_kernel(x, w, params, y):
     # x [N, H, C]; w [K, C // groups, O]; y [N, H_out, O];
@@ -53,12 +65,12 @@ def _forward_kernel(x, w, params, y):
                 continue
             position = h * lhs + low
             for k in range(taps):
-                t = position - k * rhs
-                if t < 0:
+                t = _reached(position, k, rhs, stride, out_len)
+                if t == -2:
                     break
-                if t % stride != 0 or t // stride >= out_len:
+                if t < 0:
                     continue
-                row = yn[t // stride]
+                row = yn[t]
                 for i in range(count):
                     c = index[i]
                     g = c // group_in
@@ -93,12 +105,12 @@ def _kernel_grad_kernel(x, dy, params, dw):
                     continue
                 position = h * lhs + low
                 for k in range(taps):
-                    t = position - k * rhs
-                    if t < 0:
+                    t = _reached(position, k, rhs, stride, out_len)
+                    if t == -2:
                         break
-                    if t % stride != 0 or t // stride >= out_len:
+                    if t < 0:
                         continue
-                    row = dy[n, t // stride]
+                    row = dy[n, t]
                     for i in range(count):
                         c = index[i]
                         g = c // group_in
