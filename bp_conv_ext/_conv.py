@@ -1,6 +1,4 @@
 """The 1-D convolution itself, as pure functions on channels-last arrays."""
-from typing import Optional
-
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -12,9 +10,9 @@ from . import _args, _dense
 BACKENDS = ('auto', 'dense') + _dense.ALGORITHMS + ('event',)
 
 #: Under ``backend='auto'``, ``bool`` input whose fraction of ``True`` entries is at or
-#: below this (estimated at run time by :func:`estimate_density`) runs event-driven. Measured crossovers (event as fast as the best dense
-#: algorithm) lie between 0.08 and 0.15 on the benchmark shapes; 0.05 keeps the automatic
-#: choice on the winning side with a margin.
+#: below this (estimated at run time by :func:`estimate_density`) runs event-driven.
+#: Measured crossovers (event as fast as the best dense implementation) lie between 0.08
+#: and 0.12 on the batched benchmark shapes; 0.05 keeps the choice on the winning side.
 EVENT_DENSITY_THRESHOLD = 0.05
 
 
@@ -72,9 +70,9 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
 
     def event(x):
         from . import _event   # numba is imported on first use
-        span = (w.shape[0] - 1) * rhs_dilation + 1
-        length = _args.dilated_length(x.shape[1], lhs_dilation) + sum(padding)
-        return _event.conv(x, w, spec, (length - span) // stride + 1)
+        out_len = _args.output_length(x.shape[1], w.shape[0], stride, tuple(padding),
+                                      lhs_dilation, rhs_dilation)
+        return _event.conv(x, w, spec, out_len)
 
     if backend == 'event':
         y = event(x)
