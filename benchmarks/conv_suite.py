@@ -41,7 +41,7 @@ SHAPES = [
     ('B32 L140 32->64 K5', 32, 140, 32, 64, 5),
     ('L1000 16->16 K3 (non-batching)', None, 1000, 16, 16, 3),
 ]
-DENSITIES = (0.01, 0.05, 0.1, 0.2, 0.5)
+DENSITIES = (0.01, 0.03, 0.05, 0.1, 0.2, 0.5)
 
 
 def measure(calls: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
@@ -246,7 +246,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='fewer repeats (under 2 minutes)')
     args = parser.parse_args()
-    repeats = 5 if args.quick else 15
+    repeats = 7 if args.quick else 41
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     print(f"# bp_conv_ext {bp_conv_ext.__version__} benchmark{' (quick)' if args.quick else ''}")

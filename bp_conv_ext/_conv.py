@@ -12,8 +12,9 @@ BACKENDS = ('auto', 'dense') + _dense.ALGORITHMS + ('event',)
 #: Under ``backend='auto'``, ``bool`` input whose fraction of ``True`` entries is at or
 #: below this (estimated at run time by :func:`estimate_density`) runs event-driven.
 #: Measured crossovers (event as fast as the best dense implementation) lie between 0.08
-#: and 0.12 on the batched benchmark shapes; 0.05 keeps the choice on the winning side.
-EVENT_DENSITY_THRESHOLD = 0.05
+#: and 0.12 on the batched benchmark shapes; the density check itself costs up to ~0.3 ms
+#: (see docs/performance.md), so the event path is taken only where it wins by 2x or more.
+EVENT_DENSITY_THRESHOLD = 0.03
 
 
 def estimate_density(x, samples: int = 4096):
