@@ -130,9 +130,7 @@ class Conv1d(bp.dnn.Layer):
         name: Optional[str] = None,
     ):
         super().__init__(name=name, mode=_check_mode(mode))
-        self._given = dict(stride=stride, strides=strides, padding=padding,
-                           w_initializer=w_initializer, b_initializer=b_initializer,
-                           name=name, mode=mode)
+        self._given = dict(padding=padding, name=name, mode=mode)   # as written, for repr
         self.in_channels = _args.positive_int('in_channels', in_channels)
         self.out_channels = _args.positive_int('out_channels', out_channels)
         self.kernel_size = (_args.positive_int('kernel_size', kernel_size),)
