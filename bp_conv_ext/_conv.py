@@ -33,6 +33,16 @@ def check_backend(backend) -> str:
     return backend
 
 
+def as_input(x):
+    """``x`` as a JAX array; a clear ``TypeError`` for strings, objects and the like."""
+    try:
+        return jnp.asarray(x)      # also takes brainpy arrays and variables
+    except TypeError as err:
+        dtype = x.dtype if hasattr(x, 'dtype') else np.asarray(x, dtype=object).dtype
+        raise TypeError(f"the input must hold bool, integer or real floating values; got "
+                        f"{type(x).__name__} with dtype {dtype}.") from err
+
+
 def compute_dtype(x_dtype, w_dtype):
     """The dtype a convolution of ``x`` with ``w`` is computed and returned in.
 
@@ -125,7 +135,7 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
     >>> conv1d(jnp.ones((5, 1)), jnp.ones((3, 1, 1)))[:, 0].tolist()
     [2.0, 3.0, 3.0, 3.0, 2.0]
     """
-    x = jnp.asarray(x)
+    x = as_input(x)
     w = jnp.asarray(w)
     if x.ndim not in (2, 3):
         raise ValueError(f"`x` must have shape [H, C] or [B, H, C], got shape {x.shape}.")

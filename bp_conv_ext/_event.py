@@ -21,6 +21,11 @@ from jax.interpreters import ad
 from . import _dense
 
 
+# Reassociation and contraction for vectorised sums, but no "no NaN / no inf" assumptions:
+# NaN and inf inputs must reach the outputs as they do on the dense path.
+_FASTMATH = {'reassoc', 'contract', 'nsz', 'arcp'}
+
+
 @numba.njit(inline='always')
 def _active(xh, index, values):
     """Gather the nonzero entries of one input sample; returns how many there are."""
@@ -45,7 +50,7 @@ def _reached(position, k, rhs, stride, out_len):
     return t // stride
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_kernel(x, w, params, y):
     # x [N, H, C]; w [K, C // groups, O]; y [N, H_out, O];
     # params (stride, low, lhs_dilation, rhs_dilation, groups, threads)
@@ -83,7 +88,7 @@ def _forward_kernel(x, w, params, y):
                         out[o] += v * wk[o]
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _kernel_grad_kernel(x, dy, params, dw):
     # dw[k, c', o] = sum over nonzero x[n, h, c] of x * dy[n, t, o], t the output that input
     # reaches through tap k; params[5] partial sums are accumulated in parallel.

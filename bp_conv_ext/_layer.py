@@ -193,7 +193,7 @@ class Conv1d(bp.dnn.Layer):
         return y if xs.ndim == 3 else y.reshape(xs.shape[:2] + y.shape[1:])
 
     def _checked(self, x, sequence: bool):
-        x = bm.as_jax(x)
+        x = _conv.as_input(x)
         mode_name = type(self.mode).__name__
         shape = _STEP_SHAPES[mode_name]
         rank = shape.count(',') + 1

@@ -1,0 +1,107 @@
+"""The bad-input matrix: every row is one mistake, the exception it raises and the message.
+
+``tests/test_bad_input.py`` runs every row; ``docs/bad_input.md`` is generated from this list
+(``python tests/bad_inputs.py > docs/bad_input.md``) and a test keeps the two equal.
+"""
+import brainpy.math as bm
+import jax.numpy as jnp
+import numpy as np
+
+from bp_conv_ext import Conv1d, conv1d
+
+_BASE = dict(in_channels=4, out_channels=6, kernel_size=3)
+
+
+def _build(**changes):
+    return lambda: Conv1d(**{**_BASE, **changes})
+
+
+def _call(x, mode=bm.NonBatchingMode(), sequence=False, **changes):
+    def run():
+        conv = Conv1d(**{**_BASE, **changes}, mode=mode)
+        return conv.multi_step(x) if sequence else conv(x)
+    return run
+
+
+def _set_backend(value):
+    def run():
+        Conv1d(**_BASE).backend = value
+    return run
+
+
+# (what is wrong, the call, exception type, regex the message matches)
+ROWS = [
+    ('`in_channels` zero', _build(in_channels=0), ValueError, r"`in_channels` \(=0\) must be a positive integer"),
+    ('`in_channels` a float', _build(in_channels=2.5), TypeError, r"`in_channels` \(=2.5\) must be an int"),
+    ('`in_channels` a bool', _build(in_channels=True), TypeError, r"`in_channels` \(=True\) must be an int"),
+    ('`out_channels` negative', _build(out_channels=-1), ValueError, r"`out_channels` \(=-1\) must be a positive integer"),
+    ('`out_channels` a string', _build(out_channels='6'), TypeError, r"`out_channels` \(='6'\) must be an int"),
+    ('`kernel_size` zero', _build(kernel_size=0), ValueError, r"`kernel_size` \(=0\) must be a positive integer"),
+    ('`kernel_size` with two entries', _build(kernel_size=(3, 3)), ValueError, r"`kernel_size` \(=\(3, 3\)\) must be an int or a sequence of one int"),
+    ('`kernel_size` None', _build(kernel_size=None), TypeError, r"`kernel_size` \(=None\) must be an int"),
+    ('`stride` zero', _build(stride=0), ValueError, r"`stride` \(=0\) must be a positive integer"),
+    ('`strides` zero', _build(strides=0), ValueError, r"`strides` \(=0\) must be a positive integer"),
+    ('`stride` and `strides` both given', _build(stride=2, strides=2), ValueError, r"`stride` \(=2\) and `strides` \(=2\) were both given"),
+    ('`lhs_dilation` zero', _build(lhs_dilation=0), ValueError, r"`lhs_dilation` \(=0\) must be a positive integer"),
+    ('`rhs_dilation` negative', _build(rhs_dilation=-1), ValueError, r"`rhs_dilation` \(=-1\) must be a positive integer"),
+    ('`rhs_dilation` a float', _build(rhs_dilation=1.0), TypeError, r"`rhs_dilation` \(=1.0\) must be an int"),
+    ('`groups` zero', _build(groups=0), ValueError, r"`groups` \(=0\) must be a positive integer"),
+    ('`groups` not dividing `in_channels`', _build(groups=3, out_channels=6), ValueError, r"`in_channels` \(=4\) must be divisible by `groups` \(=3\)"),
+    ('`groups` not dividing `out_channels`', _build(groups=4), ValueError, r"`out_channels` \(=6\) must be divisible by `groups` \(=4\)"),
+    ('`padding` an unknown string', _build(padding='FULL'), ValueError, r"`padding` \(='FULL'\) must be one of SAME, VALID, CAUSAL"),
+    ('`padding` negative', _build(padding=-1), ValueError, r"`padding` \(=-1\) must not be negative"),
+    ('`padding` pair with a negative side', _build(padding=(2, -1)), ValueError, r"must not be negative; got low=2, high=-1"),
+    ('`padding` with three entries', _build(padding=(1, 2, 3)), ValueError, r"`padding` \(=\(1, 2, 3\)\) must be an int, a \(low, high\) pair"),
+    ('`padding` with two pairs', _build(padding=[(1, 2), (3, 4)]), ValueError, r"must be an int, a \(low, high\) pair of ints or a sequence"),
+    ('`padding` holding a one-entry pair', _build(padding=[(1,)]), ValueError, r"must hold a \(low, high\) pair of ints, got \(1,\)"),
+    ('`padding` empty', _build(padding=()), ValueError, r"`padding` \(=\(\)\) must be an int"),
+    ('`padding` a float', _build(padding=1.5), TypeError, r"`padding` \(=1.5\) must be a str, an int or a sequence"),
+    ('`padding` None', _build(padding=None), TypeError, r"`padding` \(=None\) must be a str"),
+    ('`w_initializer` array of the wrong shape', _build(w_initializer=np.ones((3, 4, 5))), ValueError, r"`w_initializer`: the array has shape \(3, 4, 5\); expected \(3, 4, 6\)"),
+    ('`w_initializer` returning the wrong shape', _build(w_initializer=lambda shape: jnp.ones((2, 2))), ValueError, r"`w_initializer`: the value returned by the initializer has shape \(2, 2\)"),
+    ('`w_initializer` None', _build(w_initializer=None), ValueError, r"`w_initializer` \(=None\) must give the kernel"),
+    ('`w_initializer` a string', _build(w_initializer='xavier'), TypeError, r"`w_initializer` \(='xavier'\) must be a brainpy Initializer"),
+    ('`w_initializer` complex values', _build(w_initializer=np.ones((3, 4, 6), np.complex64)), TypeError, r"`w_initializer` .* must hold real numbers"),
+    ('`w_initializer` a bool', _build(w_initializer=True), TypeError, r"`w_initializer` \(=True\) must be .* not a bool"),
+    ('`b_initializer` array of the wrong shape', _build(b_initializer=np.ones((6, 1))), ValueError, r"`b_initializer`: the array has shape \(6, 1\); expected \(1, 6\) or \(6,\)"),
+    ('`mask` not broadcasting to the kernel', _build(mask=np.ones((3, 5))), ValueError, r"`mask` has shape \(3, 5\), which does not broadcast to the kernel shape \(3, 4, 6\)"),
+    ('`mask` complex values', _build(mask=np.ones((3, 4, 6), np.complex64)), TypeError, r"`mask` .* must hold bool or real numbers"),
+    ('`mode` a string', _build(mode='training'), TypeError, r"`mode` \(='training'\) must be a brainpy.math.Mode instance"),
+    ('`mode` an unsupported Mode', _build(mode=bm.Mode()), ValueError, r"`mode` \(=Mode\) is not supported"),
+    ('`backend` unknown', _set_backend('cuda'), ValueError, r"`backend` \(='cuda'\) must be one of 'auto', 'dense'"),
+    ('call: batched input in NonBatchingMode', _call(jnp.ones((2, 10, 4))), ValueError, r"is in NonBatchingMode, where a call accepts inputs of shape \[H, C\] \(rank 2\); got an input of shape \(2, 10, 4\)"),
+    ('call: unbatched input in TrainingMode', _call(jnp.ones((10, 4)), mode=bm.TrainingMode()), ValueError, r"is in TrainingMode, where a call accepts inputs of shape \[B, H, C\] \(rank 3\); got an input of shape \(10, 4\)"),
+    ('call: a scalar', _call(jnp.ones(())), ValueError, r"accepts inputs of shape \[H, C\] \(rank 2\); got an input of shape \(\)"),
+    ('call: wrong channel count', _call(jnp.ones((10, 3))), ValueError, r"expects in_channels=4 in the last axis; got an input of shape \(10, 3\)"),
+    ('call: complex input', _call(jnp.ones((10, 4), jnp.complex64)), TypeError, r"the input has dtype complex64; expected bool, integer or real floating"),
+    ('call: strings', _call(np.full((10, 4), 'a')), TypeError, r"the input must hold bool, integer or real floating values; got ndarray with dtype <U1"),
+    ('call: Python objects', _call([[object()] * 4] * 10), TypeError, r"the input must hold bool, integer or real floating values; got list with dtype object"),
+    ('call: empty sequence (H = 0)', _call(jnp.ones((0, 4))), ValueError, r"the input has 0 samples along the length axis"),
+    ('call: input shorter than the kernel (VALID)', _call(jnp.ones((2, 4)), padding='VALID'), ValueError, r"the input is too short for the kernel: 2 samples"),
+    ('call: input shorter than the dilated kernel', _call(jnp.ones((4, 4)), padding='VALID', rhs_dilation=2), ValueError, r"the input is too short for the kernel: 4 samples .* the dilated kernel spans 5"),
+    ('multi_step: one step instead of a sequence', _call(jnp.ones((3, 10, 4)), mode=bm.TrainingMode(), sequence=True), ValueError, r"where multi_step accepts inputs of shape \[T, B, H, C\] \(rank 4\); got an input of shape \(3, 10, 4\)"),
+    ('conv1d: input of rank 4', lambda: conv1d(jnp.ones((1, 2, 10, 4)), jnp.ones((3, 4, 6))), ValueError, r"`x` must have shape \[H, C\] or \[B, H, C\]"),
+    ('conv1d: kernel of rank 2', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4))), ValueError, r"`w` must have shape \[K, C_in // groups, C_out\]"),
+    ('conv1d: kernel for other input channels', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 2, 6))), ValueError, r"`w` \(shape \(3, 2, 6\)\) expects 2 input channels"),
+    ('conv1d: bias of the wrong size', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4, 6)), jnp.ones(5)), ValueError, r"`b` \(shape \(5,\)\) must hold one value per output channel"),
+]
+
+
+def markdown() -> str:
+    lines = ["# Bad input", "",
+             "Every row is tested (`tests/test_bad_input.py`, from `tests/bad_inputs.py`, which",
+             "generates this page). Messages name the argument, echo the value and say what was",
+             "expected; the column shows the part the test matches.", "",
+             "NaN and inf are not errors: in the float path they pass through unchanged to the",
+             "outputs whose window contains them, and nowhere else.", "",
+             "| # | mistake | exception | message (matched part) |",
+             "| ---: | --- | --- | --- |"]
+    for i, (what, _, error, pattern) in enumerate(ROWS, 1):
+        shown = pattern.replace('\\\\', '\\').replace('\\(', '(').replace('\\)', ')') \
+            .replace('\\[', '[').replace('\\]', ']').replace('\\.', '.').replace('|', '\\|')
+        lines.append(f"| {i} | {what} | `{error.__name__}` | {shown} |")
+    return '\n'.join(lines) + '\n'
+
+
+if __name__ == '__main__':
+    print(markdown(), end='')
