@@ -18,6 +18,12 @@ import bp_conv_ext
 
 
 def peak_rss_mib() -> float:
+    """Peak resident memory of this process image (VmHWM; getrusage's maximum would also
+    count the memory of the parent this process was forked from)."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
