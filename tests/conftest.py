@@ -1,7 +1,19 @@
+import os
+
 import brainpy.math as bm
 import jax
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based tests: a quick profile for CI, a long one for nightly-style runs.
+settings.register_profile('ci', max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow,
+                                                 HealthCheck.function_scoped_fixture])
+settings.register_profile('nightly', max_examples=400, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow,
+                                                 HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 # Reference comparisons should not depend on reduced-precision matmuls.
 jax.config.update('jax_default_matmul_precision', 'highest')
