@@ -129,6 +129,9 @@ class Conv1d(bp.dnn.Layer):
         mode: Optional[bm.Mode] = None,
         name: Optional[str] = None,
     ):
+        if name is not None and (not isinstance(name, str) or not name.isidentifier()):
+            raise (ValueError if isinstance(name, str) else TypeError)(
+                f"`name` (={name!r}) must be None or a str that is a Python identifier.")
         super().__init__(name=name, mode=_check_mode(mode))
         self._given = dict(padding=padding, name=name, mode=mode)   # as written, for repr
         self.in_channels = _args.positive_int('in_channels', in_channels)

@@ -61,7 +61,10 @@ def make_mask(mask, kernel_shape: Tuple[int, ...], dtype) -> Optional[jax.Array]
     """Check that ``mask`` broadcasts to the kernel shape and return it at full shape."""
     if mask is None:
         return None
-    arr = jnp.asarray(bm.as_jax(mask))
+    try:
+        arr = jnp.asarray(mask)
+    except TypeError as err:
+        raise TypeError(f"`mask` (={mask!r}) must be an array of bool or real numbers.") from err
     if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_) or \
             jnp.issubdtype(arr.dtype, jnp.complexfloating):
         raise TypeError(f"`mask` ({_describe(mask)}) must hold bool or real numbers.")
