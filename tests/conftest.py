@@ -19,12 +19,33 @@ settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 jax.config.update('jax_default_matmul_precision', 'highest')
 
 
+def reference_pads(padding, length, kernel_size, stride=1, lhs_dilation=1, rhs_dilation=1):
+    """The (low, high) padding the reference applies, for every padding form the layer takes:
+    'SAME' / 'VALID' / 'CAUSAL' in any case, an int, a pair, or a sequence holding one pair.
+    Written independently of ``bp_conv_ext._args``."""
+    span = (kernel_size - 1) * rhs_dilation + 1
+    if isinstance(padding, str):
+        padding = padding.upper()
+        if padding == 'VALID':
+            return 0, 0
+        if padding == 'CAUSAL':
+            return span - 1, 0
+        dilated = (length - 1) * lhs_dilation + 1
+        n_out = int(np.ceil(dilated / stride))
+        total = max((n_out - 1) * stride + span - dilated, 0)
+        return total // 2, total - total // 2
+    if isinstance(padding, int):
+        return padding, padding
+    if isinstance(padding[0], (tuple, list)):
+        padding = padding[0]
+    return tuple(padding)
+
+
 def reference_conv1d(x, w, b=None, *, stride=1, padding='SAME', lhs_dilation=1,
                      rhs_dilation=1, groups=1):
     """Direct float64 NumPy loop over output positions and taps.
 
-    ``x``: [B, H, C]; ``w``: [K, C // groups, O]; ``padding``: 'SAME', 'VALID',
-    'CAUSAL' or an explicit (low, high) pair.
+    ``x``: [B, H, C]; ``w``: [K, C // groups, O]; ``padding``: any form the layer takes.
     """
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
@@ -33,16 +54,7 @@ def reference_conv1d(x, w, b=None, *, stride=1, padding='SAME', lhs_dilation=1,
     dilated = np.zeros((batch, (length - 1) * lhs_dilation + 1, channels))
     dilated[:, ::lhs_dilation] = x
     span = (k - 1) * rhs_dilation + 1
-    if padding == 'VALID':
-        low, high = 0, 0
-    elif padding == 'CAUSAL':
-        low, high = span - 1, 0
-    elif padding == 'SAME':
-        n_out = int(np.ceil(dilated.shape[1] / stride))
-        total = max((n_out - 1) * stride + span - dilated.shape[1], 0)
-        low, high = total // 2, total - total // 2
-    else:
-        low, high = padding
+    low, high = reference_pads(padding, length, k, stride, lhs_dilation, rhs_dilation)
     padded = np.pad(dilated, ((0, 0), (low, high), (0, 0)))
     n_out = (padded.shape[1] - span) // stride + 1
     cout_g = cout // groups
@@ -56,6 +68,26 @@ def reference_conv1d(x, w, b=None, *, stride=1, padding='SAME', lhs_dilation=1,
     if b is not None:
         y += np.asarray(b, dtype=np.float64).reshape(-1)
     return y
+
+
+def lax_conv1d(x, w, *, stride=1, padding='SAME', lhs_dilation=1, rhs_dilation=1, groups=1):
+    """``lax.conv_general_dilated`` with the reference's padding: the gradient reference,
+    differentiated by JAX itself."""
+    from jax import lax
+    pads = reference_pads(padding, x.shape[1], w.shape[0], stride, lhs_dilation, rhs_dilation)
+    return lax.conv_general_dilated(x, w, (stride,), (pads,), (lhs_dilation,), (rhs_dilation,),
+                                    ('NWC', 'WIO', 'NWC'), feature_group_count=groups)
+
+
+def random_case(rng, batch, length, cin, cout, k, groups=1, density=None, bias=True):
+    """Input (float32 normal, or bool with ``density``), kernel and bias (``[cout]``)."""
+    if density is None:
+        x = rng.standard_normal((batch, length, cin)).astype(np.float32)
+    else:
+        x = rng.random((batch, length, cin)) < density
+    w = rng.standard_normal((k, cin // groups, cout)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32) if bias else None
+    return x, w, b
 
 
 @pytest.fixture(autouse=True)

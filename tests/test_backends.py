@@ -9,7 +9,7 @@ from jax.test_util import check_grads
 from bp_conv_ext import Conv1d, conv1d
 from bp_conv_ext._conv import BACKENDS, EVENT_DENSITY_THRESHOLD
 from bp_conv_ext._dense import choose_algorithm, choose_kernel_grad
-from conftest import reference_conv1d
+from conftest import lax_conv1d, random_case, reference_conv1d
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 CONFIGS = [
@@ -24,22 +24,8 @@ IDS = [','.join(f'{k}={v}' for k, v in c.items()) or 'default' for c in CONFIGS]
 
 
 def _case(seed, density=None, batch=3, length=15, cin=8, cout=8, k=3, groups=1):
-    rng = np.random.default_rng(seed)
-    if density is None:
-        x = rng.standard_normal((batch, length, cin)).astype(np.float32)
-    else:
-        x = rng.random((batch, length, cin)) < density
-    w = rng.standard_normal((k, cin // groups, cout)).astype(np.float32)
-    b = rng.standard_normal(cout).astype(np.float32)
-    return x, w, b
-
-
-def _reference_options(options):
-    options = dict(options)
-    padding = options.get('padding', 'SAME')
-    if isinstance(padding, int):
-        options['padding'] = (padding, padding)
-    return options
+    return random_case(np.random.default_rng(seed), batch, length, cin, cout, k, groups,
+                       density=density)
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
@@ -48,7 +34,7 @@ def _reference_options(options):
 def test_backend_matches_reference(backend, options, density):
     x, w, b = _case(1, density, groups=options.get('groups', 1))
     y = conv1d(x, w, b, backend=backend, **options)
-    expected = reference_conv1d(x, w, b, **_reference_options(options))
+    expected = reference_conv1d(x, w, b, **options)
     assert y.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(y), expected, **TOL)
 
@@ -56,25 +42,16 @@ def test_backend_matches_reference(backend, options, density):
 @pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('options', CONFIGS, ids=IDS)
 def test_backend_gradients_match_xla_autodiff(backend, options):
-    from jax import lax
     x, w, b = _case(2, 0.2, groups=options.get('groups', 1))
     xf = x.astype(np.float32)
     cot = np.random.default_rng(3).standard_normal(
-        np.shape(reference_conv1d(x, w, None, **_reference_options(options)))).astype(np.float32)
+        lax_conv1d(xf, w, **options).shape).astype(np.float32)
 
     def ours(x, w):
         return jnp.sum(conv1d(x, w, backend=backend, **options) * cot)
 
     def plain(x, w):   # lax.conv_general_dilated differentiated by JAX itself
-        from bp_conv_ext import _args
-        padding = _args.canonical_padding(options.get('padding', 'SAME'))
-        pads = _args.resolve_padding(padding, x.shape[1], w.shape[0], options.get('stride', 1),
-                                     options.get('lhs_dilation', 1), options.get('rhs_dilation', 1))
-        y = lax.conv_general_dilated(
-            x, w, (options.get('stride', 1),), (pads,), (options.get('lhs_dilation', 1),),
-            (options.get('rhs_dilation', 1),), ('NWC', 'WIO', 'NWC'),
-            feature_group_count=options.get('groups', 1))
-        return jnp.sum(y * cot)
+        return jnp.sum(lax_conv1d(x, w, **options) * cot)
 
     gx, gw = jax.grad(ours, argnums=(0, 1))(xf, w)
     rx, rw = jax.grad(plain, argnums=(0, 1))(xf, w)

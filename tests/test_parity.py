@@ -8,28 +8,17 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import Conv1d, conv1d
-from conftest import reference_conv1d
+from conftest import random_case, reference_conv1d, reference_pads
 
 PADDINGS = ['SAME', 'same', 'VALID', 'CAUSAL', 'causal', 2, (1, 3), [(0, 2)]]
 RTOL = ATOL = 1e-5
 
 
-def _reference_padding(padding):
-    if isinstance(padding, str):
-        return padding.upper()
-    if isinstance(padding, int):
-        return padding, padding
-    if isinstance(padding[0], (tuple, list)):
-        return tuple(padding[0])
-    return tuple(padding)
-
-
 def _random_case(seed, batch, length, cin, cout, k, groups, bias):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, length, cin)).astype(np.float32)
-    w = rng.standard_normal((k, cin // groups, cout)).astype(np.float32)
-    b = rng.standard_normal((1, cout)).astype(np.float32) if bias else None
-    return x, w, b
+    """As ``random_case``, with the bias in BrainPy's ``(1, out_channels)`` layout."""
+    x, w, b = random_case(np.random.default_rng(seed), batch, length, cin, cout, k, groups,
+                          bias=bias)
+    return x, w, None if b is None else b[None]
 
 
 def _layer(cin, cout, k, w, b, mode=bm.BatchingMode(), **options):
@@ -47,7 +36,6 @@ def test_matches_numpy_reference(stride, padding, rhs_dilation, lhs_dilation, gr
     options = dict(stride=stride, padding=padding, lhs_dilation=lhs_dilation,
                    rhs_dilation=rhs_dilation, groups=groups)
     y = _layer(4, 6, 3, w, b, **options)(x)
-    options['padding'] = _reference_padding(padding)
     expected = reference_conv1d(x, w, b, **options)
     assert y.shape == expected.shape
     np.testing.assert_allclose(np.asarray(y), expected, rtol=RTOL, atol=ATOL)
@@ -104,7 +92,7 @@ def test_matches_torch_conv1d(stride, padding, rhs_dilation, groups):
     x, w, b = _random_case(3, 2, 17, 4, 6, 3, groups, True)
     y = _layer(4, 6, 3, w, b, stride=stride, padding=padding, rhs_dilation=rhs_dilation,
                groups=groups)(x)
-    low, high = _reference_padding(padding) if padding != 'CAUSAL' else (2 * rhs_dilation, 0)
+    low, high = reference_pads(padding, 17, 3, stride, 1, rhs_dilation)
     xt = F.pad(torch.from_numpy(x).permute(0, 2, 1), (low, high))
     wt = torch.from_numpy(w).permute(2, 1, 0).contiguous()
     expected = F.conv1d(xt, wt, torch.from_numpy(b[0]), stride=stride, dilation=rhs_dilation,

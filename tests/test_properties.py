@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bp_conv_ext import Conv1d, conv1d
 from bp_conv_ext._conv import BACKENDS
-from conftest import reference_conv1d
+from conftest import lax_conv1d, random_case, reference_conv1d, reference_pads
 
 TOL = dict(rtol=1e-5, atol=1e-4)
 
@@ -39,39 +39,20 @@ def configs(draw, stride_one=False):
     length = draw(st.integers(max(1, -(-span // lhs)), 24))
     batch = draw(st.integers(1, 3))
     density = draw(st.sampled_from([None, 0.05, 0.3]))
-    seed = draw(st.integers(0, 2 ** 16))
-    rng = np.random.default_rng(seed)
-    if density is None:
-        x = rng.standard_normal((batch, length, cin)).astype(np.float32)
-    else:
-        x = rng.random((batch, length, cin)) < density
-    w = rng.standard_normal((k, cin // groups, cout)).astype(np.float32)
-    b = rng.standard_normal(cout).astype(np.float32) if draw(st.booleans()) else None
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    x, w, b = random_case(rng, batch, length, cin, cout, k, groups, density=density,
+                          bias=draw(st.booleans()))
     options = dict(stride=stride, padding=padding, lhs_dilation=lhs, rhs_dilation=rhs,
                    groups=groups)
     return x, w, b, options
 
 
-def _reference(x, w, b, options):
-    options = dict(options)
-    padding = options['padding']
-    if isinstance(padding, str):
-        options['padding'] = padding.upper()
-    elif isinstance(padding, int):
-        options['padding'] = (padding, padding)
-    return reference_conv1d(x, w, b, **options)
-
-
 def _fits(x, w, options):
     """Explicit padding can still leave the input shorter than the kernel."""
-    from bp_conv_ext import _args
-    try:
-        _args.output_length(x.shape[1], w.shape[0], options['stride'],
-                            _args.canonical_padding(options['padding']),
-                            options['lhs_dilation'], options['rhs_dilation'])
-    except ValueError:
-        return False
-    return True
+    low, high = reference_pads(options['padding'], x.shape[1], w.shape[0], options['stride'],
+                               options['lhs_dilation'], options['rhs_dilation'])
+    dilated = (x.shape[1] - 1) * options['lhs_dilation'] + 1
+    return dilated + low + high >= (w.shape[0] - 1) * options['rhs_dilation'] + 1
 
 
 @given(case=configs(), backend=st.sampled_from(BACKENDS))
@@ -82,31 +63,20 @@ def test_matches_numpy_reference(case, backend):
             conv1d(x, w, b, backend=backend, **options)
         return
     y = conv1d(x, w, b, backend=backend, **options)
-    np.testing.assert_allclose(np.asarray(y), _reference(x, w, b, options), **TOL)
+    np.testing.assert_allclose(np.asarray(y), reference_conv1d(x, w, b, **options), **TOL)
 
 
 @given(case=configs(), backend=st.sampled_from(BACKENDS))
 def test_gradients_match_jax_autodiff_of_lax(case, backend):
-    from jax import lax
-
-    from bp_conv_ext import _args
     x, w, _, options = case
     assume(_fits(x, w, options))
     xf = np.asarray(x, np.float32)
-    pads = _args.resolve_padding(_args.canonical_padding(options['padding']), x.shape[1],
-                                 w.shape[0], options['stride'], options['lhs_dilation'],
-                                 options['rhs_dilation'])
-
-    def plain(x, w):
-        return lax.conv_general_dilated(x, w, (options['stride'],), (pads,),
-                                        (options['lhs_dilation'],), (options['rhs_dilation'],),
-                                        ('NWC', 'WIO', 'NWC'),
-                                        feature_group_count=options['groups'])
-
-    cot = np.random.default_rng(0).standard_normal(plain(xf, w).shape).astype(np.float32)
+    cot = np.random.default_rng(0).standard_normal(lax_conv1d(xf, w, **options).shape)
+    cot = cot.astype(np.float32)
     ours = jax.grad(lambda x, w: jnp.sum(conv1d(x, w, backend=backend, **options) * cot),
                     argnums=(0, 1))(xf, w)
-    theirs = jax.grad(lambda x, w: jnp.sum(plain(x, w) * cot), argnums=(0, 1))(xf, w)
+    theirs = jax.grad(lambda x, w: jnp.sum(lax_conv1d(x, w, **options) * cot),
+                      argnums=(0, 1))(xf, w)
     for a, r in zip(ours, theirs):
         np.testing.assert_allclose(np.asarray(a), np.asarray(r), **TOL)
 
@@ -185,9 +155,8 @@ def test_matches_torch(case, backend):
     import torch.nn.functional as F
     x, w, b, options = case
     assume(options['lhs_dilation'] == 1 and _fits(x, w, options))   # torch: no input dilation
-    from bp_conv_ext import _args
-    low, high = _args.resolve_padding(_args.canonical_padding(options['padding']), x.shape[1],
-                                      w.shape[0], options['stride'], 1, options['rhs_dilation'])
+    low, high = reference_pads(options['padding'], x.shape[1], w.shape[0], options['stride'], 1,
+                               options['rhs_dilation'])
     xt = F.pad(torch.from_numpy(np.asarray(x, np.float32)).permute(0, 2, 1), (low, high))
     wt = torch.from_numpy(w).permute(2, 1, 0).contiguous()
     bt = None if b is None else torch.from_numpy(b)
