@@ -70,8 +70,9 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
     """
     dtype = compute_dtype(x.dtype, w.dtype)
     w = w.astype(dtype)
-    algorithm = backend if backend in _dense.ALGORITHMS else _dense.choose_algorithm(
-        x.shape[0], x.shape[1], x.shape[2], w.shape[2], w.shape[0], groups)
+    # (batch, length, in_channels, out_channels, kernel_size, groups), as the rules take it
+    shape = x.shape + (w.shape[2], w.shape[0], groups)
+    algorithm = backend if backend in _dense.ALGORITHMS else _dense.choose_algorithm(*shape)
     spec = _dense.ConvSpec(stride, tuple(padding), lhs_dilation, rhs_dilation, groups, algorithm,
                            _dense.choose_kernel_grad(x.shape[0] * x.shape[1], x.shape[2],
                                                      w.shape[0], groups))
@@ -87,8 +88,8 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
 
     if backend == 'event':
         y = event(x)
-    elif backend == 'auto' and x.dtype == jnp.bool_ and algorithm != 'xla2d' and not \
-            _dense.is_small(x.shape[0], x.shape[1], x.shape[2], w.shape[2], w.shape[0], groups):
+    elif backend == 'auto' and x.dtype == jnp.bool_ and algorithm != 'xla2d' and \
+            not _dense.is_small(*shape):
         # Tiny problems do not pay for the density check, and with one input channel the
         # dense 'xla2d' path is as fast as the event path even at 1% density.
         y = lax.cond(estimate_density(x) <= EVENT_DENSITY_THRESHOLD, event, dense, x)

@@ -54,13 +54,17 @@ class SpikingClassifier(bp.DynSysGroup):
         return self.readout(self.flat(self.lif(self.conv(x))))
 
 
-def test_bptt_steps_lower_the_loss_and_change_conv_weights():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 16)
-    # class 1 has more drive on channel 0, class 0 on channel 1
-    xs = rng.uniform(0, 1, (16, 8, LENGTH, CIN)).astype(np.float32)
+def _two_classes(rng, n):
+    """[n, 8 steps, LENGTH, CIN] currents: class 1 drives channel 0 harder, class 0 channel 1."""
+    labels = rng.integers(0, 2, n)
+    xs = rng.uniform(0, 1, (n, 8, LENGTH, CIN)).astype(np.float32)
     xs[labels == 1, :, :, 0] += 1.0
     xs[labels == 0, :, :, 1] += 1.0
+    return xs, labels
+
+
+def test_bptt_steps_lower_the_loss_and_change_conv_weights():
+    xs, labels = _two_classes(np.random.default_rng(0), 16)
     net = SpikingClassifier()
     w0 = np.asarray(net.conv.w.value).copy()
 
@@ -133,10 +137,7 @@ def test_dsrunner_batched_data_first_axis_b_and_t_agree(mode, jit):
 
 def test_bptt_fit_over_data_loader_then_predict():
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 48)
-    xs = rng.uniform(0, 1, (48, 8, LENGTH, CIN)).astype(np.float32)
-    xs[labels == 1, :, :, 0] += 1.0
-    xs[labels == 0, :, :, 1] += 1.0
+    xs, labels = _two_classes(rng, 48)
 
     def loader():
         order = rng.permutation(48)
