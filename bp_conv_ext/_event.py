@@ -1,256 +1,158 @@
 """Event-driven 1-D convolution: work proportional to the number of nonzero inputs.
 
-For every nonzero input ``x[n, h, c]`` the kernel adds ``x[n, h, c] * w[k, c, :]`` to
-the output samples that input reaches, one per tap ``k``. With spikes (``bool``
-input, or 0/1 values) and a spike density ``p`` that is ``p`` times the work of a
-dense convolution, with no im2col copy and no multiplications.
+For every nonzero input ``x[n, h, c]`` only the products ``x[n, h, c] * w[k, c, :]`` for the
+output samples that input reaches are formed. With spikes (``bool`` input, or 0/1 values)
+and a spike density ``p`` that is ``p`` times the work of a dense convolution, with no
+im2col copy.
 
-It is one JAX primitive (``brainevent.XLACustomKernel``) with numba CPU kernels reached
-through the XLA FFI, and rules for JVP, transposition (so reverse mode works with
-respect to the kernel and the input) and ``vmap``. It handles every stride, padding,
-dilation and group option of the dense path and gives the same numbers to float32
-round-off.
+The operation is a pair of JAX primitives (the convolution and its kernel gradient) with
+rules for JVP, transposition (reverse mode with respect to the kernel and the input) and
+``vmap``, written once here. Their CPU kernels come from whichever runtime the installed
+BrainPy generation uses, each in its own module with the same three names:
+
+- :mod:`._event_numba`: numba kernels through ``brainevent.XLACustomKernel`` (BrainPy 2.7+);
+- :mod:`._event_taichi`: taichi kernels through ``brainpy.math.XLACustomOp``, run by
+  ``brainpylib`` (BrainPy 2.6).
+
+A runtime module provides ``NAME`` (for messages), ``forward`` and ``kernel_grad`` (called as
+``prim(x, w_or_dy, params, outs=[...], **static)``, returning a list) and
+``define_rules(prim, jvp, transpose, batching)``. ``params`` is an ``int32`` vector
+``(stride, low, lhs_dilation, rhs_dilation, groups, threads)``.
 """
-import brainevent
+import functools
+import importlib.util
+
 import jax
 import jax.numpy as jnp
-import numba
-import numpy as np
 from jax.interpreters import ad
 
 from . import _dense
 
-
-# Reassociation and contraction for vectorised sums, but no "no NaN / no inf" assumptions:
-# NaN and inf inputs must reach the outputs as they do on the dense path.
-_FASTMATH = {'reassoc', 'contract', 'nsz', 'arcp'}
+_RUNTIMES = (('brainevent', '_event_numba'), ('brainpylib', '_event_taichi'))
 
 
-@numba.njit(inline='always')
-def _active(xh, index, values):
-    """Gather the nonzero entries of one input sample; returns how many there are."""
-    count = 0
-    for c in range(xh.shape[0]):
-        if xh[c] != 0:
-            index[count] = c
-            values[count] = xh[c]
-            count += 1
-    return count
+def runtime_name():
+    """The package whose kernels the event-driven path uses, or ``None`` if none is installed."""
+    for package, _ in _RUNTIMES:
+        if importlib.util.find_spec(package) is not None:
+            return package
+    return None
 
 
-@numba.njit(inline='always')
-def _reached(position, k, rhs, stride, out_len):
-    """Output sample that tap ``k`` of an input at dilated, padded ``position`` reaches:
-    ``-1`` if none, ``-2`` if no later tap can reach one either."""
-    t = position - k * rhs
-    if t < 0:
-        return -2
-    if t % stride != 0 or t // stride >= out_len:
-        return -1
-    return t // stride
+@functools.lru_cache(maxsize=None)
+def _runtime():
+    package = runtime_name()
+    if package is None:
+        raise ImportError("backend='event' needs the custom-kernel runtime of the installed BrainPy "
+                          "generation: brainevent and numba (BrainPy 2.7+) or brainpylib and "
+                          "taichi (BrainPy 2.6); neither brainevent nor brainpylib is installed.")
+    module = importlib.import_module('.' + dict(_RUNTIMES)[package], __package__)
+    _register(module)
+    return module
 
 
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_kernel(x, w, params, y):
-    # x [N, H, C]; w [K, C // groups, O]; y [N, H_out, O];
-    # params (stride, low, lhs_dilation, rhs_dilation, groups, threads)
-    stride, low, lhs, rhs, groups = params[0], params[1], params[2], params[3], params[4]
-    n_batch, length, channels = x.shape
-    taps, group_in, n_out = w.shape
-    group_out = n_out // groups
-    out_len = y.shape[1]
-    for n in numba.prange(n_batch):
-        yn = y[n]
-        yn[:] = 0.0
-        index = np.empty(channels, np.int64)
-        values = np.empty(channels, w.dtype)
-        for h in range(length):
-            count = _active(x[n, h], index, values)
-            if count == 0:
-                continue
-            position = h * lhs + low
-            for k in range(taps):
-                t = _reached(position, k, rhs, stride, out_len)
-                if t == -2:
-                    break
-                if t < 0:
-                    continue
-                row = yn[t]
-                for i in range(count):
-                    c = index[i]
-                    g = c // group_in
-                    o0 = g * group_out
-                    # Slices starting at 0 keep the innermost loop vectorised.
-                    wk = w[k, c - g * group_in, o0:o0 + group_out]
-                    out = row[o0:o0 + group_out]
-                    v = values[i]
-                    for o in range(group_out):
-                        out[o] += v * wk[o]
+def _static(kwargs):
+    return {name: kwargs[name] for name in ('stride', 'low', 'high', 'lhs_dilation',
+                                            'rhs_dilation', 'groups', 'out_len')}
 
 
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _kernel_grad_kernel(x, dy, params, dw):
-    # dw[k, c', o] = sum over nonzero x[n, h, c] of x * dy[n, t, o], t the output that input
-    # reaches through tap k; params[5] partial sums are accumulated in parallel.
-    stride, low, lhs, rhs, groups = params[0], params[1], params[2], params[3], params[4]
-    n_batch, length, channels = x.shape
-    taps, group_in, n_out = dw.shape
-    group_out = n_out // groups
-    out_len = dy.shape[1]
-    chunks = min(n_batch, params[5])
-    partial = np.zeros((chunks, taps, group_in, n_out), dtype=dw.dtype)
-    for chunk in numba.prange(chunks):
-        acc = partial[chunk]
-        index = np.empty(channels, np.int64)
-        values = np.empty(channels, dw.dtype)
-        for n in range(chunk, n_batch, chunks):
-            for h in range(length):
-                count = _active(x[n, h], index, values)
-                if count == 0:
-                    continue
-                position = h * lhs + low
-                for k in range(taps):
-                    t = _reached(position, k, rhs, stride, out_len)
-                    if t == -2:
-                        break
-                    if t < 0:
-                        continue
-                    row = dy[n, t]
-                    for i in range(count):
-                        c = index[i]
-                        g = c // group_in
-                        o0 = g * group_out
-                        target = acc[k, c - g * group_in, o0:o0 + group_out]
-                        source = row[o0:o0 + group_out]
-                        v = values[i]
-                        for o in range(group_out):
-                            target[o] += v * source[o]
-    dw[:] = 0.0
-    for chunk in range(chunks):
-        dw += partial[chunk]
-
-
-def _params(stride, low, lhs_dilation, rhs_dilation, groups):
-    return jnp.asarray([stride, low, lhs_dilation, rhs_dilation, groups,
-                        numba.get_num_threads()], dtype=jnp.int32)
-
-
-def _forward_generator(stride, low, lhs_dilation, rhs_dilation, groups, outs, **kwargs):
-    def run(x, w):
-        params = _params(stride, low, lhs_dilation, rhs_dilation, groups)
-        return brainevent.numba_kernel(_forward_kernel, outs=outs)(x, w, params)
-    return run
-
-
-def _kernel_grad_generator(stride, low, lhs_dilation, rhs_dilation, groups, outs, **kwargs):
-    def run(x, dy):
-        params = _params(stride, low, lhs_dilation, rhs_dilation, groups)
-        return brainevent.numba_kernel(_kernel_grad_kernel, outs=outs)(x, dy, params)
-    return run
-
-
-event_conv_p = brainevent.XLACustomKernel('bp_conv_ext_event_conv1d')
-event_conv_p.def_numba_kernel(_forward_generator)
-
-kernel_grad_p = brainevent.XLACustomKernel('bp_conv_ext_event_conv1d_kernel_grad')
-kernel_grad_p.def_numba_kernel(_kernel_grad_generator)
-
-
-def _spec(stride, low, high, lhs_dilation, rhs_dilation, groups):
+def _spec(stride, low, high, lhs_dilation, rhs_dilation, groups, **kwargs):
     return _dense.ConvSpec(stride, (low, high), lhs_dilation, rhs_dilation, groups, 'xla')
 
 
-def _bind(x, w, *, stride, low, high, lhs_dilation, rhs_dilation, groups, out_len):
-    out = jax.ShapeDtypeStruct((x.shape[0], out_len, w.shape[2]), w.dtype)
-    return event_conv_p(x, w, outs=[out], stride=stride, low=low, high=high,
-                        lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, groups=groups,
-                        out_len=out_len)
+def _params(stride, low, lhs_dilation, rhs_dilation, groups, **kwargs):
+    return jnp.asarray([stride, low, lhs_dilation, rhs_dilation, groups, _runtime().threads()],
+                       dtype=jnp.int32)
 
 
-def _bind_kernel_grad(x, dy, w_aval, *, stride, low, high, lhs_dilation, rhs_dilation, groups,
-                      out_len):
+def _bind(x, w, params, **static):
+    out = jax.ShapeDtypeStruct((x.shape[0], static['out_len'], w.shape[2]), w.dtype)
+    return _runtime().forward(x, w, params, outs=[out], **static)[0]
+
+
+def _bind_kernel_grad(x, dy, params, w_aval, **static):
     out = jax.ShapeDtypeStruct(w_aval.shape, w_aval.dtype)
-    return kernel_grad_p(x, dy, outs=[out], stride=stride, low=low, high=high,
-                         lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, groups=groups,
-                         out_len=out_len)
+    return _runtime().kernel_grad(x, dy, params, outs=[out], **static)[0]
 
 
-def _jvp_x(x_dot, x, w, *, outs, stride, low, high, lhs_dilation, rhs_dilation, groups,
-           **kwargs):
+def _jvp_x(x_dot, x, w, params, **kwargs):
     # Linear in x: a dense convolution of the (dense) tangent.
-    spec = _spec(stride, low, high, lhs_dilation, rhs_dilation, groups)
-    return [_dense.conv(x_dot.astype(w.dtype), w, spec)]
+    return [_dense.conv(x_dot.astype(w.dtype), w, _spec(**kwargs))]
 
 
-def _jvp_w(w_dot, x, w, **params):
-    params.pop('outs')
-    params.pop('backend', None)
-    return _bind(x, w_dot, **params)
+def _jvp_w(w_dot, x, w, params, **kwargs):
+    return [_bind(x, w_dot, params, **_static(kwargs))]
 
 
-event_conv_p.def_jvp_rule2(_jvp_x, _jvp_w)
-
-
-def _transpose(ct, x, w, *, outs, stride, low, high, lhs_dilation, rhs_dilation, groups,
-               out_len, **kwargs):
+def _transpose(ct, x, w, params, **kwargs):
     ct = ct[0]
-    params = dict(stride=stride, low=low, high=high, lhs_dilation=lhs_dilation,
-                  rhs_dilation=rhs_dilation, groups=groups, out_len=out_len)
     if ad.is_undefined_primal(w):
         if type(ct) is ad.Zero:
-            return x, ad.Zero(w.aval)
-        return x, _bind_kernel_grad(x, ct, w.aval, **params)[0]
+            return None, ad.Zero(w.aval), None
+        return None, _bind_kernel_grad(x, ct, params, w.aval, **_static(kwargs)), None
     if type(ct) is ad.Zero:
-        return ad.Zero(x.aval), w
-    spec = _spec(stride, low, high, lhs_dilation, rhs_dilation, groups)
+        return ad.Zero(x.aval), None, None
     zeros = jnp.zeros(x.aval.shape, w.dtype)
-    dx = jax.linear_transpose(lambda v: _dense.conv(v, w, spec), zeros)(ct)[0]
-    return dx.astype(x.aval.dtype), w
+    dx = jax.linear_transpose(lambda v: _dense.conv(v, w, _spec(**kwargs)), zeros)(ct)[0]
+    return dx.astype(x.aval.dtype), None, None
 
 
-event_conv_p.def_transpose_rule(_transpose)
-
-
-def _batch(args, axes, **params):
-    x, w = args
-    x_axis, w_axis = axes
-    if w_axis is None and x_axis is not None:
+def _batch(args, axes, **kwargs):
+    x, w, params = args
+    x_axis, w_axis, _ = axes
+    static = _static(kwargs)
+    if w_axis is None:
+        # Fold the mapped axis into the batch axis: one call.
         x = jnp.moveaxis(x, x_axis, 0)
         lead = x.shape[:2]
-        params.pop('outs')
-        params.pop('backend', None)
-        y = _bind(x.reshape((-1,) + x.shape[2:]), w, **params)[0]
+        y = _bind(x.reshape((-1,) + x.shape[2:]), w, params, **static)
         return [y.reshape(lead + y.shape[1:])], [0]
-    return brainevent.general_batching_rule(event_conv_p, args, axes, **params)
+    # A batch of kernels: one call per kernel.
+    w = jnp.moveaxis(w, w_axis, 0)
+    if x_axis is None:
+        y = jax.lax.map(lambda wi: _bind(x, wi, params, **static), w)
+    else:
+        x = jnp.moveaxis(x, x_axis, 0)
+        y = jax.lax.map(lambda xw: _bind(xw[0], xw[1], params, **static), (x, w))
+    return [y], [0]
 
 
-event_conv_p.def_batching_rule(_batch)
+def _kernel_grad_jvp_dy(dy_dot, x, dy, params, *, outs, **kwargs):
+    return [_bind_kernel_grad(x, dy_dot, params, outs[0], **_static(kwargs))]
 
 
-def _kernel_grad_jvp_dy(dy_dot, x, dy, *, outs, **params):
-    params.pop('backend', None)
-    return _bind_kernel_grad(x, dy_dot, outs[0], **params)
-
-
-kernel_grad_p.def_jvp_rule2(None, _kernel_grad_jvp_dy)
-
-
-def _kernel_grad_transpose(ct, x, dy, *, outs, stride, low, high, lhs_dilation, rhs_dilation,
-                           groups, out_len, **kwargs):
+def _kernel_grad_transpose(ct, x, dy, params, **kwargs):
     # dw = K(x)^T dy is linear in dy; its transpose maps a kernel cotangent back through
     # the forward convolution.
     ct = ct[0]
     if type(ct) is ad.Zero:
-        return x, ad.Zero(dy.aval)
-    return x, _bind(x, ct, stride=stride, low=low, high=high, lhs_dilation=lhs_dilation,
-                    rhs_dilation=rhs_dilation, groups=groups, out_len=out_len)[0]
+        return None, ad.Zero(dy.aval), None
+    return None, _bind(x, ct, params, **_static(kwargs)), None
 
 
-kernel_grad_p.def_transpose_rule(_kernel_grad_transpose)
+def _kernel_grad_batch(args, axes, **kwargs):
+    x, dy, params = args
+    x_axis, dy_axis, _ = axes
+    w_aval = kwargs['outs'][0]
+    static = _static(kwargs)
+    size = x.shape[x_axis] if x_axis is not None else dy.shape[dy_axis]
+    x = jnp.broadcast_to(x, (size,) + x.shape) if x_axis is None else jnp.moveaxis(x, x_axis, 0)
+    dy = jnp.broadcast_to(dy, (size,) + dy.shape) if dy_axis is None else \
+        jnp.moveaxis(dy, dy_axis, 0)
+    dw = jax.lax.map(lambda a: _bind_kernel_grad(a[0], a[1], params, w_aval, **static), (x, dy))
+    return [dw], [0]
+
+
+def _register(module):
+    module.define_rules(module.forward, jvp=(_jvp_x, _jvp_w, None), transpose=_transpose,
+                        batching=_batch)
+    module.define_rules(module.kernel_grad, jvp=(None, _kernel_grad_jvp_dy, None),
+                        transpose=_kernel_grad_transpose, batching=_kernel_grad_batch)
 
 
 def conv(x, w, spec: _dense.ConvSpec, out_len: int):
     """Event-driven convolution of ``[N, H, C_in]`` input (any dtype; zeros are skipped)."""
-    return _bind(x, w, stride=spec.stride, low=spec.padding[0], high=spec.padding[1],
-                 lhs_dilation=spec.lhs_dilation, rhs_dilation=spec.rhs_dilation,
-                 groups=spec.groups, out_len=out_len)[0]
+    static = dict(stride=spec.stride, low=spec.padding[0], high=spec.padding[1],
+                  lhs_dilation=spec.lhs_dilation, rhs_dilation=spec.rhs_dilation,
+                  groups=spec.groups, out_len=out_len)
+    return _bind(x, w, _params(**static), **static)

@@ -3,8 +3,6 @@ import brainpy as bp
 import brainpy.math as bm
 import jax
 import jax.numpy as jnp
-from brainpy.context import share
-from brainpy.helpers import clear_input
 
 
 def _fold_time(layer, xs):
@@ -19,9 +17,9 @@ def _scan_time(group, xs):
     dt = bm.get_dt()
 
     def step(i, x):
-        share.save(i=i, t=i * dt, dt=dt)
+        bp.share.save(i=i, t=i * dt, dt=dt)
         y = group(x)
-        clear_input(group)
+        bp.clear_input(group)
         return y
 
     return bm.for_loop(step, (jnp.arange(xs.shape[0]), xs))
