@@ -1,24 +1,47 @@
-# Each target creates its virtual environment if it is missing, installs the
-# project into it (again whenever setup.cfg changes) and runs.
+# Each target creates the virtual environment of its BrainPy stack if it is missing,
+# installs the project into it (again whenever setup.cfg or the constraints change) and runs.
+#
+#   STACK=current      BrainPy 2.8 + brainevent + numba   -> .venv      (the default)
+#   STACK=brainpy-2.6  BrainPy 2.6 + brainpylib + taichi  -> .venv-2.6
+#
+# `make test` runs the suite on both stacks; `make test-stack STACK=...` on one.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV ?= .venv
+STACK ?= current
+
+ifeq ($(STACK),current)
+VENV := .venv
+CONSTRAINTS := -c constraints/dev.txt
+EXTRAS := test,torch,examples
+else ifeq ($(STACK),brainpy-2.6)
+VENV := .venv-2.6
+CONSTRAINTS := -c constraints/dev.txt -c constraints/brainpy-2.6.txt
+EXTRAS := brainpylib,test,torch,examples
+else
+$(error STACK must be 'current' or 'brainpy-2.6', got '$(STACK)')
+endif
+
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-stack bench clean
 
-$(STAMP): setup.cfg pyproject.toml constraints/dev.txt
+$(STAMP): setup.cfg pyproject.toml constraints/dev.txt constraints/brainpy-2.6.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints/dev.txt -e '.[test,torch,examples]'
+	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/gunpoint.py
 
+test:
+	$(MAKE) --no-print-directory test-stack STACK=current
+	$(MAKE) --no-print-directory test-stack STACK=brainpy-2.6
+
 # pytest exits with 5 when it collected no test: report that as a failure.
-test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+test-stack: $(STAMP)
+	@echo "== tests on the $(STACK) stack ($(VENV)) =="
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # PyTorch's CPU timings depend on how its idle threads wait; the suite prints the policy.
@@ -27,4 +50,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/layer_by_layer.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf .venv .venv-2.6 build *.egg-info

@@ -24,6 +24,7 @@ import numpy as np
 from jax import lax
 
 import bp_conv_ext
+from bp_conv_ext import _event
 
 try:
     import torch
@@ -252,7 +253,8 @@ def main():
     print(f"# bp_conv_ext {bp_conv_ext.__version__} benchmark{' (quick)' if args.quick else ''}")
     print(f"jax {jax.__version__}, brainpy {bp.__version__}, "
           f"torch {torch.__version__ + ' (2 threads)' if torch else 'not installed: torch columns skipped'}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} CPUs")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} CPUs, "
+          f"event-driven kernels: {_event.runtime_name()}")
     print(f"matmul peak (2048x2048 float32): {matmul_peak(repeats):.0f} GFLOP/s\n")
 
     header, rows_fwd, rows_fb = dense_tables(repeats, rng)

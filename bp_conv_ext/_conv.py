@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _args, _dense
+from . import _args, _dense, _event
 
 #: Values of ``backend``: ``'auto'``; ``'dense'`` (the dense algorithm picked by
 #: :func:`_dense.choose_algorithm`); one dense algorithm by name; ``'event'``.
@@ -81,7 +81,6 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
         return _dense.conv(x.astype(dtype), w, spec)
 
     def event(x):
-        from . import _event   # numba is imported on first use
         out_len = _args.output_length(x.shape[1], w.shape[0], stride, tuple(padding),
                                       lhs_dilation, rhs_dilation)
         return _event.conv(x, w, spec, out_len)
@@ -89,7 +88,7 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
     if backend == 'event':
         y = event(x)
     elif backend == 'auto' and x.dtype == jnp.bool_ and algorithm != 'xla2d' and \
-            not _dense.is_small(*shape):
+            not _dense.is_small(*shape) and _event.runtime_name() is not None:
         # Tiny problems do not pay for the density check, and with one input channel the
         # dense 'xla2d' path is as fast as the event path even at 1% density.
         y = lax.cond(estimate_density(x) <= EVENT_DENSITY_THRESHOLD, event, dense, x)

@@ -31,8 +31,10 @@ from . import _dense
 _RUNTIMES = (('brainevent', '_event_numba'), ('brainpylib', '_event_taichi'))
 
 
+@functools.lru_cache(maxsize=None)
 def runtime_name():
-    """The package whose kernels the event-driven path uses, or ``None`` if none is installed."""
+    """The package whose kernels the event-driven path uses (``'brainevent'`` or
+    ``'brainpylib'``), or ``None`` if neither is installed."""
     for package, _ in _RUNTIMES:
         if importlib.util.find_spec(package) is not None:
             return package

@@ -24,6 +24,19 @@ def _input_sample(t, k, stride, low, lhs, rhs, length):
     return h
 
 
+@ti.func
+def _nonzero(x: ti.template(), n, h, c):
+    """``x[n, h, c] != 0``, NaN counted as nonzero. Floats are tested on their bits (sign
+    bit dropped): taichi compiles with fast math, under which a NaN compares equal to 0."""
+    v = x[n, h, c]
+    result = v != 0
+    if ti.static(x.get_type().element_type == ti.f32):
+        result = (ti.bit_cast(v, ti.u32) << 1) != 0
+    elif ti.static(x.get_type().element_type == ti.f64):
+        result = (ti.bit_cast(v, ti.u64) << 1) != 0
+    return result
+
+
 @ti.kernel
 def _forward_kernel(x: ti.types.ndarray(ndim=3), w: ti.types.ndarray(ndim=3),
                     params: ti.types.ndarray(ndim=1), y: ti.types.ndarray(ndim=3)):
@@ -38,8 +51,8 @@ def _forward_kernel(x: ti.types.ndarray(ndim=3), w: ti.types.ndarray(ndim=3),
             h = _input_sample(t, k, stride, low, lhs, rhs, length)
             if h >= 0:
                 for c in range(channels):
-                    v = x[n, h, c]
-                    if v != 0:
+                    if _nonzero(x, n, h, c):
+                        v = x[n, h, c]
                         g = c // group_in
                         o0 = g * group_out
                         for j in range(group_out):
@@ -63,9 +76,9 @@ def _kernel_grad_kernel(x: ti.types.ndarray(ndim=3), dy: ti.types.ndarray(ndim=3
         for n in range(n_batch):
             for t in range(out_len):
                 h = _input_sample(t, k, stride, low, lhs, rhs, length)
-                if h >= 0:
-                    v = x[n, h, c]
-                    if v != 0:
+                if h >= 0:   # (taichi's `and` does not short-circuit)
+                    if _nonzero(x, n, h, c):
+                        v = x[n, h, c]
                         for j in range(group_out):
                             dw[k, ci, o0 + j] = dw[k, ci, o0 + j] + v * dy[n, t, o0 + j]
 

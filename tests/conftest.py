@@ -18,6 +18,12 @@ settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 # Reference comparisons should not depend on reduced-precision matmuls.
 jax.config.update('jax_default_matmul_precision', 'highest')
 
+#: Context manager switching 64-bit mode on: ``jax.enable_x64`` in current JAX,
+#: ``jax.experimental.enable_x64`` in the JAX of the BrainPy 2.6 stack.
+enable_x64 = getattr(jax, 'enable_x64', None)
+if enable_x64 is None:
+    from jax.experimental import enable_x64
+
 
 def reference_pads(padding, length, kernel_size, stride=1, lhs_dilation=1, rhs_dilation=1):
     """The (low, high) padding the reference applies, for every padding form the layer takes:

@@ -9,7 +9,7 @@ from jax.test_util import check_grads
 from bp_conv_ext import Conv1d, conv1d
 from bp_conv_ext._conv import BACKENDS, EVENT_DENSITY_THRESHOLD
 from bp_conv_ext._dense import choose_algorithm, choose_kernel_grad
-from conftest import lax_conv1d, random_case, reference_conv1d
+from conftest import enable_x64, lax_conv1d, random_case, reference_conv1d
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 CONFIGS = [
@@ -62,7 +62,7 @@ def test_backend_gradients_match_xla_autodiff(backend, options):
 @pytest.mark.parametrize('backend', ['xla', 'xla2d', 'im2col', 'event'])
 @pytest.mark.parametrize('options', CONFIGS[:4], ids=IDS[:4])
 def test_backend_check_grads_float64(backend, options):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         rng = np.random.default_rng(4)
         x = jnp.asarray(rng.standard_normal((2, 9, 4)) * (rng.random((2, 9, 4)) < 0.5))
         w = jnp.asarray(rng.standard_normal((3, 4, 5)))
@@ -114,6 +114,21 @@ def test_event_path_inside_scan_gradients_equal_dense():
 
     np.testing.assert_allclose(np.asarray(jax.grad(loss)(w, 'event')),
                                np.asarray(jax.grad(loss)(w, 'xla')), rtol=1e-4, atol=1e-4)
+
+
+# The XLA custom call each runtime lowers the event-driven kernels to.
+_CUSTOM_CALLS = {'brainevent': 'brainevent_numba_ffi', 'brainpylib': 'taichi_kernel_aot_call_cpu'}
+
+
+def test_event_path_lowers_to_the_installed_runtime_custom_call():
+    from bp_conv_ext._event import runtime_name
+    x, w, _ = _case(9, 0.05)
+    runtime = runtime_name()
+    assert runtime in _CUSTOM_CALLS, "the test stacks install brainevent or brainpylib"
+    for backend, expected in (('event', {runtime}), ('dense', set())):
+        hlo = jax.jit(lambda x, w: conv1d(x, w, backend=backend)).lower(x, w).as_text()
+        found = {name for name, call in _CUSTOM_CALLS.items() if call in hlo}
+        assert found == expected, (backend, found)
 
 
 def _primitives(f, *args):

@@ -7,6 +7,7 @@ import pytest
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d
+from conftest import enable_x64
 
 CONFIGS = [
     dict(),
@@ -21,7 +22,7 @@ CONFIGS = [
 @pytest.mark.parametrize('batched', [True, False], ids=['batched', 'unbatched'])
 @pytest.mark.parametrize('options', CONFIGS, ids=[str(c) for c in CONFIGS])
 def test_check_grads_float64(options, batched):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         rng = np.random.default_rng(0)
         groups = options.get('groups', 1)
         x = jnp.asarray(rng.standard_normal((2, 9, 4) if batched else (9, 4)))
@@ -36,7 +37,7 @@ def test_check_grads_float64(options, batched):
 
 
 def test_layer_check_grads_float64_in_training_mode():
-    with jax.enable_x64(True):
+    with enable_x64(True):
         rng = np.random.default_rng(1)
         conv = Conv1d(4, 6, 3, stride=2, padding='causal', w_initializer=rng.standard_normal((3, 4, 6)),
                       b_initializer=rng.standard_normal(6), mode=bm.TrainingMode())
