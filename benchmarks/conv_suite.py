@@ -81,8 +81,16 @@ def lax_conv(x, w, k):
 def layer_fn(layer):
     """``f(w, x)``: the layer's output with kernel ``w`` (so jax.grad can reach it)."""
     def f(w, x):
-        layer.w.value = w
-        return layer(x)
+        if isinstance(layer.w, bm.Variable):
+            layer.w.value = w
+            return layer(x)
+        # brainpy.dnn.Conv1d outside TrainingMode keeps a plain array, which BrainPy 2.6
+        # refuses to overwrite with a traced value: swap the attribute for the call.
+        kept, layer.w = layer.w, bm.Array(w)
+        try:
+            return layer(x)
+        finally:
+            layer.w = kept
     return f
 
 

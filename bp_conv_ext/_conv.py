@@ -14,6 +14,7 @@ BACKENDS = ('auto', 'dense') + _dense.ALGORITHMS + ('event',)
 #: Measured crossovers (event as fast as the best dense implementation) lie between 0.08
 #: and 0.12 on the batched benchmark shapes; the density check itself costs up to ~0.3 ms
 #: (see docs/performance.md), so the event path is taken only where it wins by 2x or more.
+#: (With BrainPy 2.6's taichi kernels, which lose to the dense path, ``'auto'`` stays dense.)
 EVENT_DENSITY_THRESHOLD = 0.03
 
 
@@ -88,7 +89,7 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
     if backend == 'event':
         y = event(x)
     elif backend == 'auto' and x.dtype == jnp.bool_ and algorithm != 'xla2d' and \
-            not _dense.is_small(*shape) and _event.runtime_name() is not None:
+            not _dense.is_small(*shape) and _event.auto_selectable():
         # Tiny problems do not pay for the density check, and with one input channel the
         # dense 'xla2d' path is as fast as the event path even at 1% density.
         y = lax.cond(estimate_density(x) <= EVENT_DENSITY_THRESHOLD, event, dense, x)
@@ -119,7 +120,8 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
     backend : str
         How to compute it (all give the same numbers): ``'auto'`` (event-driven for
         ``bool`` input with at most :data:`EVENT_DENSITY_THRESHOLD` of its entries
-        ``True``, decided at run time; dense otherwise), ``'dense'``, a dense algorithm
+        ``True``, decided at run time, where the installed kernels beat the dense path; dense
+        otherwise), ``'dense'``, a dense algorithm
         (``'xla'``, ``'xla2d'``, ``'im2col'``) or ``'event'`` (skips zero inputs; any dtype).
 
     Returns

@@ -14,7 +14,8 @@ BrainPy generation uses, each in its own module with the same three names:
 - :mod:`._event_taichi`: taichi kernels through ``brainpy.math.XLACustomOp``, run by
   ``brainpylib`` (BrainPy 2.6).
 
-A runtime module provides ``NAME`` (for messages), ``forward`` and ``kernel_grad`` (called as
+A runtime module provides ``AUTO`` (whether ``backend='auto'`` may choose its kernels),
+``forward`` and ``kernel_grad`` (called as
 ``prim(x, w_or_dy, params, outs=[...], **static)``, returning a list) and
 ``define_rules(prim, jvp, transpose, batching)``. ``params`` is an ``int32`` vector
 ``(stride, low, lhs_dilation, rhs_dilation, groups, threads)``.
@@ -39,6 +40,12 @@ def runtime_name():
         if importlib.util.find_spec(package) is not None:
             return package
     return None
+
+
+def auto_selectable() -> bool:
+    """Whether ``backend='auto'`` may choose the event-driven path: a runtime is installed
+    and its kernels beat the dense path at low densities."""
+    return runtime_name() is not None and _runtime().AUTO
 
 
 @functools.lru_cache(maxsize=None)

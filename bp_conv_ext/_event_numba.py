@@ -9,7 +9,8 @@ import brainevent
 import numba
 import numpy as np
 
-NAME = 'numba (brainevent)'
+#: 2-10x faster than the dense path at densities up to ~0.03 (docs/performance.md).
+AUTO = True
 
 
 # Reassociation and contraction for vectorised sums, but no "no NaN / no inf" assumptions:

@@ -10,7 +10,9 @@ the differentiation and batching rules are in :mod:`._event`.
 import brainpy.math as bm
 import taichi as ti
 
-NAME = 'taichi (brainpylib)'
+#: Slower than the dense path at every benchmarked density (docs/performance.md): under
+#: ``backend='auto'`` the dense path runs; ``backend='event'`` still selects these kernels.
+AUTO = False
 
 
 @ti.func
