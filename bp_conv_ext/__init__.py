@@ -3,9 +3,10 @@ from ._args import output_length
 from ._conv import EVENT_DENSITY_THRESHOLD, conv1d
 from ._layer import Conv1d
 from ._multistep import LayerByLayer
+from ._torch import from_torch
 from ._train import LayerByLayerTrainer
 
 __version__ = '0.1.0'
 
 __all__ = ['Conv1d', 'EVENT_DENSITY_THRESHOLD', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d',
-           'output_length', '__version__']
+           'from_torch', 'output_length', '__version__']

@@ -138,3 +138,36 @@ def output_length(length: int, kernel_size: int, stride: int, padding: PaddingSp
             f"but the dilated kernel spans {span} (kernel_size={kernel_size}, "
             f"rhs_dilation={rhs_dilation}); use a longer input or padding='SAME'.")
     return (padded - span) // stride + 1
+
+
+#: Values of ``padding_mode`` (PyTorch's names) and the ``jnp.pad`` mode of each.
+PADDING_MODES = {'zeros': 'constant', 'reflect': 'reflect', 'replicate': 'edge',
+                 'circular': 'wrap'}
+
+
+def check_padding_mode(padding_mode, lhs_dilation: int) -> str:
+    """Validate ``padding_mode``: one of :data:`PADDING_MODES`; modes other than ``'zeros'``
+    need ``lhs_dilation == 1`` (padding a dilated input with its own samples has no
+    meaning: the holes are zeros)."""
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        raise ValueError(f"`padding_mode` (={padding_mode!r}) must be one of "
+                         f"{', '.join(map(repr, PADDING_MODES))}.")
+    if padding_mode != 'zeros' and lhs_dilation != 1:
+        raise ValueError(f"`padding_mode` (={padding_mode!r}) needs lhs_dilation=1, got "
+                         f"lhs_dilation={lhs_dilation}; only 'zeros' padding works on a "
+                         f"dilated input.")
+    return padding_mode
+
+
+def check_padding_fits(padding_mode: str, pads: Tuple[int, int], length: int) -> None:
+    """Refuse padding that ``padding_mode`` cannot take from an input of ``length`` samples:
+    ``'reflect'`` needs each side narrower than the input, ``'circular'`` no wider
+    (PyTorch's limits)."""
+    widest = max(pads)
+    if padding_mode == 'reflect' and widest >= length:
+        raise ValueError(f"padding_mode='reflect' needs padding narrower than the input: the "
+                         f"padding is {tuple(pads)} but the input has {length} samples.")
+    if padding_mode == 'circular' and widest > length:
+        raise ValueError(f"padding_mode='circular' needs padding no wider than the input: the "
+                         f"padding is {tuple(pads)} but the input has {length} samples.")
+

@@ -101,7 +101,8 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
 
 
 def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int = 1,
-           rhs_dilation: int = 1, groups: int = 1, mask=None, backend: str = 'auto'):
+           rhs_dilation: int = 1, groups: int = 1, mask=None, backend: str = 'auto',
+           padding_mode: str = 'zeros'):
     """Channels-last 1-D convolution as a pure function.
 
     Parameters
@@ -123,6 +124,9 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
         ``True``, decided at run time, where the installed kernels beat the dense path; dense
         otherwise), ``'dense'``, a dense algorithm
         (``'xla'``, ``'xla2d'``, ``'im2col'``) or ``'event'`` (skips zero inputs; any dtype).
+    padding_mode : str
+        What the padding holds, as in :class:`bp_conv_ext.Conv1d`: ``'zeros'`` (default),
+        ``'reflect'``, ``'replicate'`` or ``'circular'``.
 
     Returns
     -------
@@ -136,6 +140,8 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
     >>> from bp_conv_ext import conv1d
     >>> conv1d(jnp.ones((5, 1)), jnp.ones((3, 1, 1)))[:, 0].tolist()
     [2.0, 3.0, 3.0, 3.0, 2.0]
+    >>> conv1d(jnp.ones((5, 1)), jnp.ones((3, 1, 1)), padding_mode='replicate')[:, 0].tolist()
+    [3.0, 3.0, 3.0, 3.0, 3.0]
     """
     x = as_input(x)
     w = jnp.asarray(w)
@@ -151,6 +157,7 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
     lhs_dilation = _args.positive_int('lhs_dilation', lhs_dilation)
     rhs_dilation = _args.positive_int('rhs_dilation', rhs_dilation)
     padding = _args.canonical_padding(padding)
+    _args.check_padding_mode(padding_mode, lhs_dilation)
     check_backend(backend)
     if mask is not None:
         w = w * jnp.asarray(mask, dtype=w.dtype)
@@ -160,19 +167,27 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
             raise ValueError(f"`b` (shape {b.shape}) must hold one value per output channel "
                              f"({w.shape[2]}).")
     return apply(x, w, b, stride=stride, padding=padding, lhs_dilation=lhs_dilation,
-                 rhs_dilation=rhs_dilation, groups=groups, backend=backend)
+                 rhs_dilation=rhs_dilation, groups=groups, backend=backend,
+                 padding_mode=padding_mode)
 
 
 def apply(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, groups: int,
-          backend: str = 'auto'):
+          backend: str = 'auto', padding_mode: str = 'zeros'):
     """Convolve ``[H, C]`` or ``[B, H, C]`` input with validated, canonical arguments.
 
-    Raises ``ValueError`` when the input is too short for the kernel.
+    Raises ``ValueError`` when the input is too short for the kernel, or the padding too
+    wide for ``padding_mode``.
     """
     length = x.shape[-2]
     kernel_size = w.shape[0]
     _args.output_length(length, kernel_size, stride, padding, lhs_dilation, rhs_dilation)
     pads = _args.resolve_padding(padding, length, kernel_size, stride, lhs_dilation, rhs_dilation)
+    if padding_mode != 'zeros' and pads != (0, 0):
+        # Pad with the input's own samples, then convolve without padding (any backend).
+        _args.check_padding_fits(padding_mode, pads, length)
+        widths = [(0, 0)] * (x.ndim - 2) + [tuple(pads), (0, 0)]
+        x = jnp.pad(x, widths, mode=_args.PADDING_MODES[padding_mode])
+        pads = (0, 0)
     unbatched = x.ndim == 2
     y = conv_explicit(x[None] if unbatched else x, w, b, stride=stride, padding=pads,
                       lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, groups=groups,

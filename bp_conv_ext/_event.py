@@ -126,6 +126,13 @@ def _batch(args, axes, **kwargs):
     return [y], [0]
 
 
+def _kernel_grad_jvp_x(x_dot, x, dy, params, *, outs, **kwargs):
+    # Linear in x as well: the kernel gradient of the (dense) tangent, on the dense path.
+    zeros = jnp.zeros(outs[0].shape, outs[0].dtype)
+    conv = lambda w: _dense.conv(x_dot.astype(w.dtype), w, _spec(**kwargs))
+    return [jax.linear_transpose(conv, zeros)(dy)[0]]
+
+
 def _kernel_grad_jvp_dy(dy_dot, x, dy, params, *, outs, **kwargs):
     return [_bind_kernel_grad(x, dy_dot, params, outs[0], **_static(kwargs))]
 
@@ -155,8 +162,8 @@ def _kernel_grad_batch(args, axes, **kwargs):
 def _register(module):
     module.define_rules(module.forward, jvp=(_jvp_x, _jvp_w, None), transpose=_transpose,
                         batching=_batch)
-    module.define_rules(module.kernel_grad, jvp=(None, _kernel_grad_jvp_dy, None),
-                        transpose=_kernel_grad_transpose, batching=_kernel_grad_batch)
+    module.define_rules(module.kernel_grad,
+                        jvp=(_kernel_grad_jvp_x, _kernel_grad_jvp_dy, None), transpose=_kernel_grad_transpose, batching=_kernel_grad_batch)
 
 
 def conv(x, w, spec: _dense.ConvSpec, out_len: int):

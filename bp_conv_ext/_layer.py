@@ -4,7 +4,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import brainpy as bp
 import brainpy.math as bm
 
-from . import _args, _conv, _params
+from . import _args, _conv, _params, _torch
 
 _DEFAULT_W_INIT = bp.init.XavierNormal()
 _DEFAULT_B_INIT = bp.init.ZeroInit()
@@ -77,6 +77,13 @@ class Conv1d(bp.dnn.Layer):
         ``TrainingMode`` and ``bm.Variable`` otherwise. Default: ``bm.get_mode()``.
     name : str, optional
         Name of the layer.
+    padding_mode : str
+        What the padding holds (PyTorch's names): ``'zeros'`` (default); ``'reflect'``
+        (the input mirrored about its end samples, which are not repeated; the padding
+        must be narrower than the input); ``'replicate'`` (the end samples repeated);
+        ``'circular'`` (the input wrapped around; padding at most the input's length).
+        Modes other than ``'zeros'`` need ``lhs_dilation=1``. Not an argument of
+        :class:`brainpy.dnn.Conv1d`; it comes last, so positional calls stay compatible.
 
     Notes
     -----
@@ -128,6 +135,7 @@ class Conv1d(bp.dnn.Layer):
         mask: Optional[bm.Array] = None,
         mode: Optional[bm.Mode] = None,
         name: Optional[str] = None,
+        padding_mode: str = 'zeros',
     ):
         if name is not None and (not isinstance(name, str) or not name.isidentifier()):
             raise (ValueError if isinstance(name, str) else TypeError)(
@@ -146,6 +154,7 @@ class Conv1d(bp.dnn.Layer):
             canonical = _args.resolve_padding(canonical, 1, self.kernel_size[0], 1, 1,
                                               self.rhs_dilation[0])
         self.padding = canonical if isinstance(canonical, str) else (canonical,)
+        self.padding_mode = _args.check_padding_mode(padding_mode, self.lhs_dilation[0])
         self.w_initializer = w_initializer
         self.b_initializer = b_initializer
 
@@ -218,7 +227,26 @@ class Conv1d(bp.dnn.Layer):
             stride=self.stride[0],
             padding=self.padding if isinstance(self.padding, str) else self.padding[0],
             lhs_dilation=self.lhs_dilation[0], rhs_dilation=self.rhs_dilation[0],
-            groups=self.groups, backend=self._backend)
+            groups=self.groups, backend=self._backend, padding_mode=self.padding_mode)
+
+    def torch_state_dict(self) -> dict:
+        """The parameters in PyTorch's layout, as NumPy arrays: ``'weight'`` of shape
+        ``(C_out, C_in // groups, K)`` and, when the layer has a bias, ``'bias'`` of shape
+        ``(C_out,)`` (``torch.nn.Conv1d.load_state_dict`` takes them after
+        ``torch.from_numpy``). A layer with a mask raises ``ValueError``."""
+        return _torch.torch_state_dict(self)
+
+    def load_torch_state_dict(self, state_dict):
+        """Load PyTorch-layout parameters (a ``torch.nn.Conv1d.state_dict()`` or a mapping
+        of arrays with the same keys and shapes) into this layer's variables."""
+        _torch.load_torch_state_dict(self, state_dict)
+
+    def to_torch(self):
+        """A ``torch.nn.Conv1d`` with this layer's configuration and parameters (it takes
+        ``[B, C, H]`` input). Raises ``ValueError`` for what it cannot hold:
+        ``lhs_dilation > 1``, ``'SAME'`` padding with ``stride > 1``, padding that
+        differs between the two sides (``'CAUSAL'``), a mask."""
+        return _torch.to_torch(self)
 
     def __repr__(self):
         parts = [f"in_channels={self.in_channels}", f"out_channels={self.out_channels}",
@@ -232,6 +260,8 @@ class Conv1d(bp.dnn.Layer):
                 parts.append(f"{key}={getattr(self, key)[0]}")
         if self.groups != 1:
             parts.append(f"groups={self.groups}")
+        if self.padding_mode != 'zeros':
+            parts.append(f"padding_mode={self.padding_mode!r}")
         if self.w_initializer is not _DEFAULT_W_INIT:
             parts.append(f"w_initializer={_params.describe_init(self.w_initializer)}")
         if self.b_initializer is not _DEFAULT_B_INIT:

@@ -71,6 +71,16 @@ def test_backend_check_grads_float64(backend, options):
                     modes=('fwd', 'rev'), atol=1e-6, rtol=1e-6)
 
 
+def test_event_second_order_in_input_and_kernel_together_float64():
+    # The cross terms go through the kernel gradient's derivative in the input.
+    with enable_x64(True):
+        rng = np.random.default_rng(8)
+        x = jnp.asarray(rng.standard_normal((2, 9, 4)) * (rng.random((2, 9, 4)) < 0.5))
+        w = jnp.asarray(rng.standard_normal((3, 2, 4)))
+        check_grads(lambda x, w: conv1d(x, w, backend='event', stride=2, groups=2), (x, w),
+                    order=2, modes=('fwd', 'rev'))
+
+
 def test_event_second_order_kernel_gradient_matches_dense():
     x, w, _ = _case(5, 0.2)
 

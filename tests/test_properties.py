@@ -164,3 +164,26 @@ def test_matches_torch(case, backend):
                         groups=options['groups']).permute(0, 2, 1).numpy()
     np.testing.assert_allclose(np.asarray(conv1d(x, w, b, backend=backend, **options)),
                                expected, **TOL)
+
+
+_NUMPY_MODES = {'reflect': 'reflect', 'replicate': 'edge', 'circular': 'wrap'}
+
+
+@given(case=configs(), mode=st.sampled_from(sorted(_NUMPY_MODES)),
+       backend=st.sampled_from(BACKENDS))
+def test_padding_modes_match_numpy_padding(case, mode, backend):
+    x, w, b, options = case
+    options['lhs_dilation'] = 1
+    assume(_fits(x, w, options))
+    low, high = reference_pads(options['padding'], x.shape[1], w.shape[0], options['stride'],
+                               1, options['rhs_dilation'])
+    limit = x.shape[1] - 1 if mode == 'reflect' else x.shape[1]
+    if mode != 'replicate' and max(low, high) > limit:
+        with pytest.raises(ValueError, match=f"padding_mode='{mode}' needs padding"):
+            conv1d(x, w, b, backend=backend, padding_mode=mode, **options)
+        return
+    padded = np.pad(np.asarray(x, np.float64), ((0, 0), (low, high), (0, 0)),
+                    mode=_NUMPY_MODES[mode])
+    expected = reference_conv1d(padded, w, b, **{**options, 'padding': 'VALID'})
+    y = conv1d(x, w, b, backend=backend, padding_mode=mode, **options)
+    np.testing.assert_allclose(np.asarray(y), expected, **TOL)

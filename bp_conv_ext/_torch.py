@@ -1,0 +1,164 @@
+"""PyTorch interop: ``torch.nn.Conv1d`` configurations and ``{weight, bias}`` arrays.
+
+PyTorch stores a 1-D kernel as ``(C_out, C_in // groups, K)`` and a bias as ``(C_out,)``;
+this package stores ``(K, C_in // groups, C_out)`` and ``(1, C_out)``. PyTorch is optional:
+it is imported inside these functions only.
+"""
+import numpy as np
+
+_WEIGHT_KEYS = ('weight', 'bias')
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError("PyTorch interop needs torch installed "
+                          "(pip install 'bp_conv_ext[torch]').") from error
+    return torch
+
+
+def _to_numpy(name: str, value) -> np.ndarray:
+    """A torch tensor or array-like as a NumPy array (bfloat16, which NumPy lacks, as float32)."""
+    torch = _import_torch()
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:
+            value = value.float()
+        return value.numpy()
+    try:
+        return np.asarray(value)
+    except Exception as error:
+        raise TypeError(f"`{name}` must be a torch tensor or an array, "
+                        f"got {type(value).__name__}.") from error
+
+
+def torch_to_kernel(weight: np.ndarray) -> np.ndarray:
+    """``(C_out, C_in // groups, K)`` -> ``(K, C_in // groups, C_out)``."""
+    return np.ascontiguousarray(np.transpose(weight, (2, 1, 0)))
+
+
+def kernel_to_torch(w: np.ndarray) -> np.ndarray:
+    """``(K, C_in // groups, C_out)`` -> ``(C_out, C_in // groups, K)``."""
+    return np.ascontiguousarray(np.transpose(w, (2, 1, 0)))
+
+
+def _torch_padding(layer):
+    """The ``padding`` argument of a ``torch.nn.Conv1d`` that pads as ``layer`` does."""
+    padding, stride = layer.padding, layer.stride[0]
+    if padding == 'VALID':
+        return 'valid'
+    if padding == 'SAME':
+        if stride != 1:
+            raise ValueError(f"padding='SAME' with stride={stride} pads by an amount that depends "
+                             f"on the input length; torch.nn.Conv1d has no such padding. Give "
+                             f"the layer an explicit symmetric padding instead.")
+        return 'same'
+    low, high = padding[0]
+    if low == high:
+        return low
+    raise ValueError(f"padding {(low, high)} pads the two sides differently (as 'CAUSAL' does); "
+                     f"torch.nn.Conv1d pads both sides equally (or as 'same' with stride 1).")
+
+
+def check_exportable(layer) -> None:
+    """Raise ``ValueError`` for what a ``torch.nn.Conv1d`` cannot hold."""
+    if layer.mask is not None:
+        raise ValueError(f"{layer.name} has a mask; torch.nn.Conv1d has none. Export "
+                         f"`layer.w.value * layer.mask` yourself if the masked kernel is wanted.")
+
+
+def torch_state_dict(layer) -> dict:
+    """``{'weight': (C_out, C_in // groups, K), 'bias': (C_out,)}`` NumPy arrays (no
+    ``'bias'`` when the layer has none)."""
+    check_exportable(layer)
+    state = {'weight': kernel_to_torch(np.asarray(layer.w.value))}
+    if layer.b is not None:
+        state['bias'] = np.asarray(layer.b.value).reshape(-1).copy()
+    return state
+
+
+def load_torch_state_dict(layer, state_dict) -> None:
+    """Load PyTorch-layout ``{'weight', 'bias'}`` arrays or tensors into ``layer``."""
+    if not hasattr(state_dict, 'keys'):
+        raise TypeError(f"`state_dict` must be a mapping with 'weight' and 'bias' entries, "
+                        f"got {type(state_dict).__name__}.")
+    unknown = sorted(set(state_dict.keys()) - set(_WEIGHT_KEYS))
+    if unknown:
+        raise ValueError(f"`state_dict` has unexpected keys {unknown}; expected 'weight' and "
+                         f"'bias' (those of one torch.nn.Conv1d).")
+    expected = {'weight': kernel_to_torch(np.empty(layer.w.shape)).shape}
+    if layer.b is not None:
+        expected['bias'] = (layer.out_channels,)
+    missing = sorted(set(expected) - set(state_dict.keys()))
+    if missing:
+        raise ValueError(f"`state_dict` lacks {missing}, which {layer.name} needs.")
+    if 'bias' in state_dict and layer.b is None:
+        raise ValueError(f"`state_dict` has a 'bias' but {layer.name} was built without one "
+                         f"(b_initializer=None).")
+    arrays = {key: _to_numpy(f"state_dict[{key!r}]", state_dict[key]) for key in expected}
+    for key, shape in expected.items():
+        if arrays[key].shape != shape:
+            raise ValueError(f"`state_dict[{key!r}]` has shape {arrays[key].shape}; {layer.name} "
+                             f"needs {shape} (PyTorch layout).")
+    layer.w.value = np.asarray(torch_to_kernel(arrays['weight']), dtype=layer.w.dtype)
+    if layer.b is not None:
+        layer.b.value = arrays['bias'].reshape(layer.b.shape).astype(layer.b.dtype)
+
+
+def to_torch(layer):
+    """A ``torch.nn.Conv1d`` with ``layer``'s configuration and weights."""
+    torch = _import_torch()
+    check_exportable(layer)
+    if layer.lhs_dilation[0] != 1:
+        raise ValueError(f"lhs_dilation={layer.lhs_dilation[0]} (input dilation) has no "
+                         f"torch.nn.Conv1d equivalent.")
+    state = torch_state_dict(layer)
+    weight = torch.from_numpy(state['weight'])
+    module = torch.nn.Conv1d(layer.in_channels, layer.out_channels, layer.kernel_size[0],
+                             stride=layer.stride[0], padding=_torch_padding(layer),
+                             dilation=layer.rhs_dilation[0], groups=layer.groups,
+                             bias=layer.b is not None, padding_mode=layer.padding_mode,
+                             dtype=weight.dtype)
+    with torch.no_grad():
+        module.weight.copy_(weight)
+        if layer.b is not None:
+            module.bias.copy_(torch.from_numpy(state['bias']))
+    return module
+
+
+def from_torch(module, *, mode=None, name=None):
+    """Build a :class:`bp_conv_ext.Conv1d` with the configuration and weights of a
+    ``torch.nn.Conv1d``.
+
+    Parameters
+    ----------
+    module : torch.nn.Conv1d
+        The layer to copy. Every ``torch.nn.Conv1d`` option maps: ``stride``,
+        ``padding`` (ints, ``'same'``, ``'valid'``), ``dilation`` (``rhs_dilation`` here),
+        ``groups``, ``bias`` and ``padding_mode``.
+    mode : brainpy.math.Mode, optional
+        Computation mode of the new layer (default ``bm.get_mode()``).
+    name : str, optional
+        Name of the new layer.
+
+    Returns
+    -------
+    bp_conv_ext.Conv1d
+        Computes what ``module`` computes, on channels-last input (``[B, H, C]``
+        where PyTorch takes ``[B, C, H]``). :meth:`Conv1d.to_torch` goes back.
+    """
+    torch = _import_torch()
+    from ._layer import Conv1d
+    if not isinstance(module, torch.nn.Conv1d):
+        raise TypeError(f"`module` must be a torch.nn.Conv1d, got {type(module).__name__}.")
+    if isinstance(module.padding, str):
+        padding = module.padding.upper()
+    else:
+        padding = int(module.padding[0])
+    weight = _to_numpy('module.weight', module.weight)
+    bias = None if module.bias is None else _to_numpy('module.bias', module.bias)
+    return Conv1d(module.in_channels, module.out_channels, module.kernel_size[0],
+                  stride=module.stride[0], padding=padding, rhs_dilation=module.dilation[0],
+                  groups=module.groups, w_initializer=torch_to_kernel(weight),
+                  b_initializer=bias, mode=mode, name=name, padding_mode=module.padding_mode)
