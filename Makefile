@@ -5,13 +5,14 @@
 #   STACK=brainpy-2.6  BrainPy 2.6 + brainpylib + taichi  -> .venv-2.6
 #
 # `make test` runs the suite on both stacks; `make test-stack STACK=...` on one.
+# `make docs` builds the documentation site (docs/_build/html) on the current stack.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STACK ?= current
 
 ifeq ($(STACK),current)
 VENV := .venv
 CONSTRAINTS := -c constraints/dev.txt
-EXTRAS := test,torch,examples
+EXTRAS := test,torch,examples,docs
 else ifeq ($(STACK),brainpy-2.6)
 VENV := .venv-2.6
 CONSTRAINTS := -c constraints/dev.txt -c constraints/brainpy-2.6.txt
@@ -23,7 +24,7 @@ endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-stack bench clean
+.PHONY: demo test test-stack bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml constraints/dev.txt constraints/brainpy-2.6.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,5 +50,31 @@ bench: $(STAMP)
 	OMP_WAIT_POLICY=passive $(PY) benchmarks/conv_suite.py $(BENCH_ARGS)
 	$(PY) benchmarks/layer_by_layer.py $(BENCH_ARGS)
 
+# The examples draw the tutorial's figures (the raster from a --quick run, the learning curves
+# from 100 of the 400 GunPoint epochs), then the site is built and every
+# example in it runs as a doctest; any Sphinx warning fails the build. -E rereads every page,
+# so a warning is reported on every run, not only when its page changed.
+FIGURES := docs/_build/figures
+SPHINX := $(VENV)/bin/sphinx-build -W --keep-going -E -q
+
+ifneq ($(filter docs,$(MAKECMDGOALS)),)
+ifneq ($(STACK),current)
+$(error the docs build on the current stack only (its `docs` extra): run `make docs`)
+endif
+endif
+
+$(FIGURES)/raster.png: examples/spike_raster.py bp_conv_ext/*.py $(STAMP)
+	$(PY) examples/spike_raster.py --quick --out $(FIGURES)
+
+$(FIGURES)/learning_curve.png: examples/gunpoint.py bp_conv_ext/*.py $(STAMP)
+	$(PY) examples/gunpoint.py --epochs 100 --out $(FIGURES)
+
+docs: $(STAMP) $(FIGURES)/raster.png $(FIGURES)/learning_curve.png
+	$(SPHINX) -b html docs docs/_build/html; html=$$?; \
+	$(SPHINX) -b doctest docs docs/_build/doctest; doctest=$$?; \
+	if [ $$html -ne 0 ] || [ $$doctest -ne 0 ]; then \
+		echo "docs: html build exit $$html, doctests exit $$doctest" >&2; exit 1; fi
+	@echo "docs: open docs/_build/html/index.html"
+
 clean:
-	rm -rf .venv .venv-2.6 build *.egg-info
+	rm -rf .venv .venv-2.6 build *.egg-info docs/_build

@@ -238,7 +238,20 @@ class Conv1d(bp.dnn.Layer):
 
     def load_torch_state_dict(self, state_dict):
         """Load PyTorch-layout parameters (a ``torch.nn.Conv1d.state_dict()`` or a mapping
-        of arrays with the same keys and shapes) into this layer's variables."""
+        of arrays with the same keys and shapes) into this layer's variables.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import brainpy.math as bm
+        >>> import bp_conv_ext
+        >>> conv = bp_conv_ext.Conv1d(2, 3, 5, mode=bm.NonBatchingMode())
+        >>> {key: value.shape for key, value in conv.torch_state_dict().items()}
+        {'weight': (3, 2, 5), 'bias': (3,)}
+        >>> conv.load_torch_state_dict({'weight': np.ones((3, 2, 5)), 'bias': np.zeros(3)})
+        >>> conv(np.ones((7, 2)))[3].tolist()     # 5 taps x 2 channels of ones
+        [10.0, 10.0, 10.0]
+        """
         _torch.load_torch_state_dict(self, state_dict)
 
     def to_torch(self):

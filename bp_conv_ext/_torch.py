@@ -4,6 +4,8 @@ PyTorch stores a 1-D kernel as ``(C_out, C_in // groups, K)`` and a bias as ``(C
 this package stores ``(K, C_in // groups, C_out)`` and ``(1, C_out)``. PyTorch is optional:
 it is imported inside these functions only.
 """
+import sys
+
 import numpy as np
 
 _WEIGHT_KEYS = ('weight', 'bias')
@@ -19,9 +21,10 @@ def _import_torch():
 
 
 def _to_numpy(name: str, value) -> np.ndarray:
-    """A torch tensor or array-like as a NumPy array (bfloat16, which NumPy lacks, as float32)."""
-    torch = _import_torch()
-    if isinstance(value, torch.Tensor):
+    """A torch tensor or array-like as a NumPy array (bfloat16, which NumPy lacks, as float32).
+    Arrays need no torch: a tensor can only exist where torch has been imported."""
+    torch = sys.modules.get('torch')
+    if torch is not None and isinstance(value, torch.Tensor):
         value = value.detach().cpu()
         if value.dtype == torch.bfloat16:
             value = value.float()
