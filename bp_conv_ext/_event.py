@@ -8,7 +8,7 @@ im2col copy.
 The operation is a pair of JAX primitives (the convolution and its kernel gradient) with
 rules for JVP, transposition (reverse mode with respect to the kernel and the input) and
 ``vmap``, written once here. Their CPU kernels come from whichever runtime the installed
-BrainPy generation uses, each in its own module with the same three names:
+BrainPy generation uses, each in its own module with the same names:
 
 - :mod:`._event_numba`: numba kernels through ``brainevent.XLACustomKernel`` (BrainPy 2.7+);
 - :mod:`._event_taichi`: taichi kernels through ``brainpy.math.XLACustomOp``, run by
@@ -17,8 +17,8 @@ BrainPy generation uses, each in its own module with the same three names:
 A runtime module provides ``AUTO`` (whether ``backend='auto'`` may choose its kernels),
 ``forward`` and ``kernel_grad`` (called as
 ``prim(x, w_or_dy, params, outs=[...], **static)``, returning a list) and
-``define_rules(prim, jvp, transpose, batching)``. ``params`` is an ``int32`` vector
-``(stride, low, lhs_dilation, rhs_dilation, groups, threads)``.
+``define_rules(prim, jvp, transpose, batching)`` and ``threads()``. ``params`` is an
+``int32`` vector ``(stride, low, lhs_dilation, rhs_dilation, groups, threads())``.
 """
 import functools
 import importlib.util
