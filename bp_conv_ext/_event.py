@@ -162,8 +162,8 @@ def _kernel_grad_batch(args, axes, **kwargs):
 def _register(module):
     module.define_rules(module.forward, jvp=(_jvp_x, _jvp_w, None), transpose=_transpose,
                         batching=_batch)
-    module.define_rules(module.kernel_grad,
-                        jvp=(_kernel_grad_jvp_x, _kernel_grad_jvp_dy, None), transpose=_kernel_grad_transpose, batching=_kernel_grad_batch)
+    module.define_rules(module.kernel_grad, jvp=(_kernel_grad_jvp_x, _kernel_grad_jvp_dy, None),
+                        transpose=_kernel_grad_transpose, batching=_kernel_grad_batch)
 
 
 def conv(x, w, spec: _dense.ConvSpec, out_len: int):

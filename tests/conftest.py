@@ -78,10 +78,14 @@ def reference_conv1d(x, w, b=None, *, stride=1, padding='SAME', lhs_dilation=1,
 
 def lax_conv1d(x, w, *, stride=1, padding='SAME', lhs_dilation=1, rhs_dilation=1, groups=1):
     """``lax.conv_general_dilated`` with the reference's padding: the gradient reference,
-    differentiated by JAX itself."""
+    differentiated by JAX itself. Padding and input dilation are applied by ``lax.pad`` first:
+    XLA's CPU backward-input convolution returns garbage when the low padding is as wide as
+    the dilated kernel (jax 0.10)."""
     from jax import lax
-    pads = reference_pads(padding, x.shape[1], w.shape[0], stride, lhs_dilation, rhs_dilation)
-    return lax.conv_general_dilated(x, w, (stride,), (pads,), (lhs_dilation,), (rhs_dilation,),
+    low, high = reference_pads(padding, x.shape[1], w.shape[0], stride, lhs_dilation,
+                               rhs_dilation)
+    x = lax.pad(x, np.zeros((), x.dtype), ((0, 0, 0), (low, high, lhs_dilation - 1), (0, 0, 0)))
+    return lax.conv_general_dilated(x, w, (stride,), ((0, 0),), (1,), (rhs_dilation,),
                                     ('NWC', 'WIO', 'NWC'), feature_group_count=groups)
 
 
