@@ -98,7 +98,8 @@ def test_input_gradient_with_padding_as_wide_as_the_kernel(x_shape, w_shape, pad
     # conv1d is linear in x: its input gradient is the reference applied to unit inputs.
     unit = np.eye(x.size).reshape((x.size,) + x.shape)
     expected = np.array([np.sum(reference_conv1d(u, w, padding=padding) * cot) for u in unit])
-    loss = lambda x: jnp.sum(conv1d(x, w, padding=padding, backend=backend) * cot.astype(np.float32))
+    cot32 = cot.astype(np.float32)
+    loss = lambda x: jnp.sum(conv1d(x, w, padding=padding, backend=backend) * cot32)
     for _ in range(10):
         np.testing.assert_allclose(np.asarray(jax.grad(loss)(x)).ravel(), expected,
                                    rtol=1e-5, atol=1e-5)
