@@ -170,4 +170,3 @@ def check_padding_fits(padding_mode: str, pads: Tuple[int, int], length: int) ->
     if padding_mode == 'circular' and widest > length:
         raise ValueError(f"padding_mode='circular' needs padding no wider than the input: the "
                          f"padding is {tuple(pads)} but the input has {length} samples.")
-

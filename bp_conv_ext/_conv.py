@@ -71,14 +71,6 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
     """
     dtype = compute_dtype(x.dtype, w.dtype)
     w = w.astype(dtype)
-    if max(padding) >= _args.dilated_length(w.shape[0], rhs_dilation):
-        # Some outputs see padding only. For such padding XLA's CPU backward-input
-        # convolution returns garbage (it reads memory it never wrote; seen with jax 0.10),
-        # so the padding and the input dilation are applied here and the convolution runs
-        # unpadded. Every backend takes the same route.
-        x = lax.pad(x, jnp.zeros((), x.dtype),
-                    ((0, 0, 0), (padding[0], padding[1], lhs_dilation - 1), (0, 0, 0)))
-        padding, lhs_dilation = (0, 0), 1
     # (batch, length, in_channels, out_channels, kernel_size, groups), as the rules take it
     shape = x.shape + (w.shape[2], w.shape[0], groups)
     algorithm = backend if backend in _dense.ALGORITHMS else _dense.choose_algorithm(*shape)

@@ -77,7 +77,24 @@ def choose_algorithm(batch: int, length: int, in_channels: int, out_channels: in
     return 'xla'
 
 
+def _pad_input(x, spec: ConvSpec):
+    """Apply ``spec``'s padding and input dilation to ``x`` (zeros, as the convolution would)."""
+    low, high = spec.padding
+    return lax.pad(x, jnp.zeros((), x.dtype),
+                   ((0, 0, 0), (low, high, spec.lhs_dilation - 1), (0, 0, 0)))
+
+
+def _xla_safe(x, w, spec: ConvSpec):
+    """Where some outputs see padding only (padding at least the dilated kernel span), XLA's
+    CPU backward-input convolution returns garbage (it reads memory it never wrote; seen with
+    jax 0.10): pad here and let XLA convolve unpadded."""
+    if max(spec.padding) < (w.shape[0] - 1) * spec.rhs_dilation + 1:
+        return x, spec
+    return _pad_input(x, spec), spec._replace(padding=(0, 0), lhs_dilation=1)
+
+
 def _xla(x, w, spec: ConvSpec):
+    x, spec = _xla_safe(x, w, spec)
     return lax.conv_general_dilated(
         x, w, window_strides=(spec.stride,), padding=(spec.padding,),
         lhs_dilation=(spec.lhs_dilation,), rhs_dilation=(spec.rhs_dilation,),
@@ -85,6 +102,7 @@ def _xla(x, w, spec: ConvSpec):
 
 
 def _xla2d(x, w, spec: ConvSpec):
+    x, spec = _xla_safe(x, w, spec)
     y = lax.conv_general_dilated(
         x[:, None], w[None], window_strides=(1, spec.stride), padding=((0, 0), spec.padding),
         lhs_dilation=(1, spec.lhs_dilation), rhs_dilation=(1, spec.rhs_dilation),
@@ -94,9 +112,7 @@ def _xla2d(x, w, spec: ConvSpec):
 
 def patches(x, kernel_size: int, spec: ConvSpec):
     """``[N, H, C]`` -> ``[N, H_out, K, C]``: the input sample each tap sees."""
-    low, high = spec.padding
-    padded = lax.pad(x, jnp.zeros((), x.dtype),
-                     ((0, 0, 0), (low, high, spec.lhs_dilation - 1), (0, 0, 0)))
+    padded = _pad_input(x, spec)
     span = (kernel_size - 1) * spec.rhs_dilation + 1
     out_len = (padded.shape[1] - span) // spec.stride + 1
     taps = [lax.slice_in_dim(padded, k * spec.rhs_dilation,

@@ -177,8 +177,9 @@ class Conv1d(bp.dnn.Layer):
 
         ``'auto'`` (default): event-driven for ``bool`` input (spikes) whose fraction of
         ``True`` entries is at most ``EVENT_DENSITY_THRESHOLD`` (checked at run time),
-        dense otherwise (always dense on BrainPy 2.6, whose taichi kernels lose to it). ``'event'``: always event-driven (work proportional to the
-        nonzero inputs, any dtype). ``'dense'``: the dense algorithm chosen for the
+        dense otherwise (always dense on BrainPy 2.6, whose taichi kernels lose to it).
+        ``'event'``: always event-driven (work proportional to the nonzero inputs, any
+        dtype). ``'dense'``: the dense algorithm chosen for the
         shape; ``'xla'``, ``'xla2d'``, ``'im2col'``: that dense algorithm.
         """
         return self._backend

@@ -36,14 +36,10 @@ def _to_numpy(name: str, value) -> np.ndarray:
                         f"got {type(value).__name__}.") from error
 
 
-def torch_to_kernel(weight: np.ndarray) -> np.ndarray:
-    """``(C_out, C_in // groups, K)`` -> ``(K, C_in // groups, C_out)``."""
-    return np.ascontiguousarray(np.transpose(weight, (2, 1, 0)))
-
-
-def kernel_to_torch(w: np.ndarray) -> np.ndarray:
-    """``(K, C_in // groups, C_out)`` -> ``(C_out, C_in // groups, K)``."""
-    return np.ascontiguousarray(np.transpose(w, (2, 1, 0)))
+def swap_kernel_layout(kernel: np.ndarray) -> np.ndarray:
+    """``(K, C_in // groups, C_out)`` <-> ``(C_out, C_in // groups, K)``: reversing the axes
+    maps either layout to the other."""
+    return np.ascontiguousarray(np.transpose(kernel, (2, 1, 0)))
 
 
 def _torch_padding(layer):
@@ -75,7 +71,7 @@ def torch_state_dict(layer) -> dict:
     """``{'weight': (C_out, C_in // groups, K), 'bias': (C_out,)}`` NumPy arrays (no
     ``'bias'`` when the layer has none)."""
     check_exportable(layer)
-    state = {'weight': kernel_to_torch(np.asarray(layer.w.value))}
+    state = {'weight': swap_kernel_layout(np.asarray(layer.w.value))}
     if layer.b is not None:
         state['bias'] = np.asarray(layer.b.value).reshape(-1).copy()
     return state
@@ -90,7 +86,7 @@ def load_torch_state_dict(layer, state_dict) -> None:
     if unknown:
         raise ValueError(f"`state_dict` has unexpected keys {unknown}; expected 'weight' and "
                          f"'bias' (those of one torch.nn.Conv1d).")
-    expected = {'weight': kernel_to_torch(np.empty(layer.w.shape)).shape}
+    expected = {'weight': tuple(reversed(layer.w.shape))}
     if layer.b is not None:
         expected['bias'] = (layer.out_channels,)
     missing = sorted(set(expected) - set(state_dict.keys()))
@@ -104,7 +100,7 @@ def load_torch_state_dict(layer, state_dict) -> None:
         if arrays[key].shape != shape:
             raise ValueError(f"`state_dict[{key!r}]` has shape {arrays[key].shape}; {layer.name} "
                              f"needs {shape} (PyTorch layout).")
-    layer.w.value = np.asarray(torch_to_kernel(arrays['weight']), dtype=layer.w.dtype)
+    layer.w.value = np.asarray(swap_kernel_layout(arrays['weight']), dtype=layer.w.dtype)
     if layer.b is not None:
         layer.b.value = arrays['bias'].reshape(layer.b.shape).astype(layer.b.dtype)
 
@@ -112,11 +108,10 @@ def load_torch_state_dict(layer, state_dict) -> None:
 def to_torch(layer):
     """A ``torch.nn.Conv1d`` with ``layer``'s configuration and weights."""
     torch = _import_torch()
-    check_exportable(layer)
     if layer.lhs_dilation[0] != 1:
         raise ValueError(f"lhs_dilation={layer.lhs_dilation[0]} (input dilation) has no "
                          f"torch.nn.Conv1d equivalent.")
-    state = torch_state_dict(layer)
+    state = torch_state_dict(layer)      # refuses a mask
     weight = torch.from_numpy(state['weight'])
     module = torch.nn.Conv1d(layer.in_channels, layer.out_channels, layer.kernel_size[0],
                              stride=layer.stride[0], padding=_torch_padding(layer),
@@ -163,5 +158,5 @@ def from_torch(module, *, mode=None, name=None):
     bias = None if module.bias is None else _to_numpy('module.bias', module.bias)
     return Conv1d(module.in_channels, module.out_channels, module.kernel_size[0],
                   stride=module.stride[0], padding=padding, rhs_dilation=module.dilation[0],
-                  groups=module.groups, w_initializer=torch_to_kernel(weight),
+                  groups=module.groups, w_initializer=swap_kernel_layout(weight),
                   b_initializer=bias, mode=mode, name=name, padding_mode=module.padding_mode)
