@@ -1,5 +1,6 @@
 # Each target creates the virtual environment of its BrainPy stack if it is missing,
 # installs the project into it (again whenever setup.cfg or the constraints change) and runs.
+# Each stack installs the versions CI tested (constraints/current.txt, constraints/brainpy-2.6.txt).
 #
 #   STACK=current      BrainPy 2.8 + brainevent + numba   -> .venv      (the default)
 #   STACK=brainpy-2.6  BrainPy 2.6 + brainpylib + taichi  -> .venv-2.6
@@ -11,7 +12,7 @@ STACK ?= current
 
 ifeq ($(STACK),current)
 VENV := .venv
-CONSTRAINTS := -c constraints/dev.txt
+CONSTRAINTS := -c constraints/dev.txt -c constraints/current.txt
 EXTRAS := test,torch,examples,docs
 else ifeq ($(STACK),brainpy-2.6)
 VENV := .venv-2.6
@@ -26,9 +27,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-stack bench docs clean
 
-$(STAMP): setup.cfg pyproject.toml constraints/dev.txt constraints/brainpy-2.6.txt
+$(STAMP): setup.cfg pyproject.toml $(wildcard constraints/*.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints/dev.txt --upgrade pip
 	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 

@@ -1,6 +1,6 @@
 """bp_conv_ext: a 1-D convolution layer for spiking neural networks in BrainPy."""
 from ._args import output_length
-from ._conv import EVENT_DENSITY_THRESHOLD, conv1d
+from ._conv import EVENT_DENSITY_THRESHOLD, conv1d, event_kernel, which_backend
 from ._layer import Conv1d
 from ._multistep import LayerByLayer
 from ._torch import from_torch
@@ -9,4 +9,4 @@ from ._train import LayerByLayerTrainer
 __version__ = '0.1.0'
 
 __all__ = ['Conv1d', 'EVENT_DENSITY_THRESHOLD', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d',
-           'from_torch', 'output_length', '__version__']
+           'event_kernel', 'from_torch', 'output_length', 'which_backend', '__version__']

@@ -1,4 +1,5 @@
 """The 1-D convolution itself, as pure functions on channels-last arrays."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -61,6 +62,20 @@ def compute_dtype(x_dtype, w_dtype):
                     f"values (complex and other dtypes are not supported).")
 
 
+def plan(shape, x_dtype, backend: str):
+    """The dense algorithm for a problem, and whether ``backend`` checks the density.
+
+    ``shape`` is ``(batch, length, in_channels, out_channels, kernel_size, groups)``, as the
+    rules take it. ``'auto'`` checks the density of ``bool`` input, except for tiny problems
+    (which do not pay for the check) and one input channel (where the dense ``'xla2d'`` path
+    is as fast as the event path even at 1% density).
+    """
+    algorithm = backend if backend in _dense.ALGORITHMS else _dense.choose_algorithm(*shape)
+    checks = (backend == 'auto' and np.dtype(x_dtype) == np.bool_ and algorithm != 'xla2d'
+              and not _dense.is_small(*shape))
+    return algorithm, checks
+
+
 def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int,
                   groups: int, backend: str = 'auto'):
     """Batched convolution with already-validated arguments.
@@ -73,7 +88,7 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
     w = w.astype(dtype)
     # (batch, length, in_channels, out_channels, kernel_size, groups), as the rules take it
     shape = x.shape + (w.shape[2], w.shape[0], groups)
-    algorithm = backend if backend in _dense.ALGORITHMS else _dense.choose_algorithm(*shape)
+    algorithm, checks_density = plan(shape, x.dtype, backend)
     spec = _dense.ConvSpec(stride, tuple(padding), lhs_dilation, rhs_dilation, groups, algorithm,
                            _dense.choose_kernel_grad(x.shape[0] * x.shape[1], x.shape[2],
                                                      w.shape[0], groups))
@@ -86,13 +101,16 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
                                       lhs_dilation, rhs_dilation)
         return _event.conv(x, w, spec, out_len)
 
+    def checked(x):
+        return lax.cond(estimate_density(x) <= EVENT_DENSITY_THRESHOLD, event, dense, x)
+
+    platforms = _event.auto_platforms() if checks_density else ()
     if backend == 'event':
         y = event(x)
-    elif backend == 'auto' and x.dtype == jnp.bool_ and algorithm != 'xla2d' and \
-            not _dense.is_small(*shape) and _event.auto_selectable():
-        # Tiny problems do not pay for the density check, and with one input channel the
-        # dense 'xla2d' path is as fast as the event path even at 1% density.
-        y = lax.cond(estimate_density(x) <= EVENT_DENSITY_THRESHOLD, event, dense, x)
+    elif platforms:
+        # The density check only where the event kernels win; the platform is known when
+        # the program is lowered, and the other branch is dropped then.
+        y = lax.platform_dependent(x, **{p: checked for p in platforms}, default=dense)
     else:
         y = dense(x)
     if b is not None:
@@ -143,6 +161,17 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
     >>> conv1d(jnp.ones((5, 1)), jnp.ones((3, 1, 1)), padding_mode='replicate')[:, 0].tolist()
     [3.0, 3.0, 3.0, 3.0, 3.0]
     """
+    x, w, b, options = arguments(x, w, b, stride=stride, padding=padding,
+                                 lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+                                 groups=groups, mask=mask, backend=backend,
+                                 padding_mode=padding_mode)
+    return apply(x, w, b, **options)
+
+
+def arguments(x, w, b=None, *, stride, padding, lhs_dilation, rhs_dilation, groups, mask=None,
+              backend, padding_mode):
+    """Check the arguments of :func:`conv1d`; returns ``x``, ``w`` (masked), ``b`` as arrays
+    and the canonical keyword arguments of :func:`apply`."""
     x = as_input(x)
     w = jnp.asarray(w)
     if x.ndim not in (2, 3):
@@ -166,9 +195,9 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
         if b.size != w.shape[2]:
             raise ValueError(f"`b` (shape {b.shape}) must hold one value per output channel "
                              f"({w.shape[2]}).")
-    return apply(x, w, b, stride=stride, padding=padding, lhs_dilation=lhs_dilation,
-                 rhs_dilation=rhs_dilation, groups=groups, backend=backend,
-                 padding_mode=padding_mode)
+    return x, w, b, dict(stride=stride, padding=padding, lhs_dilation=lhs_dilation,
+                         rhs_dilation=rhs_dilation, groups=groups, backend=backend,
+                         padding_mode=padding_mode)
 
 
 def apply(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, groups: int,
@@ -178,8 +207,20 @@ def apply(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int
     Raises ``ValueError`` when the input is too short for the kernel, or the padding too
     wide for ``padding_mode``.
     """
+    x, pads = _pad_by_mode(x, w.shape[0], padding, stride, lhs_dilation, rhs_dilation,
+                           padding_mode)
+    unbatched = x.ndim == 2
+    y = conv_explicit(x[None] if unbatched else x, w, b, stride=stride, padding=pads,
+                      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, groups=groups,
+                      backend=backend)
+    return y[0] if unbatched else y
+
+
+def _pad_by_mode(x, kernel_size: int, padding, stride: int, lhs_dilation: int,
+                 rhs_dilation: int, padding_mode: str):
+    """The resolved ``(low, high)`` padding; for a ``padding_mode`` other than ``'zeros'``
+    the input's own samples are padded on here and the padding returned is ``(0, 0)``."""
     length = x.shape[-2]
-    kernel_size = w.shape[0]
     _args.output_length(length, kernel_size, stride, padding, lhs_dilation, rhs_dilation)
     pads = _args.resolve_padding(padding, length, kernel_size, stride, lhs_dilation, rhs_dilation)
     if padding_mode != 'zeros' and pads != (0, 0):
@@ -188,8 +229,84 @@ def apply(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int
         widths = [(0, 0)] * (x.ndim - 2) + [tuple(pads), (0, 0)]
         x = jnp.pad(x, widths, mode=_args.PADDING_MODES[padding_mode])
         pads = (0, 0)
-    unbatched = x.ndim == 2
-    y = conv_explicit(x[None] if unbatched else x, w, b, stride=stride, padding=pads,
-                      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, groups=groups,
-                      backend=backend)
-    return y[0] if unbatched else y
+    return x, pads
+
+
+def which(x, w, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, groups: int,
+          backend: str = 'auto', padding_mode: str = 'zeros', platform=None) -> str:
+    """What :func:`apply` computes ``x`` with on ``platform``, for concrete input: ``'event'``
+    or the dense algorithm's name (validated, canonical arguments, as :func:`apply` takes)."""
+    platform = check_platform(platform)
+    x, _ = _pad_by_mode(x, w.shape[0], padding, stride, lhs_dilation, rhs_dilation,
+                        padding_mode)
+    batched = x if x.ndim == 3 else x[None]
+    algorithm, checks_density = plan(batched.shape + (w.shape[2], w.shape[0], groups), x.dtype,
+                                     backend)
+    if backend == 'event' or (checks_density and platform in _event.auto_platforms() and
+                              float(estimate_density(batched)) <= EVENT_DENSITY_THRESHOLD):
+        return 'event'
+    return algorithm
+
+
+def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 1,
+                  rhs_dilation: int = 1, groups: int = 1, backend: str = 'auto',
+                  padding_mode: str = 'zeros', platform=None) -> str:
+    """What :func:`conv1d` computes this input with on ``platform``.
+
+    Takes the arguments of :func:`conv1d` (the input must be concrete: under
+    ``backend='auto'`` the choice depends on its density) and the platform (``'cpu'``,
+    ``'cuda'``, ``'rocm'``, ``'tpu'``, ``'gpu'``; default: JAX's default backend).
+
+    Returns
+    -------
+    str
+        ``'event'`` (the event-driven path; :func:`event_kernel` says which kernel runs it
+        there) or the dense algorithm: ``'xla'``, ``'xla2d'`` or ``'im2col'``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bp_conv_ext import which_backend
+    >>> spikes = np.random.default_rng(0).random((32, 200, 16)) < 0.01
+    >>> w = np.ones((3, 16, 16), np.float32)
+    >>> which_backend(spikes, w, platform='cpu'), which_backend(spikes, w, platform='cuda')
+    ('event', 'im2col')
+    >>> which_backend(spikes.astype(np.float32), w, platform='cpu')    # float input: dense
+    'im2col'
+    """
+    x, w, _, options = arguments(x, w, stride=stride, padding=padding,
+                                 lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+                                 groups=groups, backend=backend, padding_mode=padding_mode)
+    return which(x, w, platform=platform, **options)
+
+
+def event_kernel(platform=None) -> str:
+    """The kernel that runs the event-driven path on ``platform`` (default: JAX's default
+    backend): ``'numba'`` (CPU, BrainPy 2.7+ with brainevent), ``'taichi'`` (CPU, BrainPy 2.6
+    with brainpylib) or ``'jax'`` (the pure-JAX kernels: GPUs, TPUs, and the CPU when neither
+    runtime is installed).
+
+    Examples
+    --------
+    >>> from bp_conv_ext import event_kernel
+    >>> event_kernel('cuda')
+    'jax'
+    """
+    return _event.kernel_name(check_platform(platform))
+
+
+#: Platform names as JAX lowers for them.
+PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
+
+
+def check_platform(platform) -> str:
+    """``platform`` as one of :data:`PLATFORMS`: ``None`` is JAX's default backend, ``'gpu'``
+    (what JAX calls CUDA and ROCm devices) counts as ``'cuda'``, which behaves as ``'rocm'``."""
+    if platform is None:
+        platform = jax.default_backend()
+    if platform == 'gpu':
+        platform = 'cuda'
+    if platform not in PLATFORMS:
+        raise ValueError(f"`platform` (={platform!r}) must be one of "
+                         f"{', '.join(map(repr, PLATFORMS + ('gpu',)))} or None.")
+    return platform

@@ -93,7 +93,8 @@ def _xla_safe(x, w, spec: ConvSpec):
     return _pad_input(x, spec), spec._replace(padding=(0, 0), lhs_dilation=1)
 
 
-def _xla(x, w, spec: ConvSpec):
+def xla(x, w, spec: ConvSpec):
+    """XLA's convolution of ``[N, H, C_in]`` input with ``spec`` (its algorithm not consulted)."""
     x, spec = _xla_safe(x, w, spec)
     return lax.conv_general_dilated(
         x, w, window_strides=(spec.stride,), padding=(spec.padding,),
@@ -137,7 +138,7 @@ def _im2col(x, w, spec: ConvSpec):
     return _patch_matmul(patches(x, w.shape[0], spec), w, spec.groups)
 
 
-_FORWARD = {'xla': _xla, 'xla2d': _xla2d, 'im2col': _im2col}
+_FORWARD = {'xla': xla, 'xla2d': _xla2d, 'im2col': _im2col}
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -158,7 +159,7 @@ def _conv_jvp(spec: ConvSpec, primals, tangents):
         # kernel gradient patches^T @ dy.
         y_dot = y_dot + _patch_matmul(patches(x, w.shape[0], spec), w_dot, spec.groups)
     elif not _is_zero(w_dot):
-        y_dot = y_dot + _xla(x, w_dot, spec)
+        y_dot = y_dot + xla(x, w_dot, spec)
     return y, y_dot
 
 

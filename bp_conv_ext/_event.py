@@ -7,19 +7,27 @@ im2col copy.
 
 The operation is a pair of JAX primitives (the convolution and its kernel gradient) with
 rules for JVP, transposition (reverse mode with respect to the kernel and the input) and
-``vmap``, written once here. Their CPU kernels come from whichever runtime the installed
+``vmap``, written once here. Their kernels come from whichever runtime the installed
 BrainPy generation uses, each in its own module with the same names:
 
 - :mod:`._event_numba`: numba kernels through ``brainevent.XLACustomKernel`` (BrainPy 2.7+);
 - :mod:`._event_taichi`: taichi kernels through ``brainpy.math.XLACustomOp``, run by
-  ``brainpylib`` (BrainPy 2.6).
+  ``brainpylib`` (BrainPy 2.6);
+- :mod:`._event_jax`: pure-JAX kernels, used when neither is installed.
 
-A runtime module provides ``AUTO`` (whether ``backend='auto'`` may choose its kernels),
-``forward`` and ``kernel_grad`` (called as
-``prim(x, w_or_dy, params, outs=[...], **static)``, returning a list) and
+The hand-written kernels run on the CPU; every runtime registers the pure-JAX kernels of
+:mod:`._event_jax` for the other platforms (GPUs, TPUs), so the event path lowers and runs
+everywhere.
+
+A runtime module provides ``AUTO`` (the platforms where ``backend='auto'`` may choose its
+kernels: where they were measured to beat the dense path), ``KERNELS`` (the kernel that runs
+on each platform), ``forward`` and ``kernel_grad`` (called as
+``prim(x, w_or_dy, params, outs=[...], **static)``, returning a list),
 ``define_rules(prim, jvp, transpose, batching)`` and ``threads()``. ``params`` is an
-``int32`` vector ``(stride, low, lhs_dilation, rhs_dilation, groups, threads())``.
+``int32`` vector ``(stride, low, lhs_dilation, rhs_dilation, groups, threads())``; the static
+parameters include the matmul precision the call was made under.
 """
+import contextlib
 import functools
 import importlib.util
 
@@ -29,44 +37,79 @@ from jax.interpreters import ad
 
 from . import _dense
 
-_RUNTIMES = (('brainevent', '_event_numba'), ('brainpylib', '_event_taichi'))
+#: Runtime packages in the order they are preferred, with their kernel modules; the pure-JAX
+#: kernels serve when none is installed.
+_RUNTIMES = (('brainevent', '_event_numba'), ('brainpylib', '_event_taichi'), ('jax', '_event_jax'))
+_PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
+_forced = None
 
 
 @functools.lru_cache(maxsize=None)
-def runtime_name():
-    """The package whose kernels the event-driven path uses (``'brainevent'`` or
-    ``'brainpylib'``), or ``None`` if neither is installed."""
+def _installed():
     for package, _ in _RUNTIMES:
         if importlib.util.find_spec(package) is not None:
             return package
-    return None
 
 
-def auto_selectable() -> bool:
-    """Whether ``backend='auto'`` may choose the event-driven path: a runtime is installed
-    and its kernels beat the dense path at low densities."""
-    return runtime_name() is not None and _runtime().AUTO
+def runtime_name():
+    """The package whose kernels the event-driven path uses: ``'brainevent'``,
+    ``'brainpylib'`` or ``'jax'`` (the pure-JAX kernels, when neither is installed)."""
+    return _forced or _installed()
+
+
+@contextlib.contextmanager
+def forced_runtime(package: str):
+    """Trace the event path with the kernels of ``package`` (one of the runtime packages,
+    installed) inside the ``with`` block: how the tests run the pure-JAX kernels on the
+    CPU through the same rules. Programs traced inside the block keep those kernels."""
+    global _forced
+    if package not in dict(_RUNTIMES):
+        raise ValueError(f"`package` (={package!r}) must be one of "
+                         f"{', '.join(repr(p) for p, _ in _RUNTIMES)}.")
+    _module(package)
+    previous, _forced = _forced, package
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
+def auto_platforms() -> tuple:
+    """The platforms where ``backend='auto'`` may choose the event-driven path: those whose
+    installed event kernels were measured to beat the dense path there."""
+    return tuple(_runtime().AUTO)
+
+
+def kernel_name(platform: str) -> str:
+    """The event kernel that runs on ``platform`` (``'cpu'``, ``'cuda'``, ``'rocm'``,
+    ``'tpu'``)."""
+    return _runtime().KERNELS[platform]
 
 
 @functools.lru_cache(maxsize=None)
-def _runtime():
-    package = runtime_name()
-    if package is None:
-        raise ImportError("backend='event' needs the custom-kernel runtime of the installed BrainPy "
-                          "generation: brainevent and numba (BrainPy 2.7+) or brainpylib and "
-                          "taichi (BrainPy 2.6); neither brainevent nor brainpylib is installed.")
+def _module(package):
     module = importlib.import_module('.' + dict(_RUNTIMES)[package], __package__)
     _register(module)
     return module
 
 
+def _runtime():
+    return _module(runtime_name())
+
+
 def _static(kwargs):
     return {name: kwargs[name] for name in ('stride', 'low', 'high', 'lhs_dilation',
-                                            'rhs_dilation', 'groups', 'out_len')}
+                                            'rhs_dilation', 'groups', 'out_len', 'precision')}
 
 
-def _spec(stride, low, high, lhs_dilation, rhs_dilation, groups, **kwargs):
+def _spec(stride, low, high, lhs_dilation, rhs_dilation, groups, precision, **kwargs):
     return _dense.ConvSpec(stride, (low, high), lhs_dilation, rhs_dilation, groups, 'xla')
+
+
+def _dense_conv(x, w, kwargs):
+    """The dense convolution the rules use, under the matmul precision of the bound call."""
+    with jax.default_matmul_precision(kwargs['precision']):
+        return _dense.conv(x, w, _spec(**kwargs))
 
 
 def _params(stride, low, lhs_dilation, rhs_dilation, groups, **kwargs):
@@ -86,7 +129,7 @@ def _bind_kernel_grad(x, dy, params, w_aval, **static):
 
 def _jvp_x(x_dot, x, w, params, **kwargs):
     # Linear in x: a dense convolution of the (dense) tangent.
-    return [_dense.conv(x_dot.astype(w.dtype), w, _spec(**kwargs))]
+    return [_dense_conv(x_dot.astype(w.dtype), w, kwargs)]
 
 
 def _jvp_w(w_dot, x, w, params, **kwargs):
@@ -102,7 +145,7 @@ def _transpose(ct, x, w, params, **kwargs):
     if type(ct) is ad.Zero:
         return ad.Zero(x.aval), None, None
     zeros = jnp.zeros(x.aval.shape, w.dtype)
-    dx = jax.linear_transpose(lambda v: _dense.conv(v, w, _spec(**kwargs)), zeros)(ct)[0]
+    dx = jax.linear_transpose(lambda v: _dense_conv(v, w, kwargs), zeros)(ct)[0]
     return dx.astype(x.aval.dtype), None, None
 
 
@@ -129,7 +172,7 @@ def _batch(args, axes, **kwargs):
 def _kernel_grad_jvp_x(x_dot, x, dy, params, *, outs, **kwargs):
     # Linear in x as well: the kernel gradient of the (dense) tangent, on the dense path.
     zeros = jnp.zeros(outs[0].shape, outs[0].dtype)
-    conv = lambda w: _dense.conv(x_dot.astype(w.dtype), w, _spec(**kwargs))
+    conv = lambda w: _dense_conv(x_dot.astype(w.dtype), w, kwargs)
     return [jax.linear_transpose(conv, zeros)(dy)[0]]
 
 
@@ -170,5 +213,6 @@ def conv(x, w, spec: _dense.ConvSpec, out_len: int):
     """Event-driven convolution of ``[N, H, C_in]`` input (any dtype; zeros are skipped)."""
     static = dict(stride=spec.stride, low=spec.padding[0], high=spec.padding[1],
                   lhs_dilation=spec.lhs_dilation, rhs_dilation=spec.rhs_dilation,
-                  groups=spec.groups, out_len=out_len)
+                  groups=spec.groups, out_len=out_len,
+                  precision=jax.config.jax_default_matmul_precision)
     return _bind(x, w, _params(**static), **static)

@@ -3,14 +3,21 @@
 Scatter form: for every nonzero input ``x[n, h, c]`` the forward kernel adds
 ``x[n, h, c] * w[k, c, :]`` to the output sample that tap ``k`` reaches. The kernels are
 registered as ``brainevent.XLACustomKernel`` primitives, which reach numba through the XLA
-FFI; the differentiation and batching rules are in :mod:`._event`.
+FFI; the differentiation and batching rules are in :mod:`._event`. On GPUs and TPUs the same
+primitives run the pure-JAX kernels of :mod:`._event_jax`.
 """
 import brainevent
 import numba
 import numpy as np
 
-#: 2-10x faster than the dense path at densities up to ~0.03 (docs/performance.md).
-AUTO = True
+from . import _event_jax
+
+#: The numba kernels are 2-10x faster than the dense path at densities up to ~0.03 on the
+#: CPU (docs/performance.md); elsewhere the pure-JAX kernels do the dense path's work.
+AUTO = ('cpu',)
+
+#: The event kernel that runs on each platform.
+KERNELS = {'cpu': 'numba', 'cuda': 'jax', 'rocm': 'jax', 'tpu': 'jax'}
 
 
 # Reassociation and contraction for vectorised sums, but no "no NaN / no inf" assumptions:
@@ -138,6 +145,10 @@ forward.def_numba_kernel(_generator(_forward_kernel))
 
 kernel_grad = brainevent.XLACustomKernel('bp_conv_ext_event_conv1d_kernel_grad')
 kernel_grad.def_numba_kernel(_generator(_kernel_grad_kernel))
+
+for _platform in ('gpu', 'tpu'):     # brainevent's 'gpu' is CUDA and ROCm
+    forward.def_kernel('jax', _platform, _event_jax.generator(_event_jax.forward_kernel))
+    kernel_grad.def_kernel('jax', _platform, _event_jax.generator(_event_jax.kernel_grad_kernel))
 
 
 def define_rules(prim, jvp, transpose, batching):

@@ -5,14 +5,21 @@ samples its taps read and skips the zero ones; the kernel gradient gives one par
 to each ``(tap, input channel)`` pair. No two tasks write the same element, so no atomic
 additions are needed (updates are written ``a = a + b``: taichi makes ``+=`` in a parallel
 loop atomic). The kernels are registered as ``brainpy.math.XLACustomOp`` primitives;
-the differentiation and batching rules are in :mod:`._event`.
+the differentiation and batching rules are in :mod:`._event`. On GPUs and TPUs the same
+primitives run the pure-JAX kernels of :mod:`._event_jax`.
 """
 import brainpy.math as bm
 import taichi as ti
 
+from . import _event_jax
+
 #: Slower than the dense path at every benchmarked density (docs/performance.md): under
-#: ``backend='auto'`` the dense path runs; ``backend='event'`` still selects these kernels.
-AUTO = False
+#: ``backend='auto'`` the dense path runs on every platform; ``backend='event'`` still
+#: selects these kernels.
+AUTO = ()
+
+#: The event kernel that runs on each platform.
+KERNELS = {'cpu': 'taichi', 'cuda': 'jax', 'rocm': 'jax', 'tpu': 'jax'}
 
 
 @ti.func
@@ -93,6 +100,10 @@ def threads():
 forward = bm.XLACustomOp(cpu_kernel=_forward_kernel, name='bp_conv_ext_event_conv1d')
 kernel_grad = bm.XLACustomOp(cpu_kernel=_kernel_grad_kernel,
                              name='bp_conv_ext_event_conv1d_kernel_grad')
+
+for _platform in ('cuda', 'rocm', 'tpu'):
+    forward.def_mlir_lowering(_platform, _event_jax.lowering(_event_jax.forward_kernel))
+    kernel_grad.def_mlir_lowering(_platform, _event_jax.lowering(_event_jax.kernel_grad_kernel))
 
 
 def define_rules(prim, jvp, transpose, batching):

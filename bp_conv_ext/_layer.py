@@ -221,14 +221,22 @@ class Conv1d(bp.dnn.Layer):
                              f"axis; got an input of shape {x.shape}.")
         return x
 
+    def which_backend(self, x, platform=None) -> str:
+        """What a call on ``x`` (concrete, one step as :meth:`update` takes it) computes with
+        on ``platform`` (default: JAX's default backend): ``'event'`` or the dense
+        algorithm's name, as :func:`bp_conv_ext.which_backend` says."""
+        x = self._checked(x, sequence=False)
+        return _conv.which(x, self.w.value, platform=platform, **self._options())
+
+    def _options(self):
+        return dict(stride=self.stride[0],
+                    padding=self.padding if isinstance(self.padding, str) else self.padding[0],
+                    lhs_dilation=self.lhs_dilation[0], rhs_dilation=self.rhs_dilation[0],
+                    groups=self.groups, backend=self._backend, padding_mode=self.padding_mode)
+
     def _convolve(self, x):
         w = self.w.value if self.mask is None else self.w.value * self.mask
-        return _conv.apply(
-            x, w, None if self.b is None else self.b.value,
-            stride=self.stride[0],
-            padding=self.padding if isinstance(self.padding, str) else self.padding[0],
-            lhs_dilation=self.lhs_dilation[0], rhs_dilation=self.rhs_dilation[0],
-            groups=self.groups, backend=self._backend, padding_mode=self.padding_mode)
+        return _conv.apply(x, w, None if self.b is None else self.b.value, **self._options())
 
     def torch_state_dict(self) -> dict:
         """The parameters in PyTorch's layout, as NumPy arrays: ``'weight'`` of shape
