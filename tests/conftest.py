@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import brainpy.math as bm
@@ -5,6 +6,8 @@ import jax
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+
+from bp_conv_ext._event import forced_runtime
 
 # Property-based tests: a quick profile for CI, a long one for nightly-style runs.
 settings.register_profile('ci', max_examples=25, deadline=None,
@@ -23,6 +26,12 @@ jax.config.update('jax_default_matmul_precision', 'highest')
 enable_x64 = getattr(jax, 'enable_x64', None)
 if enable_x64 is None:
     from jax.experimental import enable_x64
+
+
+def event_runtime(package):
+    """A context tracing the event path with the kernels of ``package`` (``'jax'``: the
+    pure-JAX kernels that GPUs and TPUs run, here on the CPU); ``None``: the installed ones."""
+    return contextlib.nullcontext() if package is None else forced_runtime(package)
 
 
 def reference_pads(padding, length, kernel_size, stride=1, lhs_dilation=1, rhs_dilation=1):

@@ -10,7 +10,7 @@ from bp_conv_ext import Conv1d, conv1d
 from bp_conv_ext._conv import BACKENDS, EVENT_DENSITY_THRESHOLD
 from bp_conv_ext._dense import choose_algorithm, choose_kernel_grad
 from bp_conv_ext._event import auto_platforms, runtime_name
-from conftest import enable_x64, lax_conv1d, random_case, reference_conv1d
+from conftest import enable_x64, event_runtime, lax_conv1d, random_case, reference_conv1d
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 CONFIGS = [
@@ -22,6 +22,12 @@ CONFIGS = [
     dict(stride=2, groups=4, lhs_dilation=3, padding='SAME'),
 ]
 IDS = [','.join(f'{k}={v}' for k, v in c.items()) or 'default' for c in CONFIGS]
+#: Every backend, then the event path again with the pure-JAX kernels (what GPUs and TPUs run)
+#: forced on the CPU, through the same primitives' rules.
+RUNS = [(backend, None) for backend in BACKENDS] + [('event', 'jax')]
+RUN_IDS = list(BACKENDS) + ['event-jax']
+EVENT_RUNS = [('event', None), ('event', 'jax')]
+EVENT_IDS = ['event', 'event-jax']
 
 
 def _case(seed, density=None, batch=3, length=15, cin=8, cout=8, k=3, groups=1):
@@ -29,20 +35,21 @@ def _case(seed, density=None, batch=3, length=15, cin=8, cout=8, k=3, groups=1):
                        density=density)
 
 
-@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('backend,runtime', RUNS, ids=RUN_IDS)
 @pytest.mark.parametrize('options', CONFIGS, ids=IDS)
 @pytest.mark.parametrize('density', [None, 0.03, 0.3], ids=['float', 'bool-sparse', 'bool-dense'])
-def test_backend_matches_reference(backend, options, density):
+def test_backend_matches_reference(backend, runtime, options, density):
     x, w, b = _case(1, density, groups=options.get('groups', 1))
-    y = conv1d(x, w, b, backend=backend, **options)
+    with event_runtime(runtime):
+        y = conv1d(x, w, b, backend=backend, **options)
     expected = reference_conv1d(x, w, b, **options)
     assert y.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(y), expected, **TOL)
 
 
-@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('backend,runtime', RUNS, ids=RUN_IDS)
 @pytest.mark.parametrize('options', CONFIGS, ids=IDS)
-def test_backend_gradients_match_xla_autodiff(backend, options):
+def test_backend_gradients_match_xla_autodiff(backend, runtime, options):
     x, w, b = _case(2, 0.2, groups=options.get('groups', 1))
     xf = x.astype(np.float32)
     cot = np.random.default_rng(3).standard_normal(
@@ -54,16 +61,17 @@ def test_backend_gradients_match_xla_autodiff(backend, options):
     def plain(x, w):   # lax.conv_general_dilated differentiated by JAX itself
         return jnp.sum(lax_conv1d(x, w, **options) * cot)
 
-    gx, gw = jax.grad(ours, argnums=(0, 1))(xf, w)
+    with event_runtime(runtime):
+        gx, gw = jax.grad(ours, argnums=(0, 1))(xf, w)
     rx, rw = jax.grad(plain, argnums=(0, 1))(xf, w)
     np.testing.assert_allclose(np.asarray(gx), np.asarray(rx), **TOL)
     np.testing.assert_allclose(np.asarray(gw), np.asarray(rw), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize('backend', ['xla', 'xla2d', 'im2col', 'event'])
+@pytest.mark.parametrize('backend,runtime', RUNS[2:], ids=RUN_IDS[2:])
 @pytest.mark.parametrize('options', CONFIGS[:4], ids=IDS[:4])
-def test_backend_check_grads_float64(backend, options):
-    with enable_x64(True):
+def test_backend_check_grads_float64(backend, runtime, options):
+    with enable_x64(True), event_runtime(runtime):
         rng = np.random.default_rng(4)
         x = jnp.asarray(rng.standard_normal((2, 9, 4)) * (rng.random((2, 9, 4)) < 0.5))
         w = jnp.asarray(rng.standard_normal((3, 4, 5)))
@@ -71,9 +79,10 @@ def test_backend_check_grads_float64(backend, options):
                     modes=('fwd', 'rev'), atol=1e-6, rtol=1e-6)
 
 
-def test_event_second_order_in_input_and_kernel_together_float64():
+@pytest.mark.parametrize('runtime', [None, 'jax'], ids=EVENT_IDS)
+def test_event_second_order_in_input_and_kernel_together_float64(runtime):
     # The cross terms go through the kernel gradient's derivative in the input.
-    with enable_x64(True):
+    with enable_x64(True), event_runtime(runtime):
         rng = np.random.default_rng(8)
         x = jnp.asarray(rng.standard_normal((2, 9, 4)) * (rng.random((2, 9, 4)) < 0.5))
         w = jnp.asarray(rng.standard_normal((3, 2, 4)))
@@ -81,7 +90,8 @@ def test_event_second_order_in_input_and_kernel_together_float64():
                     order=2, modes=('fwd', 'rev'))
 
 
-def test_event_second_order_kernel_gradient_matches_dense():
+@pytest.mark.parametrize('runtime', [None, 'jax'], ids=EVENT_IDS)
+def test_event_second_order_kernel_gradient_matches_dense(runtime):
     x, w, _ = _case(5, 0.2)
 
     def hvp(backend):
@@ -89,30 +99,37 @@ def test_event_second_order_kernel_gradient_matches_dense():
             return jnp.sum(conv1d(x, w, backend=backend, stride=2) ** 2)
         return jax.jvp(jax.grad(loss), (w,), (jnp.ones_like(w),))[1]
 
-    np.testing.assert_allclose(np.asarray(hvp('event')), np.asarray(hvp('xla')), rtol=1e-4,
-                               atol=1e-3)
+    with event_runtime(runtime):
+        event = hvp('event')
+    np.testing.assert_allclose(np.asarray(event), np.asarray(hvp('xla')), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize('runtime', [None, 'jax'], ids=EVENT_IDS)
 @pytest.mark.parametrize('dtype', [jnp.bool_, jnp.int8, jnp.float32])
-def test_event_path_takes_any_dtype_and_skips_zeros(dtype):
+def test_event_path_takes_any_dtype_and_skips_zeros(dtype, runtime):
     x, w, b = _case(6, 0.1)
     x = jnp.asarray(x, dtype)
-    np.testing.assert_allclose(np.asarray(conv1d(x, w, b, backend='event')),
+    with event_runtime(runtime):
+        y = conv1d(x, w, b, backend='event')
+    np.testing.assert_allclose(np.asarray(y),
                                np.asarray(conv1d(x, w, b, backend='xla')), **TOL)
 
 
-def test_event_path_under_jit_and_vmap():
+@pytest.mark.parametrize('runtime', [None, 'jax'], ids=EVENT_IDS)
+def test_event_path_under_jit_and_vmap(runtime):
     x, w, b = _case(7, 0.1, batch=4)
-    f = jax.jit(lambda x: conv1d(x, w, b, backend='event', stride=2))
-    np.testing.assert_allclose(np.asarray(f(x)), np.asarray(conv1d(x, w, b, stride=2)), **TOL)
-    per_example = jax.vmap(lambda xi: conv1d(xi, w, b, backend='event', stride=2))(x)
-    np.testing.assert_allclose(np.asarray(per_example), np.asarray(conv1d(x, w, b, stride=2)),
-                               **TOL)
-    stacked = jax.vmap(lambda xi: conv1d(xi, w, b, backend='event'))(x[:, None])
+    expected = np.asarray(conv1d(x, w, b, stride=2, backend='xla'))
+    with event_runtime(runtime):
+        f = jax.jit(lambda x: conv1d(x, w, b, backend='event', stride=2))
+        per_example = jax.vmap(lambda xi: conv1d(xi, w, b, backend='event', stride=2))(x)
+        stacked = jax.vmap(lambda xi: conv1d(xi, w, b, backend='event'))(x[:, None])
+        np.testing.assert_allclose(np.asarray(f(x)), expected, **TOL)
+    np.testing.assert_allclose(np.asarray(per_example), expected, **TOL)
     np.testing.assert_allclose(np.asarray(stacked[:, 0]), np.asarray(conv1d(x, w, b)), **TOL)
 
 
-def test_event_path_inside_scan_gradients_equal_dense():
+@pytest.mark.parametrize('runtime', [None, 'jax'], ids=EVENT_IDS)
+def test_event_path_inside_scan_gradients_equal_dense(runtime):
     x, w, _ = _case(8, 0.05, batch=2)
     xs = jnp.stack([jnp.asarray(x)] * 6)
 
@@ -123,8 +140,10 @@ def test_event_path_inside_scan_gradients_equal_dense():
         _, ys = jax.lax.scan(step, jnp.zeros((2, 15, 8)), xs)
         return jnp.sum(ys ** 2)
 
-    np.testing.assert_allclose(np.asarray(jax.grad(loss)(w, 'event')),
-                               np.asarray(jax.grad(loss)(w, 'xla')), rtol=1e-4, atol=1e-4)
+    with event_runtime(runtime):
+        event = jax.grad(loss)(w, 'event')
+    np.testing.assert_allclose(np.asarray(event), np.asarray(jax.grad(loss)(w, 'xla')),
+                               rtol=1e-4, atol=1e-4)
 
 
 # The XLA custom call each runtime lowers the event-driven kernels to.

@@ -8,6 +8,7 @@ import pytest
 
 from bad_inputs import ROWS, markdown
 from bp_conv_ext import Conv1d
+from conftest import event_runtime
 
 DOC = os.path.join(os.path.dirname(__file__), os.pardir, 'docs', 'bad_input.md')
 
@@ -24,12 +25,15 @@ def test_docs_table_is_the_tested_matrix():
 
 
 @pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize('backend', ['xla', 'im2col', 'event'])
-def test_nan_and_inf_pass_through_to_their_windows_only(value, backend):
+@pytest.mark.parametrize('backend,runtime', [('xla', None), ('im2col', None), ('event', None),
+                                             ('event', 'jax')],
+                         ids=['xla', 'im2col', 'event', 'event-jax'])
+def test_nan_and_inf_pass_through_to_their_windows_only(value, backend, runtime):
     conv = Conv1d(1, 2, 3, w_initializer=1.0, mode=bm.NonBatchingMode())
     conv.backend = backend
     x = jnp.ones((9, 1)).at[4, 0].set(value)
-    y = np.asarray(conv(x))
+    with event_runtime(runtime):
+        y = np.asarray(conv(x))
     touched = np.zeros(9, bool)
     touched[3:6] = True                      # SAME, K=3: outputs 3, 4, 5 see input 4
     if np.isnan(value):

@@ -10,12 +10,15 @@ import pytest
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d
-from conftest import enable_x64, random_case, reference_conv1d, reference_pads
+from conftest import enable_x64, event_runtime, random_case, reference_conv1d, reference_pads
 
 MODES = ('reflect', 'replicate', 'circular')
 NUMPY_MODES = {'reflect': 'reflect', 'replicate': 'edge', 'circular': 'wrap'}
 PADDINGS = ('SAME', 'CAUSAL', 2, (3, 1), 'VALID')
 TOL = dict(rtol=1e-5, atol=1e-5)
+#: The dense path, the event path, and the event path on the pure-JAX kernels (forced).
+RUNS = [('dense', None), ('event', None), ('event', 'jax')]
+RUN_IDS = ['dense', 'event', 'event-jax']
 
 
 def padded_reference(x, w, b, mode, padding, stride=1, rhs_dilation=1, groups=1):
@@ -26,19 +29,20 @@ def padded_reference(x, w, b, mode, padding, stride=1, rhs_dilation=1, groups=1)
                             groups=groups)
 
 
-@pytest.mark.parametrize('backend', ['dense', 'event'])
+@pytest.mark.parametrize('backend,runtime', RUNS, ids=RUN_IDS)
 @pytest.mark.parametrize('groups', [1, 2])
 @pytest.mark.parametrize('rhs_dilation', [1, 2])
 @pytest.mark.parametrize('stride', [1, 2])
 @pytest.mark.parametrize('padding', PADDINGS, ids=str)
 @pytest.mark.parametrize('mode', MODES)
 def test_matches_numpy_padding_and_reference(mode, padding, stride, rhs_dilation, groups,
-                                             backend):
+                                             backend, runtime):
     rng = np.random.default_rng(hash((mode, str(padding), stride, rhs_dilation, groups)) % 2**32)
     x, w, b = random_case(rng, 2, 11, 4, 6, 3, groups=groups,
                           density=0.3 if backend == 'event' else None)
-    y = conv1d(x, w, b, stride=stride, padding=padding, rhs_dilation=rhs_dilation,
-               groups=groups, padding_mode=mode, backend=backend)
+    with event_runtime(runtime):
+        y = conv1d(x, w, b, stride=stride, padding=padding, rhs_dilation=rhs_dilation,
+                   groups=groups, padding_mode=mode, backend=backend)
     expected = padded_reference(x, w, b, mode, padding, stride, rhs_dilation, groups)
     np.testing.assert_allclose(np.asarray(y), expected, **TOL)
 
@@ -81,11 +85,11 @@ def test_matches_torch_padding_modes(mode, padding, groups):
     np.testing.assert_allclose(np.asarray(y), expected, **TOL)
 
 
-@pytest.mark.parametrize('backend', ['dense', 'event'])
+@pytest.mark.parametrize('backend,runtime', RUNS, ids=RUN_IDS)
 @pytest.mark.parametrize('mode', MODES)
-def test_gradients_float64(mode, backend):
+def test_gradients_float64(mode, backend, runtime):
     rng = np.random.default_rng(3)
-    with enable_x64(True):
+    with enable_x64(True), event_runtime(runtime):
         x = jnp.asarray(rng.standard_normal((2, 8, 2)))
         w = jnp.asarray(rng.standard_normal((3, 2, 3)))
         check_grads(lambda x, w: conv1d(x, w, padding=(2, 1), stride=2, padding_mode=mode,

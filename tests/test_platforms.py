@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bp_conv_ext import Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d
+from bp_conv_ext import (EVENT_DENSITY_THRESHOLD, Conv1d, LayerByLayer, LayerByLayerTrainer,
+                         conv1d, event_kernel, which_backend)
 from bp_conv_ext._conv import BACKENDS
+from bp_conv_ext._event import auto_platforms, forced_runtime, runtime_name
 
 export = pytest.importorskip('jax.export')
 
@@ -195,3 +197,126 @@ def test_program_exports(what, kind, backend, dtype, platforms):
     if 'cpu' not in platforms:
         # Accelerators run only XLA's own operations: no custom call at all.
         assert 'custom_call' not in text
+
+
+def test_a_program_exported_for_cpu_and_cuda_runs_here_and_equals_the_dense_path():
+    f, (x, w) = _program('pure', 'grad', 'auto', 'bool')
+    exported = _export(f, (x, w), ('cpu', 'cuda'))
+    dense, _ = _program('pure', 'grad', 'dense', 'bool')
+    np.testing.assert_allclose(np.asarray(exported.call(x, w)), np.asarray(dense(x, w)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def _module(backend, platforms, dtype='bool'):
+    f, args = _program('pure', 'forward', backend, dtype)
+    return _export(f, args, platforms).mlir_module()
+
+
+@pytest.mark.parametrize('platform', ['cuda', 'rocm', 'tpu'])
+def test_auto_is_the_dense_path_on_accelerators_with_no_density_check(platform):
+    # The density check is a reduction over the input; the dense convolution has none.
+    text = _module('auto', (platform,))
+    assert 'stablehlo.reduce' not in text and 'custom_call' not in text
+    assert 'stablehlo.reduce' not in _module('dense', (platform,))
+
+
+def test_auto_checks_the_density_on_the_cpu_where_the_event_kernels_win():
+    cpu = jax.jit(lambda x, w: conv1d(x, w)).lower(*_program('pure', 'forward', 'auto',
+                                                             'bool')[1]).as_text()
+    wins = 'cpu' in auto_platforms()
+    assert ('custom_call' in cpu) == ('reduce' in cpu) == wins
+    both = _module('auto', ('cpu', 'cuda'))       # the check stays in the CPU branch
+    assert ('custom_call' in both) == wins
+
+
+def test_forced_pure_jax_kernels_run_their_own_primitives_without_custom_calls():
+    x, w = _input((BATCH, LENGTH, CIN), 'bool'), _kernel()
+    f = lambda x, w: conv1d(x, w, backend='event')
+    with forced_runtime('jax'):
+        jaxpr = str(jax.make_jaxpr(jax.grad(lambda w: jnp.sum(f(x, w) ** 2)))(w))
+        hlo = jax.jit(f).lower(x, w).as_text()
+        assert event_kernel('cpu') == 'jax'
+    assert 'bp_conv_ext_event_conv1d_jax' in jaxpr
+    assert 'bp_conv_ext_event_conv1d_kernel_grad_jax' in jaxpr
+    assert 'custom_call' not in hlo
+    installed = jax.jit(lambda x, w: conv1d(x, w, backend='event')).lower(x, w).as_text()
+    assert 'custom_call' in installed       # (a new function: jit keeps f's forced trace)
+
+
+def test_forced_runtime_must_name_a_runtime():
+    with pytest.raises(ValueError, match=r"`package` \(='cupy'\) must be one of 'brainevent'"):
+        with forced_runtime('cupy'):
+            pass
+
+
+def test_event_kernel_on_each_platform():
+    native = {'brainevent': 'numba', 'brainpylib': 'taichi'}[runtime_name()]
+    assert event_kernel('cpu') == native
+    assert [event_kernel(p) for p in ('cuda', 'rocm', 'tpu', 'gpu')] == ['jax'] * 4
+    assert event_kernel() == native        # JAX's default backend here is the CPU
+    with pytest.raises(ValueError, match=r"`platform` \(='metal'\) must be one of 'cpu', 'cuda'"):
+        event_kernel('metal')
+
+
+@pytest.mark.parametrize('density', [0.01, 0.3])
+def test_which_backend_says_what_auto_runs_on_each_platform(density):
+    x, w = _input((BATCH, LENGTH, CIN), 'bool', seed=2), _kernel()
+    x = jnp.asarray(np.random.default_rng(3).random(x.shape) < density)
+    dense = which_backend(x, w, backend='dense')
+    assert dense in ('xla', 'im2col')
+    sparse = density <= EVENT_DENSITY_THRESHOLD and 'cpu' in auto_platforms()
+    assert which_backend(x, w, platform='cpu') == ('event' if sparse else dense)
+    for platform in ('cuda', 'rocm', 'tpu', 'gpu'):
+        assert which_backend(x, w, platform=platform) == dense
+        assert which_backend(x, w, backend='event', platform=platform) == 'event'
+    assert which_backend(x.astype(jnp.float32), w, platform='cpu') == dense
+    layer = Conv1d(CIN, COUT, K, w_initializer=np.asarray(w), mode=bm.BatchingMode())
+    assert layer.which_backend(x, platform='cpu') == which_backend(x, w, platform='cpu')
+    layer.backend = 'im2col'
+    assert layer.which_backend(x, platform='cpu') == 'im2col'
+
+
+def test_which_backend_checks_its_arguments():
+    x, w = _input((BATCH, LENGTH, CIN), 'bool'), _kernel()
+    with pytest.raises(ValueError, match=r"`platform` \(='GPU'\) must be one of"):
+        which_backend(x, w, platform='GPU')
+    with pytest.raises(ValueError, match=r"`backend` \(='fast'\) must be one of"):
+        which_backend(x, w, backend='fast')
+    with pytest.raises(ValueError, match=r"expects in_channels=16 in the last axis"):
+        Conv1d(CIN, COUT, K, mode=bm.BatchingMode()).which_backend(x[..., :3])
+
+
+_PRECISIONS = {None: 'DEFAULT', 'default': 'DEFAULT', 'high': 'HIGH', 'highest': 'HIGHEST',
+               'tensorfloat32': 'HIGH', 'float32': 'HIGHEST'}
+
+
+@pytest.mark.parametrize('precision', list(_PRECISIONS), ids=str)
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_every_convolution_and_matmul_follows_the_requested_precision(backend, precision):
+    """JAX's ``jax.default_matmul_precision`` reaches every convolution and matmul of the
+    dense algorithms and of the GPU event kernels, forward and backward."""
+    x, w = _input((BATCH, LENGTH, CIN), 'float'), _kernel()
+    loss = lambda x, w: jnp.sum(jnp.sin(conv1d(x > 0, w, backend=backend) + conv1d(x, w, backend=backend)))
+    with jax.default_matmul_precision(precision):
+        text = export.export(jax.jit(jax.grad(loss, (0, 1))), platforms=['cuda'])(x, w).mlir_module()
+    ops = [line for line in text.splitlines()
+           if re.search(r'stablehlo\.(convolution|dot_general)\b', line)]
+    assert ops
+    found = {(re.findall(r'precision[^A-Z]*(DEFAULT|HIGHEST|HIGH)\b', line) or ['DEFAULT'])[0]
+             for line in ops}
+    assert found == {_PRECISIONS[precision]}
+
+
+@pytest.mark.parametrize('backend', ['xla', 'im2col', 'event'])
+def test_the_precision_of_the_trace_holds_when_lowered_later(backend):
+    # Dense operations take the precision when traced; the event kernels, lowered only with
+    # the program, take the one their primitive was bound under, not the one at lowering.
+    x, w = _input((BATCH, LENGTH, CIN), 'bool'), _kernel()
+    loss = lambda x, w: jnp.sum(jnp.sin(conv1d(x, w, backend=backend)))
+    with jax.default_matmul_precision('highest'):
+        traced = jax.jit(jax.grad(loss, 1)).trace(x, w)
+    with jax.default_matmul_precision('default'):
+        text = traced.lower(lowering_platforms=('cuda',)).as_text()
+    ops = [line for line in text.splitlines()
+           if re.search(r'stablehlo\.(convolution|dot_general)\b', line)]
+    assert ops and all('HIGHEST' in line for line in ops)
