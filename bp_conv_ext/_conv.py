@@ -139,9 +139,11 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
     backend : str
         How to compute it (all give the same numbers): ``'auto'`` (event-driven for
         ``bool`` input with at most :data:`EVENT_DENSITY_THRESHOLD` of its entries
-        ``True``, decided at run time, where the installed kernels beat the dense path; dense
-        otherwise), ``'dense'``, a dense algorithm
-        (``'xla'``, ``'xla2d'``, ``'im2col'``) or ``'event'`` (skips zero inputs; any dtype).
+        ``True``, decided at run time, on the platforms whose event kernels beat the dense
+        path there, today the CPU with brainevent; dense otherwise), ``'dense'``, a dense
+        algorithm (``'xla'``, ``'xla2d'``, ``'im2col'``) or ``'event'`` (the event-driven
+        path on every platform; any dtype). :func:`bp_conv_ext.which_backend` says which
+        one runs.
     padding_mode : str
         What the padding holds, as in :class:`bp_conv_ext.Conv1d`: ``'zeros'`` (default),
         ``'reflect'``, ``'replicate'`` or ``'circular'``.

@@ -176,11 +176,13 @@ class Conv1d(bp.dnn.Layer):
         """How the convolution is computed; all choices give the same numbers.
 
         ``'auto'`` (default): event-driven for ``bool`` input (spikes) whose fraction of
-        ``True`` entries is at most ``EVENT_DENSITY_THRESHOLD`` (checked at run time),
-        dense otherwise (always dense on BrainPy 2.6, whose taichi kernels lose to it).
-        ``'event'``: always event-driven (work proportional to the nonzero inputs, any
-        dtype). ``'dense'``: the dense algorithm chosen for the
+        ``True`` entries is at most ``EVENT_DENSITY_THRESHOLD`` (checked at run time) on
+        the platforms whose event kernels beat the dense path (the CPU with brainevent),
+        dense otherwise (on GPUs and TPUs, and on BrainPy 2.6, whose taichi kernels lose
+        to it). ``'event'``: always event-driven (on the CPU, work proportional to the
+        nonzero inputs; any dtype). ``'dense'``: the dense algorithm chosen for the
         shape; ``'xla'``, ``'xla2d'``, ``'im2col'``: that dense algorithm.
+        :meth:`which_backend` says which one a call runs.
         """
         return self._backend
 
