@@ -271,8 +271,10 @@ def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 
     >>> from bp_conv_ext import which_backend
     >>> spikes = np.random.default_rng(0).random((32, 200, 16)) < 0.01
     >>> w = np.ones((3, 16, 16), np.float32)
-    >>> which_backend(spikes, w, platform='cpu'), which_backend(spikes, w, platform='cuda')
-    ('event', 'im2col')
+    >>> which_backend(spikes, w, platform='cuda')     # 'auto' on a GPU: the dense path
+    'im2col'
+    >>> which_backend(spikes, w, backend='event', platform='cuda')
+    'event'
     >>> which_backend(spikes.astype(np.float32), w, platform='cpu')    # float input: dense
     'im2col'
     """

@@ -5,42 +5,55 @@ output samples that input reaches are formed. With spikes (``bool`` input, or 0/
 and a spike density ``p`` that is ``p`` times the work of a dense convolution, with no
 im2col copy.
 
-The operation is a pair of JAX primitives (the convolution and its kernel gradient) with
-rules for JVP, transposition (reverse mode with respect to the kernel and the input) and
-``vmap``, written once here. Their kernels come from whichever runtime the installed
-BrainPy generation uses, each in its own module with the same names:
+The operation is a pair of JAX primitives defined here, the convolution and its kernel
+gradient, with everything that is not a kernel written once: the rules for JVP,
+transposition (reverse mode with respect to the kernel and the input) and ``vmap``, the
+abstract evaluation, which keeps the varying manual axes of ``jax.shard_map``, and the
+sharding rule under ``jax.jit``. Each platform lowers them to its own kernels:
 
-- :mod:`._event_numba`: numba kernels through ``brainevent.XLACustomKernel`` (BrainPy 2.7+);
-- :mod:`._event_taichi`: taichi kernels through ``brainpy.math.XLACustomOp``, run by
-  ``brainpylib`` (BrainPy 2.6);
-- :mod:`._event_jax`: pure-JAX kernels, used when neither is installed.
+- the CPU to those of the installed BrainPy generation's runtime, each in its own module with
+  the same names: :mod:`._event_numba` (numba kernels through ``brainevent.XLACustomKernel``,
+  BrainPy 2.7+) or :mod:`._event_taichi` (taichi kernels through ``brainpy.math.XLACustomOp``,
+  run by ``brainpylib``, BrainPy 2.6), or :mod:`._event_jax` when neither is installed;
+- GPUs and TPUs to the pure-JAX kernels of :mod:`._event_jax`.
 
-The hand-written kernels run on the CPU; every runtime registers the pure-JAX kernels of
-:mod:`._event_jax` for the other platforms (GPUs, TPUs), so the event path lowers and runs
-everywhere.
+A kernel module provides ``NAME`` (its kernels' name), ``AUTO`` (whether ``backend='auto'``
+may choose them on the CPU: whether they were measured to beat the dense path),
+``SHARDING`` (on several devices: ``'split'`` by the sharding rule below, ``'xla'`` by XLA
+itself, ``None``: one device only, an error), ``forward`` and
+``kernel_grad`` (called as ``kernel(x, w_or_dy, params, outs=[...], **static)``, returning a
+list) and ``threads()``. ``params`` is an ``int32`` vector
+``(stride, low, lhs_dilation, rhs_dilation, groups, threads())``; the static parameters include
+the matmul precision the call was made under.
 
-A runtime module provides ``AUTO`` (the platforms where ``backend='auto'`` may choose its
-kernels: where they were measured to beat the dense path), ``KERNELS`` (the kernel that runs
-on each platform), ``forward`` and ``kernel_grad`` (called as
-``prim(x, w_or_dy, params, outs=[...], **static)``, returning a list),
-``define_rules(prim, jvp, transpose, batching)`` and ``threads()``. ``params`` is an
-``int32`` vector ``(stride, low, lhs_dilation, rhs_dilation, groups, threads())``; the static
-parameters include the matmul precision the call was made under.
+Sharding. Under ``jax.jit`` with sharded inputs, XLA cannot split a custom call, so the numba
+kernels are wrapped in ``jax.experimental.custom_partitioning``: the forward runs on each
+device's part of the batch, the kernel gradient too, followed by a ``psum`` of the partial
+gradients over the batch axes (other dimensions are gathered first). The pure-JAX kernels are
+XLA's own operations, which XLA splits by itself. Under ``jax.shard_map`` the inputs are cast
+to the same varying manual axes and the outputs vary over them, so that the gradient of a
+replicated kernel is summed over the shards where JAX's rules say so.
 """
 import contextlib
 import functools
 import importlib.util
+import inspect
 
 import jax
 import jax.numpy as jnp
-from jax.interpreters import ad
+from jax._src.dispatch import prim_requires_devices_during_lowering
+from jax.core import ShapedArray
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+from jax.sharding import NamedSharding, PartitionSpec
 
-from . import _dense
+from . import _dense, _event_jax
 
 #: Runtime packages in the order they are preferred, with their kernel modules; the pure-JAX
 #: kernels serve when none is installed.
 _RUNTIMES = (('brainevent', '_event_numba'), ('brainpylib', '_event_taichi'), ('jax', '_event_jax'))
-_PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
+_ACCELERATORS = ('cuda', 'rocm', 'tpu')
 _forced = None
 
 
@@ -52,16 +65,16 @@ def _installed():
 
 
 def runtime_name():
-    """The package whose kernels the event-driven path uses: ``'brainevent'``,
+    """The package whose kernels the event-driven path uses on the CPU: ``'brainevent'``,
     ``'brainpylib'`` or ``'jax'`` (the pure-JAX kernels, when neither is installed)."""
     return _forced or _installed()
 
 
 @contextlib.contextmanager
 def forced_runtime(package: str):
-    """Trace the event path with the kernels of ``package`` (one of the runtime packages,
+    """Trace the event path with the CPU kernels of ``package`` (one of the runtime packages,
     installed) inside the ``with`` block: how the tests run the pure-JAX kernels on the
-    CPU through the same rules. Programs traced inside the block keep those kernels."""
+    CPU through the same primitives. Programs traced inside the block keep those kernels."""
     global _forced
     if package not in dict(_RUNTIMES):
         raise ValueError(f"`package` (={package!r}) must be one of "
@@ -76,33 +89,168 @@ def forced_runtime(package: str):
 
 def auto_platforms() -> tuple:
     """The platforms where ``backend='auto'`` may choose the event-driven path: those whose
-    installed event kernels were measured to beat the dense path there."""
-    return tuple(_runtime().AUTO)
+    event kernels were measured to beat the dense path there (the CPU with brainevent)."""
+    return ('cpu',) if _module(runtime_name()).AUTO else ()
 
 
 def kernel_name(platform: str) -> str:
-    """The event kernel that runs on ``platform`` (``'cpu'``, ``'cuda'``, ``'rocm'``,
+    """The event kernels that run on ``platform`` (``'cpu'``, ``'cuda'``, ``'rocm'``,
     ``'tpu'``)."""
-    return _runtime().KERNELS[platform]
+    return _module(runtime_name()).NAME if platform == 'cpu' else _event_jax.NAME
 
 
 @functools.lru_cache(maxsize=None)
 def _module(package):
-    module = importlib.import_module('.' + dict(_RUNTIMES)[package], __package__)
-    _register(module)
-    return module
+    return importlib.import_module('.' + dict(_RUNTIMES)[package], __package__)
 
 
-def _runtime():
-    return _module(runtime_name())
+def _varying(aval):
+    """The manual mesh axes (``jax.shard_map``) that an abstract value varies over."""
+    mat = getattr(aval, 'manual_axis_type', None)
+    return frozenset(mat.varying if mat is not None else getattr(aval, 'vma', ()))
+
+
+def _vma(value):
+    return _varying(getattr(value, 'aval', None))
+
+
+def _abstract_eval(x, *avals, outs, **params):
+    # The outputs vary over the manual axes the input does (the operands were cast to the
+    # same ones); outside shard_map they are plain arrays.
+    if _varying(x):
+        return [x.update(shape=o.shape, dtype=o.dtype, weak_type=False) for o in outs]
+    return [ShapedArray(o.shape, o.dtype) for o in outs]
+
+
+def _batch_axes(shape):
+    """The mesh axes the leading (batch) dimension of an operand is split over, or ``None``."""
+    sharding = getattr(shape, 'sharding', None)
+    spec = getattr(sharding, 'spec', None) if isinstance(sharding, NamedSharding) else None
+    return spec[0] if spec else None
+
+
+#: Whether this JAX's ``custom_partitioning`` takes a Shardy sharding rule.
+_SHARDY_RULES = 'sharding_rule' in inspect.signature(custom_partitioning.def_partition).parameters
+
+
+@functools.lru_cache(maxsize=None)
+def _partitioned(kind, kernel, out_shape, dtype, params):
+    """``kernel`` split over the batch under ``jax.jit``: a ``custom_partitioning``."""
+    params = dict(params)
+    reduce = kind == 'kernel_grad'
+
+    def call(x, operand, p):
+        shape = out_shape if reduce else (x.shape[0],) + out_shape[1:]
+        return kernel(x, operand, p, outs=[jax.ShapeDtypeStruct(shape, dtype)], **params)
+
+    def shardings(mesh, arg_shapes):
+        axes = _batch_axes(arg_shapes[0])
+        split = NamedSharding(mesh, PartitionSpec(axes, None, None))
+        whole = NamedSharding(mesh, PartitionSpec())
+        return axes, split, whole
+
+    def infer(mesh, arg_shapes, result_shape):
+        _, split, whole = shardings(mesh, arg_shapes)
+        return [whole if reduce else split]
+
+    def partition(mesh, arg_shapes, result_shape):
+        axes, split, whole = shardings(mesh, arg_shapes)
+
+        def lower(x, operand, p):
+            out = call(x, operand, p)
+            return [jax.lax.psum(out[0], axes)] if reduce and axes is not None else out
+
+        operands = (split, split if reduce else whole, whole)
+        return mesh, lower, [whole if reduce else split], operands
+
+    partitioned = custom_partitioning(call)
+    rule = {}
+    if _SHARDY_RULES:
+        # n: batch; h, c: input length and channels; k, i, o: kernel; t: output length.
+        rule = (dict(sharding_rule='n h c, n t o, p -> k i o', reduction_factors=('n',),
+                     need_replication_factors=('h', 'c', 't', 'o', 'p'))
+                if reduce else
+                dict(sharding_rule='n h c, k i o, p -> n t o',
+                     need_replication_factors=('h', 'c', 'k', 'i', 'o', 'p')))
+    partitioned.def_partition(partition=partition, infer_sharding_from_operands=infer, **rule)
+    return partitioned
+
+
+class _Operation:
+    """One event-driven operation (``kind``: ``'forward'`` or ``'kernel_grad'``), called as
+    ``op(x, w_or_dy, params, outs=[...], **static)``; returns a list."""
+
+    def __init__(self, name, kind):
+        self.kind = kind
+        self.primitive = Primitive(name)
+        self.primitive.multiple_results = True
+        self.primitive.def_impl(self._impl)
+        self.primitive.def_abstract_eval(_abstract_eval)
+        mlir.register_lowering(self.primitive, self._cpu_rule, platform='cpu')
+        accelerator = _event_jax.lowering(getattr(_event_jax, kind))
+        for platform in _ACCELERATORS:
+            mlir.register_lowering(self.primitive, accelerator, platform=platform)
+        # The CPU lowering partitions the kernel call, which needs the devices.
+        prim_requires_devices_during_lowering.add(self.primitive)
+
+    def __call__(self, *args, outs, **static):
+        vma = frozenset().union(*map(_vma, args))
+        if vma:   # under shard_map: every operand varies over the same axes
+            args = [jax.lax.pcast(a, tuple(sorted(vma - _vma(a))), to='varying')
+                    if vma - _vma(a) else a for a in args]
+        outs = tuple(jax.ShapeDtypeStruct(o.shape, o.dtype) for o in outs)
+        return self.primitive.bind(*args, outs=outs, **static)
+
+    def _impl(self, *args, **params):
+        return _compiled(self.primitive, tuple(sorted(params.items())))(*args)
+
+    def _cpu_rule(self, ctx, *args, kernels, **params):
+        devices = _devices(ctx)
+        if devices > 1 and _module(kernels).SHARDING is None:
+            raise NotImplementedError(
+                f"backend='event' with the {_module(kernels).NAME} kernels of {kernels} runs on "
+                f"one device only, and this program runs on {devices}: use backend='dense' "
+                f"(what backend='auto' chooses with them), or BrainPy 2.7+ with brainevent, "
+                f"whose kernels run split over the devices.")
+        cpu = functools.partial(self._cpu, kernels=kernels)
+        return mlir.lower_fun(cpu, multiple_results=True)(ctx, *args, **params)
+
+    def _cpu(self, x, operand, p, *, outs, kernels, **params):
+        module = _module(kernels)
+        kernel = getattr(module, self.kind)
+        if module.SHARDING != 'split':
+            return kernel(x, operand, p, outs=outs, **params)
+        partitioned = _partitioned(self.kind, kernel, outs[0].shape, outs[0].dtype,
+                                   tuple(sorted(params.items())))
+        return partitioned(x, operand, p)
+
+
+def _devices(ctx) -> int:
+    """How many devices the program being lowered runs on."""
+    context = ctx.module_context.axis_context
+    devices = getattr(context, 'device_assignment', None)
+    if devices is None and getattr(context, 'mesh', None) is not None:
+        return context.mesh.size
+    return len(devices) if devices else 1
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(primitive, params):
+    params = dict(params)
+    return jax.jit(lambda *args: primitive.bind(*args, **params))
+
+
+forward = _Operation('bp_conv_ext_event_conv1d', 'forward')
+kernel_grad = _Operation('bp_conv_ext_event_conv1d_kernel_grad', 'kernel_grad')
 
 
 def _static(kwargs):
     return {name: kwargs[name] for name in ('stride', 'low', 'high', 'lhs_dilation',
-                                            'rhs_dilation', 'groups', 'out_len', 'precision')}
+                                            'rhs_dilation', 'groups', 'out_len', 'precision',
+                                            'kernels')}
 
 
-def _spec(stride, low, high, lhs_dilation, rhs_dilation, groups, precision, **kwargs):
+def _spec(stride, low, high, lhs_dilation, rhs_dilation, groups, **kwargs):
     return _dense.ConvSpec(stride, (low, high), lhs_dilation, rhs_dilation, groups, 'xla')
 
 
@@ -112,19 +260,19 @@ def _dense_conv(x, w, kwargs):
         return _dense.conv(x, w, _spec(**kwargs))
 
 
-def _params(stride, low, lhs_dilation, rhs_dilation, groups, **kwargs):
-    return jnp.asarray([stride, low, lhs_dilation, rhs_dilation, groups, _runtime().threads()],
-                       dtype=jnp.int32)
+def _params(stride, low, lhs_dilation, rhs_dilation, groups, kernels, **kwargs):
+    return jnp.asarray([stride, low, lhs_dilation, rhs_dilation, groups,
+                        _module(kernels).threads()], dtype=jnp.int32)
 
 
 def _bind(x, w, params, **static):
     out = jax.ShapeDtypeStruct((x.shape[0], static['out_len'], w.shape[2]), w.dtype)
-    return _runtime().forward(x, w, params, outs=[out], **static)[0]
+    return forward(x, w, params, outs=[out], **static)[0]
 
 
 def _bind_kernel_grad(x, dy, params, w_aval, **static):
     out = jax.ShapeDtypeStruct(w_aval.shape, w_aval.dtype)
-    return _runtime().kernel_grad(x, dy, params, outs=[out], **static)[0]
+    return kernel_grad(x, dy, params, outs=[out], **static)[0]
 
 
 def _jvp_x(x_dot, x, w, params, **kwargs):
@@ -202,11 +350,29 @@ def _kernel_grad_batch(args, axes, **kwargs):
     return [dw], [0]
 
 
-def _register(module):
-    module.define_rules(module.forward, jvp=(_jvp_x, _jvp_w, None), transpose=_transpose,
-                        batching=_batch)
-    module.define_rules(module.kernel_grad, jvp=(_kernel_grad_jvp_x, _kernel_grad_jvp_dy, None),
-                        transpose=_kernel_grad_transpose, batching=_kernel_grad_batch)
+def _define_rules(op, jvp, transpose, batching_rule):
+    """Per-input JVP rules (each returning a list of output tangents), transposition and
+    batching."""
+    primitive = op.primitive
+
+    def jvp_rule(primals, tangents, **params):
+        out = primitive.bind(*primals, **params)
+        total = None
+        for rule, tangent in zip(jvp, tangents):
+            if rule is None or type(tangent) is ad.Zero:
+                continue
+            part = rule(tangent, *primals, **params)
+            total = part if total is None else [a + b for a, b in zip(total, part)]
+        return out, total if total is not None else [jnp.zeros_like(o) for o in out]
+
+    ad.primitive_jvps[primitive] = jvp_rule
+    ad.primitive_transposes[primitive] = transpose
+    batching.primitive_batchers[primitive] = batching_rule
+
+
+_define_rules(forward, (_jvp_x, _jvp_w, None), _transpose, _batch)
+_define_rules(kernel_grad, (_kernel_grad_jvp_x, _kernel_grad_jvp_dy, None),
+              _kernel_grad_transpose, _kernel_grad_batch)
 
 
 def conv(x, w, spec: _dense.ConvSpec, out_len: int):
@@ -214,5 +380,5 @@ def conv(x, w, spec: _dense.ConvSpec, out_len: int):
     static = dict(stride=spec.stride, low=spec.padding[0], high=spec.padding[1],
                   lhs_dilation=spec.lhs_dilation, rhs_dilation=spec.rhs_dilation,
                   groups=spec.groups, out_len=out_len,
-                  precision=jax.config.jax_default_matmul_precision)
+                  precision=jax.config.jax_default_matmul_precision, kernels=runtime_name())
     return _bind(x, w, _params(**static), **static)

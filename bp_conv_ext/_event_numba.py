@@ -3,21 +3,21 @@
 Scatter form: for every nonzero input ``x[n, h, c]`` the forward kernel adds
 ``x[n, h, c] * w[k, c, :]`` to the output sample that tap ``k`` reaches. The kernels are
 registered as ``brainevent.XLACustomKernel`` primitives, which reach numba through the XLA
-FFI; the differentiation and batching rules are in :mod:`._event`. On GPUs and TPUs the same
-primitives run the pure-JAX kernels of :mod:`._event_jax`.
+FFI, and called by the CPU lowering of the primitives of :mod:`._event`, where their
+differentiation, batching and sharding rules are.
 """
 import brainevent
 import numba
 import numpy as np
 
-from . import _event_jax
+NAME = 'numba'
 
-#: The numba kernels are 2-10x faster than the dense path at densities up to ~0.03 on the
-#: CPU (docs/performance.md); elsewhere the pure-JAX kernels do the dense path's work.
-AUTO = ('cpu',)
+#: 2-10x faster than the dense path at densities up to ~0.03 (docs/performance.md).
+AUTO = True
 
-#: The event kernel that runs on each platform.
-KERNELS = {'cpu': 'numba', 'cuda': 'jax', 'rocm': 'jax', 'tpu': 'jax'}
+#: On several devices the kernels run split by the sharding rule of :mod:`._event` (they can
+#: be compiled inside XLA's SPMD partitioner): each device on its part of the batch.
+SHARDING = 'split'
 
 
 # Reassociation and contraction for vectorised sums, but no "no NaN / no inf" assumptions:
@@ -140,18 +140,8 @@ def _generator(kernel):
     return generate
 
 
-forward = brainevent.XLACustomKernel('bp_conv_ext_event_conv1d')
+forward = brainevent.XLACustomKernel('bp_conv_ext_event_conv1d_numba')
 forward.def_numba_kernel(_generator(_forward_kernel))
 
-kernel_grad = brainevent.XLACustomKernel('bp_conv_ext_event_conv1d_kernel_grad')
+kernel_grad = brainevent.XLACustomKernel('bp_conv_ext_event_conv1d_kernel_grad_numba')
 kernel_grad.def_numba_kernel(_generator(_kernel_grad_kernel))
-
-for _platform in ('gpu', 'tpu'):     # brainevent's 'gpu' is CUDA and ROCm
-    forward.def_kernel('jax', _platform, _event_jax.generator(_event_jax.forward_kernel))
-    kernel_grad.def_kernel('jax', _platform, _event_jax.generator(_event_jax.kernel_grad_kernel))
-
-
-def define_rules(prim, jvp, transpose, batching):
-    prim.def_jvp_rule2(*jvp)
-    prim.def_transpose_rule(transpose)
-    prim.def_batching_rule(batching)

@@ -5,21 +5,22 @@ samples its taps read and skips the zero ones; the kernel gradient gives one par
 to each ``(tap, input channel)`` pair. No two tasks write the same element, so no atomic
 additions are needed (updates are written ``a = a + b``: taichi makes ``+=`` in a parallel
 loop atomic). The kernels are registered as ``brainpy.math.XLACustomOp`` primitives;
-the differentiation and batching rules are in :mod:`._event`. On GPUs and TPUs the same
-primitives run the pure-JAX kernels of :mod:`._event_jax`.
+they are called by the CPU lowering of the primitives of :mod:`._event`, where their
+differentiation, batching and sharding rules are.
 """
 import brainpy.math as bm
 import taichi as ti
 
-from . import _event_jax
+NAME = 'taichi'
 
 #: Slower than the dense path at every benchmarked density (docs/performance.md): under
-#: ``backend='auto'`` the dense path runs on every platform; ``backend='event'`` still
-#: selects these kernels.
-AUTO = ()
+#: ``backend='auto'`` the dense path runs; ``backend='event'`` still selects these kernels.
+AUTO = False
 
-#: The event kernel that runs on each platform.
-KERNELS = {'cpu': 'taichi', 'cuda': 'jax', 'rocm': 'jax', 'tpu': 'jax'}
+#: One device only: brainpylib's taichi runtime crashes when XLA runs its kernels on several
+#: devices at once, and taichi's build on first use fails or hangs inside XLA's SPMD
+#: partitioner. A program for several devices that reaches them raises an error instead.
+SHARDING = None
 
 
 @ti.func
@@ -97,16 +98,6 @@ def threads():
     return 1
 
 
-forward = bm.XLACustomOp(cpu_kernel=_forward_kernel, name='bp_conv_ext_event_conv1d')
+forward = bm.XLACustomOp(cpu_kernel=_forward_kernel, name='bp_conv_ext_event_conv1d_taichi')
 kernel_grad = bm.XLACustomOp(cpu_kernel=_kernel_grad_kernel,
-                             name='bp_conv_ext_event_conv1d_kernel_grad')
-
-for _platform in ('cuda', 'rocm', 'tpu'):
-    forward.def_mlir_lowering(_platform, _event_jax.lowering(_event_jax.forward_kernel))
-    kernel_grad.def_mlir_lowering(_platform, _event_jax.lowering(_event_jax.kernel_grad_kernel))
-
-
-def define_rules(prim, jvp, transpose, batching):
-    prim.defjvp(*jvp)
-    prim.def_transpose_rule(transpose)
-    prim.def_batching_rule(batching)
+                             name='bp_conv_ext_event_conv1d_kernel_grad_taichi')

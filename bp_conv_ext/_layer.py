@@ -4,7 +4,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import brainpy as bp
 import brainpy.math as bm
 
-from . import _args, _conv, _params, _torch
+from . import _args, _conv, _multistep, _params, _torch
 
 _DEFAULT_W_INIT = bp.init.XavierNormal()
 _DEFAULT_B_INIT = bp.init.ZeroInit()
@@ -203,9 +203,7 @@ class Conv1d(bp.dnn.Layer):
         along the first axis (equal to calling the layer on every step).
         """
         xs = self._checked(xs, sequence=True)
-        folded = xs if xs.ndim == 3 else xs.reshape((-1,) + xs.shape[2:])
-        y = self._convolve(folded)
-        return y if xs.ndim == 3 else y.reshape(xs.shape[:2] + y.shape[1:])
+        return self._convolve(xs) if xs.ndim == 3 else _multistep.fold_time(self._convolve, xs)
 
     def _checked(self, x, sequence: bool):
         x = _conv.as_input(x)

@@ -5,11 +5,16 @@ import jax
 import jax.numpy as jnp
 
 
-def _fold_time(layer, xs):
-    """Apply a stateless layer to ``[T, N, ...]`` as one call on ``[T * N, ...]``."""
+def fold_time(fn, xs):
+    """Apply ``fn`` (stateless, batched) to ``[T, N, ...]`` as one call on ``[N * T, ...]``.
+
+    The batch stays the leading axis (batch-major), so an input split over devices along
+    its batch is folded, convolved and unfolded on each device, with no gathering.
+    """
     steps, batch = xs.shape[:2]
-    y = layer(xs.reshape((steps * batch,) + xs.shape[2:]))
-    return y.reshape((steps, batch) + y.shape[1:])
+    folded = jnp.swapaxes(xs, 0, 1).reshape((batch * steps,) + xs.shape[2:])
+    y = fn(folded)
+    return jnp.swapaxes(y.reshape((batch, steps) + y.shape[1:]), 0, 1)
 
 
 def _scan_time(group, xs):
@@ -35,7 +40,7 @@ class LayerByLayer(bp.Sequential):
     - layers with a ``multi_step`` method (such as :class:`bp_conv_ext.Conv1d`) get the
       whole sequence;
     - other stateless layers (``brainpy.dnn.Layer``: ``Dense``, ``Flatten``, pooling, ...)
-      are folded over time, ``[T, B, ...] -> [T * B, ...]``, and called once
+      are folded over time, batch first (``[T, B, ...] -> [B * T, ...]``), and called once
       (``jax.vmap`` over time in ``NonBatchingMode``);
     - everything else (neuron groups such as ``bp.dyn.Lif``) is advanced step by step
       with ``bm.for_loop``, with ``t``, ``i`` and ``dt`` set as ``bp.DSRunner`` sets them.
@@ -84,7 +89,7 @@ class LayerByLayer(bp.Sequential):
                 xs = layer.multi_step(xs) if not isinstance(layer, LayerByLayer) \
                     else layer.multi_step(xs, reset_state=False)
             elif isinstance(layer, bp.dnn.Layer):
-                xs = _fold_time(layer, xs) if batched else jax.vmap(layer)(xs)
+                xs = fold_time(layer, xs) if batched else jax.vmap(layer)(xs)
             else:
                 xs = _scan_time(layer, xs)
         return xs

@@ -73,6 +73,18 @@ class LayerByLayerTrainer:
         """One optimizer step on one batch; returns the loss before the step."""
         return float(self._train_step(bm.as_jax(xs), bm.as_jax(ys)))
 
+    def lower(self, xs, ys):
+        """The lowered program of one training step on this batch (a ``jax.stages.Lowered``):
+        ``.compile().as_text()`` is what runs, with its cross-device collectives, and
+        ``.compile().cost_analysis()`` its work. Needs BrainPy 2.7+, whose ``bm.jit`` lowers
+        without running; BrainPy 2.6's raises ``NotImplementedError``."""
+        lower = getattr(self._train_step, 'lower', None)
+        if lower is None:
+            raise NotImplementedError("LayerByLayerTrainer.lower needs BrainPy 2.7+, whose "
+                                      "bm.jit can lower a function without running it; this "
+                                      f"BrainPy's ({bp.__version__}) cannot.")
+        return lower(bm.as_jax(xs), bm.as_jax(ys))
+
     def predict(self, xs):
         """The model's per-step outputs for ``xs`` (same layout as ``xs``)."""
         return self._predict(bm.as_jax(xs))

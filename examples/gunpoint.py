@@ -47,18 +47,19 @@ def encode(series: np.ndarray, steps: int, gain: float = 2.0) -> np.ndarray:
     return np.repeat(gain * series[:, None, :, None], steps, axis=1)
 
 
-def build_network():
+def build_network(length: int = LENGTH):
+    """The network, for series of ``length`` samples (GunPoint's: 150)."""
     mode = bm.TrainingMode()
     lif = dict(keep_size=True, tau=0.5, V_th=0.3, spk_fun=bm.surrogate.arctan, mode=mode)
     return bp_conv_ext.LayerByLayer(
         bp_conv_ext.Conv1d(1, 32, 7, mode=mode),
-        bp.dyn.Lif((LENGTH, 32), **lif),
+        bp.dyn.Lif((length, 32), **lif),
         bp.dnn.AvgPool1d(2, 2, channel_axis=-1, mode=mode),
         bp_conv_ext.Conv1d(32, 32, 5, mode=mode),
-        bp.dyn.Lif((LENGTH // 2, 32), **lif),
+        bp.dyn.Lif((length // 2, 32), **lif),
         bp.dnn.AvgPool1d(2, 2, channel_axis=-1, mode=mode),
         bp.dnn.Flatten(mode=mode),
-        bp.dnn.Dense(LENGTH // 4 * 32, 2, mode=mode),
+        bp.dnn.Dense(length // 4 * 32, 2, mode=mode),
         mode=mode)
 
 

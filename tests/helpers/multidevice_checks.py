@@ -1,0 +1,230 @@
+"""Checks on several devices, run by ``tests/test_sharding.py`` in a fresh process with
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (``pytest`` on this file), so that the
+rest of the suite keeps one device.
+
+Every check compares a computation on a batch split over four devices with the same
+computation on one device, and the compiled programs' collectives with what data parallelism
+needs: the all-reduce of the gradients, and nothing that gathers activations.
+"""
+import re
+
+import brainpy as bp
+import brainpy.math as bm
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from bp_conv_ext import Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d
+from bp_conv_ext._conv import BACKENDS
+from bp_conv_ext._event import _module, runtime_name
+
+#: How the installed CPU event kernels run on several devices: 'split' (numba), or on one
+#: device only (None: taichi, on BrainPy 2.6), where a program for several raises an error.
+EVENT_SHARDING = _module(runtime_name()).SHARDING
+#: ``jax.shard_map`` and its type check (``check_vma``); JAX 0.4 has them under
+#: ``jax.experimental.shard_map`` as ``check_rep``.
+if hasattr(jax, 'shard_map'):
+    shard_map, CHECK = jax.shard_map, 'check_vma'
+else:
+    from jax.experimental.shard_map import shard_map
+    CHECK = 'check_rep'
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+T, B, L, C = 6, 8, 40, 4
+BACKENDS_SHARDED = ['dense', 'event']
+
+
+@pytest.fixture(scope='module')
+def mesh():
+    if jax.device_count() < 4:
+        pytest.fail("run with XLA_FLAGS=--xla_force_host_platform_device_count=4")
+    return Mesh(np.array(jax.devices()[:4]), ('data',))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_brainpy_state():
+    bm.set_mode(bm.NonBatchingMode())
+    bm.random.seed(0)
+    yield
+    bm.clear_name_cache()
+
+
+def _event_on_one_device_only(backend):
+    """Skip a check of ``backend='event'`` where its kernels run on one device only; the
+    error they raise instead is checked below."""
+    if backend == 'event' and EVENT_SHARDING is None:
+        pytest.skip("the installed event kernels (taichi) run on one device only")
+
+
+def test_event_kernels_for_one_device_only_refuse_several(mesh):
+    if EVENT_SHARDING is not None:
+        pytest.skip("the installed event kernels run on several devices")
+    x, w, _ = _data()
+    xs, = split(mesh, x)
+    with pytest.raises(NotImplementedError, match=r"runs on one device only, and this program "
+                                                  r"runs on 4: use backend='dense'"):
+        jax.jit(lambda x: conv1d(x, w, backend='event'))(xs)
+
+
+def split(mesh, *arrays, spec=P('data')):
+    return [jax.device_put(a, NamedSharding(mesh, spec)) for a in arrays]
+
+
+def collectives(compiled_text):
+    return re.findall(r'\b(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)'
+                      r'(?:-start)?\(', compiled_text)
+
+
+def _data(seed=0, float_input=False):
+    rng = np.random.default_rng(seed)
+    x = rng.random((B, L, C)) < 0.1
+    x = jnp.asarray(x * rng.standard_normal(x.shape), jnp.float32) if float_input else jnp.asarray(x)
+    w = jnp.asarray(rng.standard_normal((3, C, 8)), jnp.float32)
+    cot = jnp.asarray(rng.standard_normal((B, L, 8)), jnp.float32)
+    return x, w, cot
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_conv1d_under_jit_with_a_split_batch_equals_one_device(mesh, backend):
+    _event_on_one_device_only(backend)
+    x, w, cot = _data(float_input=True)
+    loss = lambda x, w, c: jnp.sum(conv1d(x, w, backend=backend) * c)
+    f = jax.jit(lambda x: conv1d(x, w, backend=backend))
+    g = jax.jit(jax.grad(loss, (0, 1)))
+    xs, cs = split(mesh, x, cot)
+    y = f(xs)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(f(x)), **TOL)
+    assert y.sharding.spec[0] == 'data'          # the output stays split, not replicated
+    for ours, one in zip(g(xs, w, cs), g(x, w, cot)):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(one), **TOL)
+
+
+@pytest.mark.parametrize('backend', BACKENDS_SHARDED)
+@pytest.mark.parametrize('spec', [P(None, 'data'), P(None, None, 'data')], ids=['length', 'channels'])
+def test_conv1d_with_other_dimensions_split_equals_one_device(mesh, backend, spec):
+    _event_on_one_device_only(backend)
+    x, w, cot = _data()
+    g = jax.jit(jax.grad(lambda w, x, c: jnp.sum(conv1d(x, w, backend=backend) * c)))
+    xs, cs = split(mesh, x, cot, spec=spec)
+    np.testing.assert_allclose(np.asarray(g(w, xs, cs)), np.asarray(g(w, x, cot)), **TOL)
+
+
+@pytest.mark.parametrize('check_vma', [True, False])
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_kernel_gradient_under_shard_map_equals_one_device(mesh, backend, check_vma):
+    _event_on_one_device_only(backend)
+    x, w, cot = _data()
+
+    def local_grad(w, x, c):
+        g = jax.grad(lambda w: jnp.sum(conv1d(x, w, backend=backend) * c))(w)
+        # With check_vma, JAX sums the gradient of the replicated kernel over the shards
+        # itself; without it the sum is written out.
+        return g if check_vma else jax.lax.psum(g, 'data')
+
+    f = jax.jit(shard_map(local_grad, mesh=mesh, in_specs=(P(), P('data'), P('data')),
+                          out_specs=P(), **{CHECK: check_vma}))
+    if check_vma and CHECK == 'check_rep':
+        # JAX 0.4's replication check has no rule for custom derivatives: it says so.
+        with pytest.raises(NotImplementedError, match='check_rep=False'):
+            f(w, x, cot)
+        return
+    one = jax.grad(lambda w: jnp.sum(conv1d(x, w, backend=backend) * cot))(w)
+    np.testing.assert_allclose(np.asarray(f(w, x, cot)), np.asarray(one), **TOL)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_layer_and_multi_step_under_jit_equal_one_device(mesh, backend):
+    _event_on_one_device_only(backend)
+    conv = Conv1d(C, 8, 3, mode=bm.TrainingMode())
+    conv.backend = backend
+    xs = jnp.asarray(np.random.default_rng(1).random((T, B, L, C)) < 0.1)
+    step, seq = jax.jit(lambda x: conv(x)), jax.jit(lambda xs: conv.multi_step(xs))
+    x_split, = split(mesh, xs[0])
+    xs_split, = split(mesh, xs, spec=P(None, 'data'))
+    np.testing.assert_allclose(np.asarray(step(x_split)), np.asarray(step(xs[0])), **TOL)
+    y = seq(xs_split)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(seq(xs)), **TOL)
+    assert y.sharding.spec[1] == 'data'
+
+
+def _network(backend):
+    bm.random.seed(0)
+    mode = bm.TrainingMode()
+    conv = Conv1d(C, 8, 3, mode=mode)
+    conv.backend = backend
+    return LayerByLayer(conv, bp.dyn.Lif((L, 8), keep_size=True, mode=mode,
+                                         spk_fun=bm.surrogate.arctan),
+                        bp.dnn.Flatten(mode=mode), bp.dnn.Dense(L * 8, 2, mode=mode), mode=mode)
+
+
+def _batches():
+    rng = np.random.default_rng(2)
+    return jnp.asarray(rng.random((B, T, L, C)) < 0.1), jnp.asarray(rng.integers(0, 2, B))
+
+
+def _loss(predictions, targets):
+    return bp.losses.cross_entropy_loss(predictions.mean(1), targets)
+
+
+def _trainer(kind, backend):
+    model = _network(backend)
+    if kind == 'layer_by_layer':
+        return model, LayerByLayerTrainer(model, _loss, bp.optim.SGD(lr=0.5))
+    return model, bp.BPTT(model, loss_fun=_loss, optimizer=bp.optim.SGD(lr=0.5),
+                          progress_bar=False)
+
+
+def _train(kind, trainer, xs, ys, epochs=3):
+    if kind == 'layer_by_layer':
+        return [trainer.step(xs, ys) for _ in range(epochs)]
+    trainer.fit([(xs, ys)], num_epoch=epochs)
+    return list(np.asarray(trainer.get_hist_metric('fit')))
+
+
+def _weights(model):
+    return [np.asarray(v.value) for v in model.train_vars().unique().values()]
+
+
+@pytest.mark.parametrize('kind', ['layer_by_layer', 'bptt'])
+@pytest.mark.parametrize('backend', BACKENDS_SHARDED)
+def test_training_on_a_split_batch_equals_one_device(mesh, backend, kind):
+    _event_on_one_device_only(backend)
+    xs, ys = _batches()
+    one_model, one = _trainer(kind, backend)
+    losses = _train(kind, one, xs, ys)
+    model, trainer = _trainer(kind, backend)
+    split_losses = _train(kind, trainer, *split(mesh, xs, ys))
+    np.testing.assert_allclose(split_losses, losses, rtol=1e-5)
+    assert losses[-1] < losses[0]
+    for ours, theirs in zip(_weights(model), _weights(one_model)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def _compiled_step(kind, trainer, xs, ys):
+    """The compiled program of one training step (BrainPy 2.7+: its bm.jit can lower)."""
+    if not hasattr(trainer._train_step if kind == 'layer_by_layer'
+                   else trainer._jit_step_func_fit, 'lower'):
+        pytest.skip(f"BrainPy {bp.__version__}'s bm.jit cannot lower without running")
+    if kind == 'layer_by_layer':
+        return trainer.lower(xs, ys).compile().as_text()
+    calls = []
+    step = trainer._jit_step_func_fit
+    trainer._jit_step_func_fit = lambda *args: calls.append(args) or step(*args)
+    trainer.fit([(xs, ys)], num_epoch=1)
+    trainer._jit_step_func_fit = step
+    return step.lower(*calls[0]).compile().as_text()
+
+
+@pytest.mark.parametrize('kind', ['layer_by_layer', 'bptt'])
+@pytest.mark.parametrize('backend', BACKENDS_SHARDED)
+def test_a_training_step_communicates_only_the_gradients(mesh, backend, kind):
+    _event_on_one_device_only(backend)
+    xs, ys = _batches()
+    _, trainer = _trainer(kind, backend)
+    found = collectives(_compiled_step(kind, trainer, *split(mesh, xs, ys)))
+    assert found and set(found) == {'all-reduce'}, found
+    _, trainer = _trainer(kind, backend)
+    one = [jax.device_put(a, jax.devices()[0]) for a in (xs, ys)]
+    assert collectives(_compiled_step(kind, trainer, *one)) == []
