@@ -62,6 +62,29 @@ def compute_dtype(x_dtype, w_dtype):
                     f"values (complex and other dtypes are not supported).")
 
 
+#: How a sequence ``[T, B, ...]`` is folded into one batch: ``'time'`` (``[T * B, ...]``, a
+#: free reshape) or ``'batch'`` (``[B * T, ...]``, batch first, which keeps a batch split over
+#: devices on each device, at the cost of two transposes).
+FOLDS = ('time', 'batch')
+
+
+def check_fold(fold) -> str:
+    if fold not in FOLDS:
+        raise ValueError(f"`fold` (={fold!r}) must be one of {', '.join(map(repr, FOLDS))}.")
+    return fold
+
+
+def fold_time(fn, xs, fold: str = 'time'):
+    """Apply ``fn`` (stateless, batched) to a sequence ``[T, B, ...]`` in one call on the
+    folded ``[T * B, ...]`` (``fold='time'``) or ``[B * T, ...]`` (``fold='batch'``)."""
+    steps, batch = xs.shape[:2]
+    if fold == 'time':
+        y = fn(xs.reshape((steps * batch,) + xs.shape[2:]))
+        return y.reshape((steps, batch) + y.shape[1:])
+    y = fn(jnp.swapaxes(xs, 0, 1).reshape((batch * steps,) + xs.shape[2:]))
+    return jnp.swapaxes(y.reshape((batch, steps) + y.shape[1:]), 0, 1)
+
+
 def plan(shape, x_dtype, backend: str):
     """The dense algorithm for a problem, and whether ``backend`` checks the density.
 

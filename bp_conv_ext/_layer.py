@@ -4,7 +4,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import brainpy as bp
 import brainpy.math as bm
 
-from . import _args, _conv, _multistep, _params, _torch
+from . import _args, _conv, _params, _torch
 
 _DEFAULT_W_INIT = bp.init.XavierNormal()
 _DEFAULT_B_INIT = bp.init.ZeroInit()
@@ -195,15 +195,18 @@ class Conv1d(bp.dnn.Layer):
         x = self._checked(x, sequence=False)
         return self._convolve(x)
 
-    def multi_step(self, xs):
+    def multi_step(self, xs, fold: str = 'time'):
         """Convolve a whole sequence in one folded call.
 
         Takes ``[T, H, C_in]`` in ``NonBatchingMode`` and ``[T, B, H, C_in]`` in
         ``BatchingMode``/``TrainingMode``, and returns the per-step outputs stacked
-        along the first axis (equal to calling the layer on every step).
+        along the first axis (equal to calling the layer on every step). ``fold``: how
+        ``[T, B]`` becomes one batch: ``'time'`` (``T * B``, free; the default) or
+        ``'batch'`` (``B * T``, for a batch split over devices: it stays split).
         """
+        fold = _conv.check_fold(fold)
         xs = self._checked(xs, sequence=True)
-        return self._convolve(xs) if xs.ndim == 3 else _multistep.fold_time(self._convolve, xs)
+        return self._convolve(xs) if xs.ndim == 3 else _conv.fold_time(self._convolve, xs, fold)
 
     def _checked(self, x, sequence: bool):
         x = _conv.as_input(x)

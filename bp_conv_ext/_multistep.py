@@ -4,17 +4,10 @@ import brainpy.math as bm
 import jax
 import jax.numpy as jnp
 
+from . import _conv
+from ._layer import Conv1d
 
-def fold_time(fn, xs):
-    """Apply ``fn`` (stateless, batched) to ``[T, N, ...]`` as one call on ``[N * T, ...]``.
 
-    The batch stays the leading axis (batch-major), so an input split over devices along
-    its batch is folded, convolved and unfolded on each device, with no gathering.
-    """
-    steps, batch = xs.shape[:2]
-    folded = jnp.swapaxes(xs, 0, 1).reshape((batch * steps,) + xs.shape[2:])
-    y = fn(folded)
-    return jnp.swapaxes(y.reshape((batch, steps) + y.shape[1:]), 0, 1)
 
 
 def _scan_time(group, xs):
@@ -40,7 +33,7 @@ class LayerByLayer(bp.Sequential):
     - layers with a ``multi_step`` method (such as :class:`bp_conv_ext.Conv1d`) get the
       whole sequence;
     - other stateless layers (``brainpy.dnn.Layer``: ``Dense``, ``Flatten``, pooling, ...)
-      are folded over time, batch first (``[T, B, ...] -> [B * T, ...]``), and called once
+      are folded over time (``[T, B, ...] -> [T * B, ...]``) and called once
       (``jax.vmap`` over time in ``NonBatchingMode``);
     - everything else (neuron groups such as ``bp.dyn.Lif``) is advanced step by step
       with ``bm.for_loop``, with ``t``, ``i`` and ``dt`` set as ``bp.DSRunner`` sets them.
@@ -60,7 +53,7 @@ class LayerByLayer(bp.Sequential):
     (10, 8, 2)
     """
 
-    def multi_step(self, xs, reset_state: bool = True):
+    def multi_step(self, xs, reset_state: bool = True, fold: str = 'time'):
         """Run the whole sequence ``xs`` (time first) through every layer in turn.
 
         Parameters
@@ -70,12 +63,17 @@ class LayerByLayer(bp.Sequential):
         reset_state : bool
             Reset every stateful layer first (to batch size ``B``), so that each call
             starts a new sequence.
+        fold : {'time', 'batch'}
+            How the folded layers turn ``[T, B, ...]`` into one batch: ``T * B`` (a free
+            reshape; the default) or ``B * T`` (batch first, so that a batch split over
+            devices stays split: what :class:`LayerByLayerTrainer` uses for such a batch).
 
         Returns
         -------
         jax.Array
             The per-step outputs of the last layer, stacked along the first axis.
         """
+        fold = _conv.check_fold(fold)
         xs = bm.as_jax(xs)
         batched = isinstance(self.mode, bm.BatchingMode)
         if xs.ndim < (3 if batched else 2):
@@ -85,11 +83,14 @@ class LayerByLayer(bp.Sequential):
         if reset_state:
             self.reset(xs.shape[1] if batched else None)
         for layer in self.children.values():
-            if hasattr(layer, 'multi_step'):
-                xs = layer.multi_step(xs) if not isinstance(layer, LayerByLayer) \
-                    else layer.multi_step(xs, reset_state=False)
+            if isinstance(layer, LayerByLayer):
+                xs = layer.multi_step(xs, reset_state=False, fold=fold)
+            elif isinstance(layer, Conv1d):
+                xs = layer.multi_step(xs, fold=fold)
+            elif hasattr(layer, 'multi_step'):
+                xs = layer.multi_step(xs)
             elif isinstance(layer, bp.dnn.Layer):
-                xs = fold_time(layer, xs) if batched else jax.vmap(layer)(xs)
+                xs = _conv.fold_time(layer, xs, fold) if batched else jax.vmap(layer)(xs)
             else:
                 xs = _scan_time(layer, xs)
         return xs

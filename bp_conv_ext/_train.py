@@ -1,12 +1,15 @@
 """Training a :class:`LayerByLayer` network on whole sequences."""
 from typing import Callable, Iterable, List, Union
 
+import functools
+
 import brainpy as bp
 import brainpy.math as bm
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import _conv
 from ._multistep import LayerByLayer
 
 
@@ -46,39 +49,50 @@ class LayerByLayerTrainer:
         self.data_first_axis = data_first_axis
         self.train_vars = model.train_vars().unique()
         optimizer.register_train_vars(self.train_vars)
-        self._grad = bm.grad(self._loss, grad_vars=self.train_vars, return_value=True)
+        # One program per fold of [T, B] (see LayerByLayer.multi_step): batch first for a batch
+        # split over devices, so that every device keeps its rows; time first otherwise.
+        self._grads, self._train_steps, self._predicts = {}, {}, {}
+        for fold in _conv.FOLDS:
+            self._grads[fold] = bm.grad(functools.partial(self._loss, fold=fold),
+                                        grad_vars=self.train_vars, return_value=True)
+            self._train_steps[fold] = bm.jit(functools.partial(self._train_step, fold=fold))
+            self._predicts[fold] = bm.jit(functools.partial(self._forward, fold=fold))
 
-        def train_step(xs, ys):
-            grads, loss = self._grad(xs, ys)
-            self.optimizer.update(grads)
-            return loss
+    def _train_step(self, xs, ys, fold):
+        grads, loss = self._grads[fold](xs, ys)
+        self.optimizer.update(grads)
+        return loss
 
-        self._train_step = bm.jit(train_step)
-        self._predict = bm.jit(self._forward)
-
-    def _forward(self, xs):
+    def _forward(self, xs, fold):
         if self.data_first_axis == 'B':
-            return jnp.swapaxes(self.model.multi_step(jnp.swapaxes(xs, 0, 1)), 0, 1)
-        return self.model.multi_step(xs)
+            return jnp.swapaxes(self.model.multi_step(jnp.swapaxes(xs, 0, 1), fold=fold), 0, 1)
+        return self.model.multi_step(xs, fold=fold)
 
-    def _loss(self, xs, ys):
-        return self.loss_fun(self._forward(xs), ys)
+    def _loss(self, xs, ys, fold):
+        return self.loss_fun(self._forward(xs, fold), ys)
+
+    def _fold(self, xs) -> str:
+        """``'batch'`` for input split over several devices, ``'time'`` otherwise."""
+        sharding = getattr(xs, 'sharding', None)
+        split = sharding is not None and len(sharding.device_set) > 1 and \
+            not sharding.is_fully_replicated
+        return 'batch' if split else 'time'
 
     def loss_and_grads(self, xs, ys):
         """The loss on one batch and its gradients with respect to ``self.train_vars``."""
-        grads, loss = self._grad(bm.as_jax(xs), bm.as_jax(ys))
+        grads, loss = self._grads[self._fold(xs)](bm.as_jax(xs), bm.as_jax(ys))
         return loss, grads
 
     def step(self, xs, ys) -> float:
         """One optimizer step on one batch; returns the loss before the step."""
-        return float(self._train_step(bm.as_jax(xs), bm.as_jax(ys)))
+        return float(self._train_steps[self._fold(xs)](bm.as_jax(xs), bm.as_jax(ys)))
 
     def lower(self, xs, ys):
         """The lowered program of one training step on this batch (a ``jax.stages.Lowered``):
         ``.compile().as_text()`` is what runs, with its cross-device collectives, and
         ``.compile().cost_analysis()`` its work. Needs BrainPy 2.7+, whose ``bm.jit`` lowers
         without running; BrainPy 2.6's raises ``NotImplementedError``."""
-        lower = getattr(self._train_step, 'lower', None)
+        lower = getattr(self._train_steps[self._fold(xs)], 'lower', None)
         if lower is None:
             raise NotImplementedError("LayerByLayerTrainer.lower needs BrainPy 2.7+, whose "
                                       "bm.jit can lower a function without running it; this "
@@ -87,7 +101,7 @@ class LayerByLayerTrainer:
 
     def predict(self, xs):
         """The model's per-step outputs for ``xs`` (same layout as ``xs``)."""
-        return self._predict(bm.as_jax(xs))
+        return self._predicts[self._fold(xs)](bm.as_jax(xs))
 
     def fit(self, train_data: Union[Iterable, Callable[[], Iterable]], num_epoch: int,
             progress_bar: bool = True) -> List[float]:

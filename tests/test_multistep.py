@@ -180,3 +180,20 @@ def test_trainer_argument_errors(kwargs, error, match):
     options.update(kwargs)
     with pytest.raises(error, match=match):
         LayerByLayerTrainer(model, lambda p, t: 0.0, **options)
+
+
+@pytest.mark.parametrize('backend', ['dense', 'event'])
+def test_batch_first_fold_equals_time_first_fold(backend):
+    rng = np.random.default_rng(11)
+    xs = jnp.asarray(rng.random((5, 3, 20, 2)) < 0.3)             # [T, B, H, C] spikes
+    mode = bm.TrainingMode()
+    conv = Conv1d(2, 4, 3, mode=mode)
+    conv.backend = backend
+    np.testing.assert_allclose(np.asarray(conv.multi_step(xs, fold='batch')),
+                               np.asarray(conv.multi_step(xs, fold='time')), rtol=1e-6,
+                               atol=1e-6)
+    net = LayerByLayer(conv, bp.dyn.Lif((20, 4), keep_size=True, mode=mode),
+                       bp.dnn.Flatten(mode=mode), bp.dnn.Dense(80, 2, mode=mode), mode=mode)
+    np.testing.assert_allclose(np.asarray(net.multi_step(xs, fold='batch')),
+                               np.asarray(net.multi_step(xs, fold='time')), rtol=1e-6,
+                               atol=1e-6)

@@ -140,13 +140,16 @@ def test_layer_and_multi_step_under_jit_equal_one_device(mesh, backend):
     conv = Conv1d(C, 8, 3, mode=bm.TrainingMode())
     conv.backend = backend
     xs = jnp.asarray(np.random.default_rng(1).random((T, B, L, C)) < 0.1)
-    step, seq = jax.jit(lambda x: conv(x)), jax.jit(lambda xs: conv.multi_step(xs))
+    step = jax.jit(lambda x: conv(x))
+    seq = {fold: jax.jit(lambda xs, fold=fold: conv.multi_step(xs, fold=fold))
+           for fold in ('time', 'batch')}
     x_split, = split(mesh, xs[0])
     xs_split, = split(mesh, xs, spec=P(None, 'data'))
     np.testing.assert_allclose(np.asarray(step(x_split)), np.asarray(step(xs[0])), **TOL)
-    y = seq(xs_split)
-    np.testing.assert_allclose(np.asarray(y), np.asarray(seq(xs)), **TOL)
-    assert y.sharding.spec[1] == 'data'
+    one = np.asarray(seq['time'](xs))
+    for fold in ('time', 'batch'):        # both right; batch first also stays split
+        np.testing.assert_allclose(np.asarray(seq[fold](xs_split)), one, **TOL)
+    assert seq['batch'](xs_split).sharding.spec[1] == 'data'
 
 
 def _network(backend):
@@ -204,11 +207,13 @@ def test_training_on_a_split_batch_equals_one_device(mesh, backend, kind):
 
 def _compiled_step(kind, trainer, xs, ys):
     """The compiled program of one training step (BrainPy 2.7+: its bm.jit can lower)."""
-    if not hasattr(trainer._train_step if kind == 'layer_by_layer'
-                   else trainer._jit_step_func_fit, 'lower'):
-        pytest.skip(f"BrainPy {bp.__version__}'s bm.jit cannot lower without running")
     if kind == 'layer_by_layer':
-        return trainer.lower(xs, ys).compile().as_text()
+        try:
+            return trainer.lower(xs, ys).compile().as_text()
+        except NotImplementedError as err:
+            pytest.skip(str(err))
+    if not hasattr(trainer._jit_step_func_fit, 'lower'):
+        pytest.skip(f"BrainPy {bp.__version__}'s bm.jit cannot lower without running")
     calls = []
     step = trainer._jit_step_func_fit
     trainer._jit_step_func_fit = lambda *args: calls.append(args) or step(*args)
