@@ -43,14 +43,6 @@ def mesh():
     return Mesh(np.array(jax.devices()[:4]), ('data',))
 
 
-@pytest.fixture(autouse=True)
-def _fresh_brainpy_state():
-    bm.set_mode(bm.NonBatchingMode())
-    bm.random.seed(0)
-    yield
-    bm.clear_name_cache()
-
-
 def _event_on_one_device_only(backend):
     """Skip a check of ``backend='event'`` where its kernels run on one device only; the
     error they raise instead is checked below."""
