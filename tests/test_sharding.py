@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from bp_conv_ext._event import _module, runtime_name
@@ -40,9 +41,18 @@ def _max_difference(out):
     return float(re.search(r'largest relative difference of the losses: (\S+)', out).group(1))
 
 
+#: JAX 0.4's gloo collectives (the BrainPy 2.6 stack) abort now and then with two processes
+#: (``gloo::EnforceNotMet ... op.preamble.length <= op.nbytes``: the processes' collectives
+#: out of step; about one run in three here). The current stack's JAX runs them reliably.
+GLOO_RELIABLE = tuple(int(p) for p in jax.__version__.split('.')[:2]) >= (0, 5)
+
+
 @pytest.mark.parametrize('processes', [1, 2], ids=['4-devices', '2-processes-x-2-devices'])
 def test_data_parallel_example_gives_the_loss_of_one_device(processes):
     pytest.importorskip('aeon')
+    if processes > 1 and not GLOO_RELIABLE:
+        pytest.skip(f"JAX {jax.__version__}'s gloo collectives abort now and then in two "
+                    f"processes")
     # The event path where its kernels run on several devices (numba); else 'auto' (dense).
     backend = 'event' if _module(runtime_name()).SHARDING else 'auto'
     out = _run([os.path.join('examples', 'data_parallel.py'), '--quick', '--backend', backend,
