@@ -8,5 +8,14 @@ from ._train import LayerByLayerTrainer
 
 __version__ = '0.1.0'
 
+
+def __getattr__(name):
+    # bp_conv_ext.state (the brainpy.state layers) needs brainstate: imported on first use.
+    if name == 'state':
+        import importlib
+        return importlib.import_module(f'{__name__}.state')
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ['Conv1d', 'EVENT_DENSITY_THRESHOLD', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d',
            'event_kernel', 'from_torch', 'output_length', 'which_backend', '__version__']

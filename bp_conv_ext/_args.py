@@ -4,6 +4,7 @@ Every function here either returns a canonical value or raises ``TypeError`` /
 ``ValueError`` with a message naming the argument, echoing its value and saying
 what was expected.
 """
+import dataclasses
 import numbers
 from typing import Tuple, Union
 
@@ -170,3 +171,54 @@ def check_padding_fits(padding_mode: str, pads: Tuple[int, int], length: int) ->
     if padding_mode == 'circular' and widest > length:
         raise ValueError(f"padding_mode='circular' needs padding no wider than the input: the "
                          f"padding is {tuple(pads)} but the input has {length} samples.")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerConfig:
+    """The validated, canonical options of a convolution layer (of either BrainPy API).
+
+    ``padding`` is ``'SAME'``, ``'VALID'`` or a ``(low, high)`` pair (``'CAUSAL'`` is
+    resolved to its pair, which does not depend on the input length).
+    """
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    padding: PaddingSpec
+    lhs_dilation: int
+    rhs_dilation: int
+    groups: int
+    padding_mode: str
+
+    @property
+    def kernel_shape(self) -> Tuple[int, int, int]:
+        """``(K, in_channels // groups, out_channels)``."""
+        return self.kernel_size, self.in_channels // self.groups, self.out_channels
+
+    def output_length(self, length: int) -> int:
+        return output_length(length, self.kernel_size, self.stride, self.padding,
+                             self.lhs_dilation, self.rhs_dilation)
+
+    def options(self, backend: str) -> dict:
+        """The keyword arguments of ``_conv.apply`` (and ``_conv.which``)."""
+        return dict(stride=self.stride, padding=self.padding, lhs_dilation=self.lhs_dilation,
+                    rhs_dilation=self.rhs_dilation, groups=self.groups, backend=backend,
+                    padding_mode=self.padding_mode)
+
+
+def layer_config(in_channels, out_channels, kernel_size, stride, padding, lhs_dilation,
+                 rhs_dilation, groups, padding_mode) -> LayerConfig:
+    """Check a layer's constructor arguments once; ``stride`` may be a resolved int."""
+    in_channels = positive_int('in_channels', in_channels)
+    out_channels = positive_int('out_channels', out_channels)
+    kernel_size = positive_int('kernel_size', kernel_size)
+    stride = positive_int('stride', stride)
+    lhs_dilation = positive_int('lhs_dilation', lhs_dilation)
+    rhs_dilation = positive_int('rhs_dilation', rhs_dilation)
+    groups = check_groups(in_channels, out_channels, groups)
+    padding = canonical_padding(padding)
+    if padding == 'CAUSAL':
+        padding = resolve_padding(padding, 1, kernel_size, 1, 1, rhs_dilation)
+    padding_mode = check_padding_mode(padding_mode, lhs_dilation)
+    return LayerConfig(in_channels, out_channels, kernel_size, stride, padding, lhs_dilation,
+                       rhs_dilation, groups, padding_mode)

@@ -35,6 +35,31 @@ def check_backend(backend) -> str:
     return backend
 
 
+class BackendChoice:
+    """The ``backend`` attribute of the layers (both BrainPy APIs)."""
+
+    _backend = 'auto'
+
+    @property
+    def backend(self) -> str:
+        """How the convolution is computed; all choices give the same numbers.
+
+        ``'auto'`` (default): event-driven for ``bool`` input (spikes) whose fraction of
+        ``True`` entries is at most ``EVENT_DENSITY_THRESHOLD`` (checked at run time) on
+        the platforms whose event kernels beat the dense path (the CPU with brainevent),
+        dense otherwise (on GPUs and TPUs, and on BrainPy 2.6, whose taichi kernels lose
+        to it). ``'event'``: always event-driven (on the CPU, work proportional to the
+        nonzero inputs; any dtype). ``'dense'``: the dense algorithm chosen for the
+        shape; ``'xla'``, ``'xla2d'``, ``'im2col'``: that dense algorithm.
+        ``which_backend`` says which one a call runs.
+        """
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str):
+        self._backend = check_backend(value)
+
+
 def as_input(x):
     """``x`` as a JAX array; a clear ``TypeError`` for strings, objects and the like."""
     try:

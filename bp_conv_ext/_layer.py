@@ -29,7 +29,7 @@ def _check_mode(mode) -> bm.Mode:
     return mode
 
 
-class Conv1d(bp.dnn.Layer):
+class Conv1d(_conv.BackendChoice, bp.dnn.Layer):
     r"""One-dimensional convolution over channels-last input, for spiking networks.
 
     A drop-in replacement for :class:`brainpy.dnn.Conv1d` with the same
@@ -142,23 +142,20 @@ class Conv1d(bp.dnn.Layer):
                 f"`name` (={name!r}) must be None or a str that is a Python identifier.")
         super().__init__(name=name, mode=_check_mode(mode))
         self._given = dict(padding=padding, name=name, mode=mode)   # as written, for repr
-        self.in_channels = _args.positive_int('in_channels', in_channels)
-        self.out_channels = _args.positive_int('out_channels', out_channels)
-        self.kernel_size = (_args.positive_int('kernel_size', kernel_size),)
-        self.stride = (_args.resolve_stride(stride, strides),)
-        self.lhs_dilation = (_args.positive_int('lhs_dilation', lhs_dilation),)
-        self.rhs_dilation = (_args.positive_int('rhs_dilation', rhs_dilation),)
-        self.groups = _args.check_groups(self.in_channels, self.out_channels, groups)
-        canonical = _args.canonical_padding(padding)
-        if canonical == 'CAUSAL':
-            canonical = _args.resolve_padding(canonical, 1, self.kernel_size[0], 1, 1,
-                                              self.rhs_dilation[0])
-        self.padding = canonical if isinstance(canonical, str) else (canonical,)
-        self.padding_mode = _args.check_padding_mode(padding_mode, self.lhs_dilation[0])
+        self.config = _args.layer_config(in_channels, out_channels, kernel_size,
+                                         _args.resolve_stride(stride, strides), padding,
+                                         lhs_dilation, rhs_dilation, groups, padding_mode)
+        c = self.config
+        # brainpy.dnn.Conv1d's attributes (per-dimension tuples)
+        self.in_channels, self.out_channels, self.groups = c.in_channels, c.out_channels, c.groups
+        self.kernel_size, self.stride = (c.kernel_size,), (c.stride,)
+        self.lhs_dilation, self.rhs_dilation = (c.lhs_dilation,), (c.rhs_dilation,)
+        self.padding = c.padding if isinstance(c.padding, str) else (c.padding,)
+        self.padding_mode = c.padding_mode
         self.w_initializer = w_initializer
         self.b_initializer = b_initializer
 
-        kernel_shape = (self.kernel_size[0], self.in_channels // self.groups, self.out_channels)
+        kernel_shape = c.kernel_shape
         w = _params.init_param('w_initializer', w_initializer, kernel_shape)
         if w is None:
             raise ValueError("`w_initializer` (=None) must give the kernel; only "
@@ -169,26 +166,6 @@ class Conv1d(bp.dnn.Layer):
         var = bm.TrainVar if isinstance(self.mode, bm.TrainingMode) else bm.Variable
         self.w = var(w)
         self.b = None if b is None else var(b)
-        self._backend = 'auto'
-
-    @property
-    def backend(self) -> str:
-        """How the convolution is computed; all choices give the same numbers.
-
-        ``'auto'`` (default): event-driven for ``bool`` input (spikes) whose fraction of
-        ``True`` entries is at most ``EVENT_DENSITY_THRESHOLD`` (checked at run time) on
-        the platforms whose event kernels beat the dense path (the CPU with brainevent),
-        dense otherwise (on GPUs and TPUs, and on BrainPy 2.6, whose taichi kernels lose
-        to it). ``'event'``: always event-driven (on the CPU, work proportional to the
-        nonzero inputs; any dtype). ``'dense'``: the dense algorithm chosen for the
-        shape; ``'xla'``, ``'xla2d'``, ``'im2col'``: that dense algorithm.
-        :meth:`which_backend` says which one a call runs.
-        """
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str):
-        self._backend = _conv.check_backend(value)
 
     def update(self, x):
         """Convolve one time step: ``[H, C_in]`` or ``[B, H, C_in]``, as the mode says."""
@@ -232,10 +209,7 @@ class Conv1d(bp.dnn.Layer):
         return _conv.which(x, self.w.value, platform=platform, **self._options())
 
     def _options(self):
-        return dict(stride=self.stride[0],
-                    padding=self.padding if isinstance(self.padding, str) else self.padding[0],
-                    lhs_dilation=self.lhs_dilation[0], rhs_dilation=self.rhs_dilation[0],
-                    groups=self.groups, backend=self._backend, padding_mode=self.padding_mode)
+        return self.config.options(self.backend)
 
     def _convolve(self, x):
         w = self.w.value if self.mask is None else self.w.value * self.mask

@@ -24,16 +24,34 @@ def _as_real_float_array(name: str, value) -> jax.Array:
     return arr
 
 
+def _split_unit(value):
+    """A brainunit ``Quantity`` as ``(mantissa, quantity)``; anything else as ``(value, None)``.
+
+    (Duck-typed: brainunit is installed with the brainpy.state stack only.)
+    """
+    if hasattr(value, 'mantissa') and hasattr(value, 'unit') and hasattr(value, 'to_decimal'):
+        return value.mantissa, value
+    return value, None
+
+
+def _with_unit(arr, quantity):
+    return arr if quantity is None else type(quantity)(arr, unit=quantity.unit)
+
+
 def init_param(name: str, init, shape: Tuple[int, ...],
                alt_shapes: Tuple[Tuple[int, ...], ...] = ()) -> Optional[jax.Array]:
     """Create a parameter of ``shape`` from an initializer, a callable, an array or a scalar.
 
     ``None`` gives ``None``. Arrays must have ``shape`` or one of ``alt_shapes``
     (reshaped to ``shape``); the value returned by an initializer or callable is
-    checked the same way.
+    checked the same way. A brainunit quantity (an array, a number or what an initializer
+    with a ``unit`` returns) keeps its unit.
     """
     if init is None:
         return None
+    init, quantity = _split_unit(init)
+    if quantity is not None and np.ndim(init) == 0:
+        return _with_unit(init_param(name, np.asarray(init).item(), shape), quantity)
     if isinstance(init, (bool, np.bool_)):
         raise TypeError(f"`{name}` (={init!r}) must be an initializer, a callable, an array "
                         f"or a number, not a bool.")
@@ -41,18 +59,19 @@ def init_param(name: str, init, shape: Tuple[int, ...],
         return jnp.full(shape, init, dtype=bm.dftype())
     if isinstance(init, numbers.Number):
         raise TypeError(f"`{name}` (={init!r}) must be a real number.")
-    if isinstance(init, (np.ndarray, jax.Array, bm.Array)):
+    if quantity is not None or isinstance(init, (np.ndarray, jax.Array, bm.Array)):
         value, source = init, 'array'
     elif callable(init):
         value, source = init(shape), 'value returned by the initializer'
+        value, quantity = _split_unit(value)
     else:
         raise TypeError(f"`{name}` (={init!r}) must be a brainpy Initializer, a callable "
                         f"taking a shape, an array or a number; got {type(init).__name__}.")
     arr = _as_real_float_array(name, value)
     if arr.shape == tuple(shape):
-        return arr
+        return _with_unit(arr, quantity)
     if arr.shape in alt_shapes:
-        return arr.reshape(shape)
+        return _with_unit(arr.reshape(shape), quantity)
     accepted = ' or '.join(str(s) for s in (tuple(shape),) + tuple(alt_shapes))
     raise ValueError(f"`{name}`: the {source} has shape {arr.shape}; expected {accepted}.")
 

@@ -15,6 +15,8 @@ checkpoint, reloaded into a freshly built network and evaluated again.
     python examples/gunpoint.py [--quick] [--epochs N] [--out DIR]
 """
 import argparse
+import contextlib
+import io
 import os
 import time
 
@@ -89,6 +91,13 @@ def accuracy(predict, x, y) -> float:
     return float((np.asarray(predict(jnp.asarray(x))).mean(axis=1).argmax(-1) == y).mean())
 
 
+def _quietly(fn, *args, **kwargs):
+    """Call ``fn`` with its printing silenced: given an iterator (no length, so that it does
+    not draw a bar of its own under ours), ``bp.BPTT.fit`` prints a line per epoch instead."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args, **kwargs)
+
+
 def train(method, data, epochs, lr, batch_size, seed, eval_every):
     """Train a freshly built network; returns it, its history and the wall time.
 
@@ -102,8 +111,7 @@ def train(method, data, epochs, lr, batch_size, seed, eval_every):
     optimizer = bp.optim.Adam(lr=lr)
     if method == 'per step':
         trainer = bp.BPTT(net, loss_fun=loss_fun, optimizer=optimizer, progress_bar=False)
-        # An iterator (no len) keeps BPTT from drawing a bar per epoch under ours.
-        fit_epoch = lambda b: trainer.fit(iter(b), num_epoch=1) or \
+        fit_epoch = lambda b: _quietly(trainer.fit, iter(b), num_epoch=1) or \
             float(trainer.get_hist_metric('fit')[-1])
         predict = lambda x: trainer.predict(x, reset_state=True)
     else:
@@ -125,7 +133,7 @@ def train(method, data, epochs, lr, batch_size, seed, eval_every):
     return net, predict, history, time.perf_counter() - start
 
 
-def plot_learning_curves(histories, path):
+def plot_learning_curves(histories, path, title='GunPoint'):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -135,9 +143,9 @@ def plot_learning_curves(histories, path):
         ax_acc.plot(history['eval_epoch'], history['test_accuracy'], marker='o', ms=3,
                     label=method)
     ax_loss.set(xlabel='epoch', ylabel='training loss', yscale='log',
-                title='GunPoint: training loss')
+                title=f'{title}: training loss')
     ax_acc.set(xlabel='epoch', ylabel='test accuracy', ylim=(0.4, 1.02),
-               title='GunPoint: test accuracy')
+               title=f'{title}: test accuracy')
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()

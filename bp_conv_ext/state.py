@@ -1,0 +1,314 @@
+"""The layers for ``brainpy.state`` models: brainstate modules over the same convolution.
+
+``bp_conv_ext.state.Conv1d`` is a :class:`brainstate.nn.Module` that takes exactly the
+arguments of :class:`brainstate.nn.Conv1d` (and ``padding_mode`` last); it keeps its
+parameters the way brainstate's layer does (one ``ParamState`` holding
+``{'weight': ..., 'bias': ...}``) and computes with the pure functions that the classic
+:class:`bp_conv_ext.Conv1d` calls (``bp_conv_ext._conv.apply``), so every backend, the
+event path, the padding forms and modes and the argument checks are the same.
+``bp_conv_ext.state.LayerByLayer`` is a :class:`brainstate.nn.Sequential` that can also run
+a whole sequence layer by layer.
+
+This module needs brainstate and brainunit (installed with BrainPy 2.8, which ships
+``brainpy.state``).
+"""
+import inspect
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import brainstate
+import brainunit as u
+import jax
+import jax.numpy as jnp
+
+from . import _args, _conv, _params
+
+__all__ = ['Conv1d', 'LayerByLayer']
+
+# The defaults of brainstate.nn.Conv1d itself, so that the two layers start alike.
+_BRAINSTATE_DEFAULTS = inspect.signature(brainstate.nn.Conv1d.__init__).parameters
+_DEFAULT_W_INIT = _BRAINSTATE_DEFAULTS['w_init'].default
+
+
+def _in_size(in_size) -> Tuple[int, int]:
+    if isinstance(in_size, (str, bytes)) or not isinstance(in_size, Sequence) or \
+            len(in_size) != 2:
+        raise ValueError(f"`in_size` (={in_size!r}) must be a pair (length, channels), or "
+                         f"(channels, length) with channel_first=True: one spatial dimension "
+                         f"plus the channel dimension.")
+    return tuple(_args.positive_int('in_size', size) for size in in_size)
+
+
+def _split(x):
+    """``(mantissa, unit)`` of an input or parameter; plain arrays have no unit (``None``)."""
+    if isinstance(x, u.Quantity):
+        return x.mantissa, x.unit
+    return x, None
+
+
+def _times(unit_a, unit_b):
+    if unit_a is None:
+        return unit_b
+    return unit_a if unit_b is None else unit_a * unit_b
+
+
+class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
+    r"""One-dimensional convolution for ``brainpy.state`` / brainstate models.
+
+    A drop-in replacement for :class:`brainstate.nn.Conv1d`: the same arguments and
+    defaults, layouts (channels last, or ``[C, L]`` with ``channel_first=True``),
+    parameters (``layer.weight``, a ``param_type`` state holding ``{'weight': kernel,
+    'bias': bias}``), ``in_size`` / ``out_size`` and ``w_mask``. Beyond it: ``bool``
+    spikes (computed in the parameters' dtype), the event-driven path, ``'CAUSAL'``
+    padding, ``'SAME'`` with ``lhs_dilation > 1``, ``padding_mode``, brainunit quantities
+    for the input and the parameters, :meth:`multi_step`, and clear errors for bad input.
+    It computes with the same functions as :class:`bp_conv_ext.Conv1d`.
+
+    Parameters
+    ----------
+    in_size : (int, int)
+        One sample without the batch axis: ``(L, C_in)``, or ``(C_in, L)`` with
+        ``channel_first=True``. Inputs must have this shape, with an optional leading
+        batch axis.
+    out_channels : int
+        Number of output channels ``C_out``.
+    kernel_size : int
+        Kernel length ``K`` (an int or a sequence of one int).
+    stride, padding, lhs_dilation, rhs_dilation, groups
+        As in :class:`bp_conv_ext.Conv1d`; ``padding`` also takes ``'CAUSAL'`` and
+        lower-case names.
+    w_init : initializer, callable, array or number
+        The kernel, shape ``(K, C_in // groups, C_out)``; default: brainstate's
+        ``XavierNormal()``. An initializer with a ``unit`` (or a quantity) gives a kernel
+        with that unit.
+    b_init : initializer, callable, array, number or None
+        The bias, shape ``(1, C_out)`` (``(1, C_out, 1)`` with ``channel_first=True``;
+        ``(C_out,)`` is accepted); ``None`` (the default) means no bias.
+    w_mask : array or callable, optional
+        Multiplied into the kernel in every call (masked weights get zero gradient); it
+        must broadcast to the kernel shape; a callable is called with the kernel shape.
+    channel_first : bool
+        ``[B, C, L]`` layout instead of ``[B, L, C]``.
+    name : str, optional
+        Name of the module.
+    param_type : type
+        The state class holding the parameters (default ``brainstate.ParamState``).
+    padding_mode : str
+        ``'zeros'`` (default), ``'reflect'``, ``'replicate'`` or ``'circular'``, as in
+        :class:`bp_conv_ext.Conv1d`.
+
+    Notes
+    -----
+    The output length, with ``(low, high)`` the padding,
+    ``Hd = (L - 1) * lhs_dilation + 1`` and ``Kd = (K - 1) * rhs_dilation + 1``, is
+
+    .. math:: L_{out} = \left\lfloor \frac{H_d + low + high - K_d}{stride} \right\rfloor + 1
+
+    With quantities, the output's unit is the input's times the kernel's, and the bias
+    must have that unit.
+
+    Raises
+    ------
+    TypeError, ValueError
+        At construction, for a malformed argument (also when ``in_size`` is too short for
+        the kernel). When called, for an input whose shape is not ``in_size`` (with an
+        optional batch axis) or whose dtype is not real.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import bp_conv_ext.state
+    >>> conv = bp_conv_ext.state.Conv1d((5, 1), 1, 3, w_init=1.0)
+    >>> conv(jnp.ones((5, 1)))[:, 0].tolist()
+    [2.0, 3.0, 3.0, 3.0, 2.0]
+    >>> spikes = jnp.zeros((8, 100, 1), dtype=bool)
+    >>> bp_conv_ext.state.Conv1d((100, 1), 16, 5, stride=2)(spikes).shape
+    (8, 50, 16)
+    """
+
+    def __init__(
+        self,
+        in_size: Sequence[int],
+        out_channels: int,
+        kernel_size: Union[int, Tuple[int]],
+        stride: Union[int, Tuple[int]] = 1,
+        padding: Union[str, int, Tuple[int, int], Sequence[Tuple[int, int]]] = 'SAME',
+        lhs_dilation: Union[int, Tuple[int]] = 1,
+        rhs_dilation: Union[int, Tuple[int]] = 1,
+        groups: int = 1,
+        w_init: Union[Callable, jax.Array, float] = _DEFAULT_W_INIT,
+        b_init: Optional[Union[Callable, jax.Array, float]] = None,
+        w_mask: Optional[Union[jax.Array, Callable]] = None,
+        channel_first: bool = False,
+        name: Optional[str] = None,
+        param_type: type = brainstate.ParamState,
+        padding_mode: str = 'zeros',
+    ):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"`name` (={name!r}) must be None or a str.")
+        super().__init__(name=name)
+        if not isinstance(channel_first, bool):
+            raise TypeError(f"`channel_first` (={channel_first!r}) must be a bool.")
+        if not (isinstance(param_type, type) and issubclass(param_type, brainstate.State)):
+            raise TypeError(f"`param_type` (={param_type!r}) must be a brainstate.State "
+                            f"subclass such as brainstate.ParamState.")
+        size = _in_size(in_size)
+        length, in_channels = size[::-1] if channel_first else size
+        self.config = _args.layer_config(in_channels, out_channels, kernel_size, stride,
+                                         padding, lhs_dilation, rhs_dilation, groups,
+                                         padding_mode)
+        c = self.config
+        out_length = c.output_length(length)
+        self.in_size = size
+        self.out_size = (c.out_channels, out_length) if channel_first else \
+            (out_length, c.out_channels)
+        # brainstate.nn.Conv1d's attributes (per-dimension tuples)
+        self.channel_first, self.channels_last = channel_first, not channel_first
+        self.in_channels, self.out_channels, self.groups = c.in_channels, c.out_channels, c.groups
+        self.kernel_size, self.stride = (c.kernel_size,), (c.stride,)
+        self.lhs_dilation, self.rhs_dilation = (c.lhs_dilation,), (c.rhs_dilation,)
+        self.padding = c.padding if isinstance(c.padding, str) else (c.padding,)
+        self.padding_mode = c.padding_mode
+        self.kernel_shape = c.kernel_shape
+        self.w_initializer, self.b_initializer = w_init, b_init
+
+        weight = _params.init_param('w_init', w_init, c.kernel_shape)
+        if weight is None:
+            raise ValueError("`w_init` (=None) must give the kernel; only `b_init` may be None.")
+        params = dict(weight=weight)
+        bias_shape = (1, c.out_channels, 1) if channel_first else (1, c.out_channels)
+        bias = _params.init_param('b_init', b_init, bias_shape, alt_shapes=((c.out_channels,),))
+        if bias is not None:
+            params['bias'] = bias
+        if callable(w_mask) and not hasattr(w_mask, 'shape'):
+            w_mask = w_mask(c.kernel_shape)
+        self.w_mask = _params.make_mask(w_mask, c.kernel_shape, _split(weight)[0].dtype)
+        self.weight = param_type(params)
+
+    def update(self, x):
+        """Convolve ``in_size``-shaped input, with or without a leading batch axis."""
+        x, unit = self._checked(x, sequence=False)
+        return self._convolve(x, unit)
+
+    def multi_step(self, xs, fold: str = 'time'):
+        """Convolve a whole sequence in one folded call.
+
+        Takes ``[T, B, *in_size]`` (or ``[T, *in_size]``) and returns the per-step outputs
+        stacked along the first axis, equal to calling the layer on every step. ``fold``:
+        ``'time'`` (``T * B``, free; the default) or ``'batch'`` (``B * T``, for a batch
+        split over devices).
+        """
+        fold = _conv.check_fold(fold)
+        xs, unit = self._checked(xs, sequence=True)
+        if xs.ndim == 3:
+            return self._convolve(xs, unit)
+        return _conv.fold_time(lambda x: self._convolve(x, unit), xs, fold)
+
+    def which_backend(self, x, platform=None) -> str:
+        """What a call on ``x`` (concrete) computes with on ``platform`` (default: JAX's
+        default backend): ``'event'`` or the dense algorithm's name, as
+        :func:`bp_conv_ext.which_backend` says."""
+        x, _ = self._checked(x, sequence=False)
+        x = self._channels_last(x if x.ndim == 3 else x[None])
+        return _conv.which(x, self._kernel()[0], platform=platform,
+                           **self.config.options(self.backend))
+
+    def _checked(self, x, sequence: bool):
+        x, unit = _split(x)
+        x = _conv.as_input(x)
+        lead = ('T, ' if sequence else '')
+        ranks = (3, 4) if sequence else (2, 3)
+        if x.ndim not in ranks or x.shape[x.ndim - 2:] != self.in_size:
+            what = 'multi_step' if sequence else 'a call'
+            raise ValueError(
+                f"{self.name} has in_size={self.in_size}, so {what} accepts inputs of shape "
+                f"[{lead}{', '.join(map(str, self.in_size))}] or "
+                f"[{lead}B, {', '.join(map(str, self.in_size))}]; got an input of shape "
+                f"{x.shape}.")
+        return x, unit
+
+    def _channels_last(self, x):
+        return jnp.swapaxes(x, -1, -2) if self.channel_first else x
+
+    def _kernel(self):
+        w, unit = _split(self.weight.value['weight'])
+        return (w if self.w_mask is None else w * self.w_mask), unit
+
+    def _convolve(self, x, x_unit):
+        """``x``: a batch ``[N, *in_size]`` (mantissa), ``x_unit``: its unit or ``None``."""
+        w, w_unit = self._kernel()
+        unit = _times(x_unit, w_unit)
+        b = self.weight.value.get('bias')
+        if b is not None and (unit is not None or isinstance(b, u.Quantity)):
+            b = u.Quantity(b).to_decimal(unit if unit is not None else u.UNITLESS)
+        y = _conv.apply(self._channels_last(x), w, b, **self.config.options(self.backend))
+        y = self._channels_last(y)
+        return y if unit is None else u.maybe_decimal(u.Quantity(y, unit=unit))
+
+
+def _is_stateful(layer) -> bool:
+    return isinstance(layer, brainstate.nn.Dynamics) or \
+        bool(layer.states(brainstate.ShortTermState))
+
+
+def _scan_time(layer, xs):
+    """Advance a stateful module over the leading time axis, with ``i`` and ``t`` set in
+    brainstate's environment as a simulation loop sets them."""
+    dt = brainstate.environ.get_dt()
+
+    def step(i, x):
+        with brainstate.environ.context(i=i, t=i * dt):
+            return layer(x)
+
+    return brainstate.transform.for_loop(step, jnp.arange(xs.shape[0]), xs)
+
+
+class LayerByLayer(brainstate.nn.Sequential):
+    """A :class:`brainstate.nn.Sequential` that can also run a whole sequence layer by layer.
+
+    Called as usual (``update``), it advances every layer by one time step. Its
+    :meth:`multi_step` runs a whole input sequence through one layer after the other:
+    layers with a ``multi_step`` method (:class:`Conv1d`) get the whole sequence; other
+    stateless modules (``Linear``, ``Flatten``, pooling, ...) are folded over time and
+    called once; modules with state (``brainpy.state`` neurons such as ``LIF``, any
+    ``brainstate.nn.Dynamics``) are advanced step by step with
+    ``brainstate.transform.for_loop``. Both ways give the same outputs and gradients.
+
+    States are not reset: initialise them first, as for a step-by-step run
+    (``brainstate.nn.init_all_states(net, batch_size)``).
+
+    Examples
+    --------
+    >>> import brainstate, brainunit as u, jax.numpy as jnp
+    >>> import brainpy.state
+    >>> from bp_conv_ext.state import Conv1d, LayerByLayer
+    >>> net = LayerByLayer(Conv1d((20, 1), 4, 3, w_init=brainstate.nn.init.XavierNormal(unit=u.mA)),
+    ...                    brainpy.state.LIF((20, 4)), brainstate.nn.Flatten(in_size=(20, 4)),
+    ...                    brainstate.nn.Linear(80, 2))
+    >>> _ = brainstate.nn.init_all_states(net, 8)
+    >>> with brainstate.environ.context(dt=0.1 * u.ms):
+    ...     net.multi_step(jnp.ones((10, 8, 20, 1))).shape    # [T, B, L, C] -> [T, B, 2]
+    (10, 8, 2)
+    """
+
+    def multi_step(self, xs, fold: str = 'time'):
+        """Run the whole time-first sequence ``xs`` (``[T, B, ...]``, or ``[T, ...]`` for
+        unbatched states) through every layer in turn; returns the per-step outputs of the
+        last layer stacked along the first axis. ``fold`` as in :meth:`Conv1d.multi_step`."""
+        fold = _conv.check_fold(fold)
+        xs, unit = _split(xs)
+        xs = jnp.asarray(xs)
+        xs = xs if unit is None else u.Quantity(xs, unit=unit)
+        if xs.ndim < 2:
+            raise ValueError(f"{self.name}.multi_step takes a time-first sequence "
+                             f"[T, B, ...] or [T, ...]; got an input of shape {xs.shape}.")
+        batched = self.in_size is None or xs.ndim == len(self.in_size) + 2
+        for layer in self.layers:
+            if hasattr(layer, 'multi_step'):
+                xs = layer.multi_step(xs, fold=fold)
+            elif isinstance(layer, brainstate.nn.Module) and _is_stateful(layer):
+                xs = _scan_time(layer, xs)
+            elif batched:
+                xs = _conv.fold_time(layer, xs, fold)
+            else:
+                xs = layer(xs)        # the time axis serves as the batch
+        return xs
