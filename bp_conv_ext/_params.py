@@ -76,23 +76,24 @@ def init_param(name: str, init, shape: Tuple[int, ...],
     raise ValueError(f"`{name}`: the {source} has shape {arr.shape}; expected {accepted}.")
 
 
-def make_mask(mask, kernel_shape: Tuple[int, ...], dtype) -> Optional[jax.Array]:
-    """Check that ``mask`` broadcasts to the kernel shape and return it at full shape."""
+def make_mask(mask, kernel_shape: Tuple[int, ...], dtype, name: str = 'mask') -> Optional[jax.Array]:
+    """Check that ``mask`` (the argument ``name``) broadcasts to the kernel shape and return
+    it at full shape."""
     if mask is None:
         return None
     try:
         arr = jnp.asarray(mask)
     except TypeError as err:
-        raise TypeError(f"`mask` (={mask!r}) must be an array of bool or real numbers.") from err
+        raise TypeError(f"`{name}` (={mask!r}) must be an array of bool or real numbers.") from err
     if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_) or \
             jnp.issubdtype(arr.dtype, jnp.complexfloating):
-        raise TypeError(f"`mask` ({_describe(mask)}) must hold bool or real numbers.")
+        raise TypeError(f"`{name}` ({_describe(mask)}) must hold bool or real numbers.")
     try:
         full = np.broadcast_shapes(arr.shape, kernel_shape)
     except ValueError:
         full = None
     if full != tuple(kernel_shape):
-        raise ValueError(f"`mask` has shape {arr.shape}, which does not broadcast to the kernel "
+        raise ValueError(f"`{name}` has shape {arr.shape}, which does not broadcast to the kernel "
                          f"shape {tuple(kernel_shape)} (kernel_size, in_channels // groups, "
                          f"out_channels).")
     return jnp.broadcast_to(arr.astype(dtype), kernel_shape)

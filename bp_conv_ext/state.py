@@ -181,7 +181,7 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
             params['bias'] = bias
         if callable(w_mask) and not hasattr(w_mask, 'shape'):
             w_mask = w_mask(c.kernel_shape)
-        self.w_mask = _params.make_mask(w_mask, c.kernel_shape, _split(weight)[0].dtype)
+        self.w_mask = _params.make_mask(w_mask, c.kernel_shape, _split(weight)[0].dtype, 'w_mask')
         self.weight = param_type(params)
 
     def update(self, x):
@@ -220,11 +220,15 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
         if x.ndim not in ranks or x.shape[x.ndim - 2:] != self.in_size:
             what = 'multi_step' if sequence else 'a call'
             raise ValueError(
-                f"{self.name} has in_size={self.in_size}, so {what} accepts inputs of shape "
+                f"{self._label} has in_size={self.in_size}, so {what} accepts inputs of shape "
                 f"[{lead}{', '.join(map(str, self.in_size))}] or "
                 f"[{lead}B, {', '.join(map(str, self.in_size))}]; got an input of shape "
                 f"{x.shape}.")
         return x, unit
+
+    @property
+    def _label(self) -> str:
+        return self.name or type(self).__name__
 
     def _channels_last(self, x):
         return jnp.swapaxes(x, -1, -2) if self.channel_first else x
@@ -239,7 +243,13 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
         unit = _times(x_unit, w_unit)
         b = self.weight.value.get('bias')
         if b is not None and (unit is not None or isinstance(b, u.Quantity)):
-            b = u.Quantity(b).to_decimal(unit if unit is not None else u.UNITLESS)
+            out_unit = u.UNITLESS if unit is None else unit
+            if u.get_dim(b) != u.get_dim(out_unit):
+                raise u.UnitMismatchError(
+                    f"{self._label}: the bias has unit {u.get_unit(b)}, but the output has unit "
+                    f"{out_unit} (the input's unit {x_unit or u.UNITLESS} times the kernel's "
+                    f"{w_unit or u.UNITLESS}); give b_init that unit.")
+            b = u.Quantity(b).to_decimal(out_unit)
         y = _conv.apply(self._channels_last(x), w, b, **self.config.options(self.backend))
         y = self._channels_last(y)
         return y if unit is None else u.maybe_decimal(u.Quantity(y, unit=unit))
@@ -299,7 +309,7 @@ class LayerByLayer(brainstate.nn.Sequential):
         xs = jnp.asarray(xs)
         xs = xs if unit is None else u.Quantity(xs, unit=unit)
         if xs.ndim < 2:
-            raise ValueError(f"{self.name}.multi_step takes a time-first sequence "
+            raise ValueError(f"{self.name or type(self).__name__}.multi_step takes a time-first sequence "
                              f"[T, B, ...] or [T, ...]; got an input of shape {xs.shape}.")
         batched = self.in_size is None or xs.ndim == len(self.in_size) + 2
         for layer in self.layers:

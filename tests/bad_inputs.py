@@ -9,6 +9,12 @@ import numpy as np
 
 from bp_conv_ext import Conv1d, conv1d
 
+try:
+    from brainunit import UnitMismatchError
+except ImportError:    # the BrainPy 2.6 stack, which skips the state rows; same name in the table
+    class UnitMismatchError(Exception):
+        """Stands in for brainunit's error."""
+
 _BASE = dict(in_channels=4, out_channels=6, kernel_size=3)
 
 
@@ -29,7 +35,28 @@ def _set_backend(value):
     return run
 
 
-# (what is wrong, the call, exception type, regex the message matches)
+_STATE = dict(in_size=(10, 4), out_channels=6, kernel_size=3)
+
+
+def _state(call=None, **changes):
+    """A row for ``bp_conv_ext.state.Conv1d`` (imported when the row runs: brainstate is on
+    the current stack only)."""
+    def run():
+        from bp_conv_ext.state import Conv1d as StateConv1d
+        conv = StateConv1d(**{**_STATE, **changes})
+        return None if call is None else call(conv)
+    return run
+
+
+def _bias_in_another_unit():
+    import brainunit as u
+    from bp_conv_ext.state import Conv1d as StateConv1d
+    conv = StateConv1d(**_STATE, w_init=np.ones((3, 4, 6)) * u.mA, b_init=np.zeros(6) * u.mV)
+    return conv(jnp.ones((10, 4)))
+
+
+# (what is wrong, the call, exception type, regex the message matches); rows whose first
+# word is `state.Conv1d` are for the brainpy.state layer.
 ROWS = [
     ('`in_channels` zero', _build(in_channels=0), ValueError, r"`in_channels` \(=0\) must be a positive integer"),
     ('`in_channels` a float', _build(in_channels=2.5), TypeError, r"`in_channels` \(=2.5\) must be an int"),
@@ -93,6 +120,21 @@ ROWS = [
     ('call: input shorter than the kernel (VALID)', _call(jnp.ones((2, 4)), padding='VALID'), ValueError, r"the input is too short for the kernel: 2 samples"),
     ('call: input shorter than the dilated kernel', _call(jnp.ones((4, 4)), padding='VALID', rhs_dilation=2), ValueError, r"the input is too short for the kernel: 4 samples .* the dilated kernel spans 5"),
     ('multi_step: one step instead of a sequence', _call(jnp.ones((3, 10, 4)), mode=bm.TrainingMode(), sequence=True), ValueError, r"where multi_step accepts inputs of shape \[T, B, H, C\] \(rank 4\); got an input of shape \(3, 10, 4\)"),
+    ('state.Conv1d: `in_size` with one entry', _state(in_size=(10,)), ValueError, r"`in_size` \(=\(10,\)\) must be a pair \(length, channels\)"),
+    ('state.Conv1d: `in_size` holding zero channels', _state(in_size=(10, 0)), ValueError, r"`in_size` \(=0\) must be a positive integer"),
+    ('state.Conv1d: `in_size` too short for the kernel', _state(in_size=(2, 4), padding='VALID'), ValueError, r"the input is too short for the kernel: 2 samples"),
+    ('state.Conv1d: `groups` not dividing the channels', _state(groups=3), ValueError, r"`in_channels` \(=4\) must be divisible by `groups` \(=3\)"),
+    ('state.Conv1d: `padding` an unknown string', _state(padding='FULL'), ValueError, r"`padding` \(='FULL'\) must be one of SAME, VALID, CAUSAL"),
+    ('state.Conv1d: `channel_first` not a bool', _state(channel_first='yes'), TypeError, r"`channel_first` \(='yes'\) must be a bool"),
+    ('state.Conv1d: `param_type` not a State class', _state(param_type=dict), TypeError, r"`param_type` \(=<class 'dict'>\) must be a brainstate.State subclass"),
+    ('state.Conv1d: `w_init` array of the wrong shape', _state(w_init=np.ones((3, 4, 5))), ValueError, r"`w_init`: the array has shape \(3, 4, 5\); expected \(3, 4, 6\)"),
+    ('state.Conv1d: `w_init` None', _state(w_init=None), ValueError, r"`w_init` \(=None\) must give the kernel"),
+    ('state.Conv1d: `w_mask` not broadcasting to the kernel', _state(w_mask=np.ones((3, 5))), ValueError, r"`w_mask` has shape \(3, 5\), which does not broadcast to the kernel shape \(3, 4, 6\)"),
+    ('state.Conv1d: `backend` unknown', _state(lambda conv: setattr(conv, 'backend', 'gpu')), ValueError, r"`backend` \(='gpu'\) must be one of 'auto', 'dense'"),
+    ('state.Conv1d call: input not of `in_size`', _state(lambda conv: conv(jnp.ones((2, 12, 4)))), ValueError, r"has in_size=\(10, 4\), so a call accepts inputs of shape \[10, 4\] or \[B, 10, 4\]; got an input of shape \(2, 12, 4\)"),
+    ('state.Conv1d multi_step: one step instead of a sequence', _state(lambda conv: conv.multi_step(jnp.ones((10, 4)))), ValueError, r"so multi_step accepts inputs of shape \[T, 10, 4\] or \[T, B, 10, 4\]; got an input of shape \(10, 4\)"),
+    ('state.Conv1d call: complex input', _state(lambda conv: conv(jnp.ones((10, 4), jnp.complex64))), TypeError, r"the input has dtype complex64; expected bool, integer or real floating"),
+    ('state.Conv1d call: a bias in another unit than the output', _bias_in_another_unit, UnitMismatchError, r"the bias has unit mV, but the output has unit mA \(the input's unit 1 times the kernel's mA\)"),
     ('conv1d: input of rank 4', lambda: conv1d(jnp.ones((1, 2, 10, 4)), jnp.ones((3, 4, 6))), ValueError, r"`x` must have shape \[H, C\] or \[B, H, C\]"),
     ('conv1d: kernel of rank 2', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4))), ValueError, r"`w` must have shape \[K, C_in // groups, C_out\]"),
     ('conv1d: kernel for other input channels', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 2, 6))), ValueError, r"`w` \(shape \(3, 2, 6\)\) expects 2 input channels"),
