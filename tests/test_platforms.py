@@ -2,7 +2,8 @@
 
 No accelerator is needed: ``jax.export`` lowers for a platform this machine does not have.
 The matrix covers the pure function, the layer in all three modes, ``multi_step``,
-``LayerByLayer`` and one trainer step; every backend; ``bool`` and float input; forward,
+``LayerByLayer`` and one trainer step, and the brainpy.state layer under brainstate's
+transforms, in a network and in a braintools optimizer step; every backend; ``bool`` and float input; forward,
 gradients, ``vmap`` and a ``lax.scan`` with its gradient.
 """
 import functools
@@ -21,6 +22,14 @@ from bp_conv_ext._conv import BACKENDS
 from bp_conv_ext._event import auto_platforms, forced_runtime, runtime_name
 
 export = pytest.importorskip('jax.export')
+
+try:     # the brainpy.state stack (BrainPy 2.8); BrainPy 2.6 has no brainstate
+    import brainpy.state
+    import brainstate
+    import braintools
+    import brainunit as u
+except ImportError:
+    brainstate = None
 
 #: Platform sets each program is exported for; the last is one multi-platform export.
 PLATFORMS = [('cuda',), ('rocm',), ('tpu',), ('cpu', 'cuda')]
@@ -153,11 +162,79 @@ def _sequence_program(what, backend, dtype, kind):
     return jax.grad(lambda train, xs: jnp.sum(jnp.sin(pure(train, others, xs)[0]))), (train, xs)
 
 
+def _stateful(fn, *args):
+    """``fn`` (which reads and writes brainstate states) as a pure function of the states'
+    values and its arguments, returning the new values and ``fn``'s output."""
+    stateful = brainstate.transform.StatefulFunction(fn)
+    stateful.make_jaxpr(*args)
+    values = [state.value for state in stateful.get_states(*args)]
+    return lambda values, *args: stateful.jaxpr_call(values, *args), values
+
+
+def _state_network(backend):
+    from bp_conv_ext.state import Conv1d as StateConv1d, LayerByLayer as StateLayerByLayer
+    conv = StateConv1d((LENGTH, CIN), 8, K, w_init=brainstate.nn.init.XavierNormal(unit=u.mA))
+    conv.backend = backend
+    net = StateLayerByLayer(conv, brainpy.state.LIF((LENGTH, 8)),
+                            brainstate.nn.Flatten(in_size=(LENGTH, 8)),
+                            brainstate.nn.Linear(LENGTH * 8, 2))
+    brainstate.nn.init_all_states(net, BATCH)
+    return net
+
+
+def _state_program(what, backend, dtype, kind):
+    """Programs of brainpy.state users: the layer under brainstate's grad, vmap and scan; a
+    network run layer by layer and step by step; a braintools optimizer step."""
+    from bp_conv_ext.state import Conv1d as StateConv1d
+    if what == 'state-layer':
+        layer = StateConv1d((LENGTH, CIN), COUT, K, b_init=brainstate.nn.init.ZeroInit())
+        layer.backend = backend
+        params = layer.states(brainstate.ParamState)
+        grad = lambda loss: brainstate.transform.grad(loss, params)()
+        x = _input((BATCH, LENGTH, CIN), dtype)
+        if kind == 'forward':
+            fn = layer
+        elif kind == 'grad':
+            fn = lambda x: grad(lambda: jnp.sum(jnp.sin(layer(x))))
+        elif kind == 'vmap':
+            fn = lambda x: grad(lambda: jnp.sum(brainstate.transform.vmap(layer)(x) ** 2))
+        else:
+            x = _input((STEPS, BATCH, LENGTH, CIN), dtype)
+            fn = lambda xs: grad(lambda: _scan_loss(layer, xs))
+    else:
+        net = _state_network(backend)
+        params = net.states(brainstate.ParamState)
+        x = _input((STEPS, BATCH, LENGTH, CIN), dtype)
+        if what == 'state-layer_by_layer':
+            run = net.multi_step
+        else:
+            run = lambda xs: brainstate.transform.for_loop(net, xs)
+        loss = lambda xs: jnp.sum(jnp.sin(run(xs)))
+        if kind == 'step':
+            optimizer = braintools.optim.Adam(lr=1e-3)
+            optimizer.register_trainable_weights(params)
+
+            def fn(xs):
+                grads, value = brainstate.transform.grad(loss, params, return_value=True)(xs)
+                optimizer.update(grads)
+                return value
+        else:
+            fn = lambda xs: brainstate.transform.grad(loss, params)(xs)
+    with brainstate.environ.context(dt=0.1 * u.ms):   # the neurons' time step, when traced
+        pure, values = _stateful(fn, x)
+    return (lambda values, x: pure(values, x)[1]), (values, x)
+
+
+STATE_PROGRAMS = ([('state-layer', kind) for kind in ('forward', 'grad', 'vmap', 'scan')]
+                  + [('state-layer_by_layer', 'grad'), ('state-per_step', 'grad'),
+                     ('state-per_step', 'step')])
+
 PROGRAMS = (
     [('pure', kind) for kind in ('forward', 'grad', 'vmap', 'scan')]
     + [(f'layer-{mode}', kind) for mode in MODES for kind in ('forward', 'grad', 'vmap', 'scan')]
     + [(what, kind) for what in ('multi_step', 'layer_by_layer') for kind in ('forward', 'grad')]
-    + [('trainer_step', 'step')])
+    + [('trainer_step', 'step')]
+    + (STATE_PROGRAMS if brainstate is not None else []))
 
 
 @functools.lru_cache(maxsize=None)
@@ -166,6 +243,8 @@ def _program(what, kind, backend, dtype):
     bm.random.seed(0)
     if what == 'pure':
         f, args = _pure_program(backend, dtype, kind)
+    elif what.startswith('state-'):
+        f, args = _state_program(what, backend, dtype, kind)
     elif what.startswith('layer-'):
         f, args = _layer_program(what[len('layer-'):], backend, dtype, kind)
     else:
