@@ -187,7 +187,7 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
     def update(self, x):
         """Convolve ``in_size``-shaped input, with or without a leading batch axis."""
         x, unit = self._checked(x, sequence=False)
-        return self._convolve(x, unit)
+        return self._with_unit(self._convolve(x, unit), unit)
 
     def multi_step(self, xs, fold: str = 'time'):
         """Convolve a whole sequence in one folded call.
@@ -200,8 +200,10 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
         fold = _conv.check_fold(fold)
         xs, unit = self._checked(xs, sequence=True)
         if xs.ndim == 3:
-            return self._convolve(xs, unit)
-        return _conv.fold_time(lambda x: self._convolve(x, unit), xs, fold)
+            ys = self._convolve(xs, unit)
+        else:
+            ys = _conv.fold_time(lambda x: self._convolve(x, unit), xs, fold)
+        return self._with_unit(ys, unit)
 
     def which_backend(self, x, platform=None) -> str:
         """What a call on ``x`` (concrete) computes with on ``platform`` (default: JAX's
@@ -238,7 +240,8 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
         return (w if self.w_mask is None else w * self.w_mask), unit
 
     def _convolve(self, x, x_unit):
-        """``x``: a batch ``[N, *in_size]`` (mantissa), ``x_unit``: its unit or ``None``."""
+        """The output's mantissa for a batch ``x`` ``[N, *in_size]`` (a mantissa) whose unit
+        is ``x_unit`` (``None``: a plain array)."""
         w, w_unit = self._kernel()
         unit = _times(x_unit, w_unit)
         b = self.weight.value.get('bias')
@@ -251,7 +254,11 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
                     f"{w_unit or u.UNITLESS}); give b_init that unit.")
             b = u.Quantity(b).to_decimal(out_unit)
         y = _conv.apply(self._channels_last(x), w, b, **self.config.options(self.backend))
-        y = self._channels_last(y)
+        return self._channels_last(y)
+
+    def _with_unit(self, y, x_unit):
+        """The output with its unit: the input's times the kernel's."""
+        unit = _times(x_unit, self._kernel()[1])
         return y if unit is None else u.maybe_decimal(u.Quantity(y, unit=unit))
 
 

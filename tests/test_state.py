@@ -148,6 +148,13 @@ def test_units_multiply_and_the_bias_takes_the_output_unit():
     assert u.get_unit(y) == u.uA
     plain = Conv1d((10, 2), 3, 3, w_init=u.get_mantissa(conv.weight.value['weight']))
     np.testing.assert_allclose(u.get_mantissa(y.to(u.uA)), plain(x), rtol=1e-5, atol=1e-6)
+    xs = _random((4, 2, 10, 2)) * u.mV
+    for fold in _conv.FOLDS:       # whole sequences keep the unit too
+        ys = conv.multi_step(xs, fold=fold)
+        assert u.get_unit(ys) == u.uA
+        np.testing.assert_allclose(u.get_mantissa(ys.to(u.uA)),
+                                   np.stack([u.get_mantissa(conv(x).to(u.uA)) for x in xs]),
+                                   rtol=1e-6, atol=1e-6)
     dimensionless = Conv1d((10, 2), 3, 3, w_init=0.5, b_init=0.1)
     assert not isinstance(dimensionless(x), u.Quantity)
     with pytest.raises(u.UnitMismatchError):

@@ -225,3 +225,83 @@ def test_a_training_step_communicates_only_the_gradients(mesh, backend, kind):
     _, trainer = _trainer(kind, backend)
     one = [jax.device_put(a, jax.devices()[0]) for a in (xs, ys)]
     assert collectives(_compiled_step(kind, trainer, *one)) == []
+
+
+# ------------------------------------------------ the brainpy.state layer (BrainPy 2.8 only)
+
+def _brainstate():
+    return pytest.importorskip('brainstate')
+
+
+def _state_network(backend):
+    brainstate = _brainstate()
+    import brainpy.state
+    import brainunit as u
+    from bp_conv_ext.state import Conv1d as StateConv1d, LayerByLayer as StateLayerByLayer
+    brainstate.random.seed(0)
+    conv = StateConv1d((L, C), 8, 3, w_init=brainstate.nn.init.XavierNormal(scale=3.0, unit=u.mA))
+    conv.backend = backend
+    return StateLayerByLayer(conv, brainpy.state.LIF((L, 8), tau=0.5 * u.ms, V_th=0.2 * u.mV),
+                             brainstate.nn.Flatten(in_size=(L, 8)), brainstate.nn.Linear(L * 8, 2))
+
+
+def _state_training(backend, whole, xs, ys, steps=3):
+    """Losses and final weights of ``steps`` braintools Adam steps (brainstate's jit and grad);
+    ``xs`` is [T, B, L, C] (batch split or not), run layer by layer or step by step."""
+    brainstate = _brainstate()
+    import braintools
+    import brainunit as u
+    net = _state_network(backend)
+    params = net.states(brainstate.ParamState)
+    optimizer = braintools.optim.Adam(lr=1e-2)
+    optimizer.register_trainable_weights(params)
+
+    def loss(xs, ys):
+        brainstate.nn.init_all_states(net, xs.shape[1])
+        with brainstate.environ.context(dt=0.1 * u.ms):
+            out = net.multi_step(xs, fold='batch') if whole else \
+                brainstate.transform.for_loop(net, xs)
+        return braintools.metric.softmax_cross_entropy_with_integer_labels(out.mean(0), ys).mean()
+
+    @brainstate.transform.jit
+    def step(xs, ys):
+        grads, value = brainstate.transform.grad(loss, params, return_value=True)(xs, ys)
+        optimizer.update(grads)
+        return value
+
+    losses = [float(step(xs, ys)) for _ in range(steps)]
+    return losses, [np.asarray(u.get_mantissa(v)) for v in jax.tree.leaves(params.to_dict_values())]
+
+
+@pytest.mark.parametrize('backend', BACKENDS_SHARDED)
+def test_state_layer_on_a_split_batch_equals_one_device(mesh, backend):
+    _event_on_one_device_only(backend)
+    brainstate = _brainstate()
+    from bp_conv_ext.state import Conv1d as StateConv1d
+    conv = StateConv1d((L, C), 8, 3, b_init=brainstate.nn.init.Normal())
+    conv.backend = backend
+    x, _, cot = _data()
+    params = conv.states(brainstate.ParamState)
+    grad = brainstate.transform.jit(
+        lambda x, c: brainstate.transform.grad(lambda: jnp.sum(conv(x) * c), params)())
+    xs, cs = split(mesh, x, cot)
+    np.testing.assert_allclose(np.asarray(brainstate.transform.jit(conv)(xs)),
+                               np.asarray(conv(x)), **TOL)
+    for ours, one in zip(jax.tree.leaves(grad(xs, cs)), jax.tree.leaves(grad(x, cot))):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(one), **TOL)
+
+
+@pytest.mark.parametrize('whole', [True, False], ids=['layer_by_layer', 'per_step'])
+@pytest.mark.parametrize('backend', BACKENDS_SHARDED)
+def test_state_training_on_a_split_batch_equals_one_device(mesh, backend, whole):
+    _event_on_one_device_only(backend)
+    xs, ys = _batches()
+    xs = jnp.swapaxes(xs, 0, 1)                        # [T, B, L, C]
+    losses, weights = _state_training(backend, whole, xs, ys)
+    xs_split, = split(mesh, xs, spec=P(None, 'data'))
+    ys_split, = split(mesh, ys)
+    split_losses, split_weights = _state_training(backend, whole, xs_split, ys_split)
+    np.testing.assert_allclose(split_losses, losses, rtol=1e-5)
+    assert losses[-1] < losses[0]
+    for ours, theirs in zip(split_weights, weights):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
