@@ -52,7 +52,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/layer_by_layer.py $(BENCH_ARGS)
 
 # The examples draw the tutorial's figures (the raster from a --quick run, the learning curves
-# from 100 of the 400 GunPoint epochs), then the site is built and every
+# from 100 of the 400 GunPoint epochs, in both BrainPy APIs), then the site is built and every
 # example in it runs as a doctest; any Sphinx warning fails the build. -E rereads every page,
 # so a warning is reported on every run, not only when its page changed.
 FIGURES := docs/_build/figures
@@ -70,7 +70,10 @@ $(FIGURES)/raster.png: examples/spike_raster.py bp_conv_ext/*.py $(STAMP)
 $(FIGURES)/learning_curve.png: examples/gunpoint.py bp_conv_ext/*.py $(STAMP)
 	$(PY) examples/gunpoint.py --epochs 100 --out $(FIGURES)
 
-docs: $(STAMP) $(FIGURES)/raster.png $(FIGURES)/learning_curve.png
+$(FIGURES)/learning_curve_state.png: examples/gunpoint_state.py examples/gunpoint.py bp_conv_ext/*.py $(STAMP)
+	$(PY) examples/gunpoint_state.py --epochs 100 --out $(FIGURES)
+
+docs: $(STAMP) $(FIGURES)/raster.png $(FIGURES)/learning_curve.png $(FIGURES)/learning_curve_state.png
 	$(SPHINX) -b html docs docs/_build/html; html=$$?; \
 	$(SPHINX) -b doctest docs docs/_build/doctest; doctest=$$?; \
 	if [ $$html -ne 0 ] || [ $$doctest -ne 0 ]; then \

@@ -133,7 +133,7 @@ def main(argv=None):
         results = {method: train(method, data, **options)
                    for method in ('per step', 'layer by layer')}
         histories = {method: r[1] for method, r in results.items()}
-        figure = os.path.join(args.out, 'learning_curve.png')
+        figure = os.path.join(args.out, 'learning_curve_state.png')
         plot_learning_curves(histories, figure, title='GunPoint, brainpy.state')
 
         trainer = results['layer by layer'][0]
