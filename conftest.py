@@ -1,8 +1,10 @@
-# Each BrainPy generation has the custom-kernel runtime of one event-driven kernel module;
-# the doctest collector must not import the other one.
+# Each BrainPy generation has the custom-kernel runtime of one event-driven kernel module, and
+# only the current one has brainstate (the brainpy.state layers): the doctest collector must
+# not import the modules whose package is missing.
 import importlib.util
 
 collect_ignore = [f'bp_conv_ext/{module}.py'
                   for package, module in (('brainevent', '_event_numba'),
-                                          ('brainpylib', '_event_taichi'))
+                                          ('brainpylib', '_event_taichi'),
+                                          ('brainstate', 'state'))
                   if importlib.util.find_spec(package) is None]

@@ -118,6 +118,16 @@ def train(method, data, epochs, lr, batch_size, seed, eval_every):
         trainer = bp_conv_ext.LayerByLayerTrainer(net, loss_fun, optimizer)
         fit_epoch = lambda b: trainer.fit(b, num_epoch=1, progress_bar=False)[-1]
         predict = trainer.predict
+    history, seconds = run_epochs(method, fit_epoch, lambda: accuracy(predict, x_test, y_test),
+                                  x_train, y_train, epochs, batch_size, seed, eval_every)
+    return net, predict, history, seconds
+
+
+def run_epochs(method, fit_epoch, evaluate, x_train, y_train, epochs, batch_size, seed,
+               eval_every):
+    """Train for ``epochs`` under one progress bar: ``fit_epoch(batches)`` returns the mean
+    loss, ``evaluate()`` the test accuracy (every ``eval_every`` epochs and at the end).
+    Returns the history and the wall time."""
     rng = np.random.default_rng(seed)
     history = {'epoch': [], 'loss': [], 'eval_epoch': [], 'test_accuracy': []}
     start = time.perf_counter()
@@ -127,10 +137,10 @@ def train(method, data, epochs, lr, batch_size, seed, eval_every):
         history['loss'].append(fit_epoch(batches(x_train, y_train, batch_size, rng)))
         if epoch % eval_every == 0 or epoch == epochs:
             history['eval_epoch'].append(epoch)
-            history['test_accuracy'].append(accuracy(predict, x_test, y_test))
+            history['test_accuracy'].append(evaluate())
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}",
                             test_acc=f"{history['test_accuracy'][-1]:.3f}")
-    return net, predict, history, time.perf_counter() - start
+    return history, time.perf_counter() - start
 
 
 def plot_learning_curves(histories, path, title='GunPoint'):
@@ -154,28 +164,60 @@ def plot_learning_curves(histories, path, title='GunPoint'):
     plt.close(fig)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(argv, description: str, out: str):
+    """The command line both GunPoint examples take; returns it and the number of epochs."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument('--quick', action='store_true',
                         help='a few epochs on 40 series, to check that everything runs')
     parser.add_argument('--epochs', type=int, default=None, help='training epochs (default 400)')
     parser.add_argument('--steps', type=int, default=8, help='time steps per series')
     parser.add_argument('--seed', type=int, default=0, help='initialisation and shuffling seed')
-    parser.add_argument('--out', default=os.path.join('out', 'gunpoint'),
+    parser.add_argument('--out', default=os.path.join('out', out),
                         help='folder for the figure and the checkpoint')
     args = parser.parse_args(argv)
-    epochs = args.epochs or (2 if args.quick else 400)
     os.makedirs(args.out, exist_ok=True)
     print(f"outputs go to {os.path.abspath(args.out)}")
+    return args, args.epochs or (2 if args.quick else 400)
 
+
+def encoded_data(args):
+    """GunPoint's splits encoded as ``args.steps`` steps of input current."""
     raw = load_gunpoint(args.quick)
     data = {split: (encode(x, args.steps), y) for split, (x, y) in raw.items()}
     print(f"GunPoint: {len(data['train'][1])} training and {len(data['test'][1])} test series, "
           f"encoded as {args.steps} steps of input current, shape {data['train'][0].shape[1:]}")
+    return data
 
-    options = dict(epochs=epochs, lr=5e-3, batch_size=10, seed=args.seed,
-                   eval_every=1 if args.quick else 20)
-    results = {method: train(method, data, **options)
+
+def training_options(args, epochs):
+    return dict(epochs=epochs, lr=5e-3, batch_size=10, seed=args.seed,
+                eval_every=1 if args.quick else 20)
+
+
+def summary(results, epochs, checkpoint, accuracies, figure):
+    """Print and return the outcome: ``results`` maps each method to its history and wall
+    time; ``accuracies`` are the test accuracies before saving and after reloading."""
+    final_accuracy, reloaded_accuracy = accuracies
+    print("\nsummary")
+    for method, (history, seconds) in results.items():
+        print(f"  {method:>14}: {epochs} epochs in {seconds:6.1f} s, final training loss "
+              f"{history['loss'][-1]:.4f}, test accuracy {history['test_accuracy'][-1]:.3f}")
+    per_step, layerwise = (results[m][1] for m in ('per step', 'layer by layer'))
+    print(f"  layer-by-layer training was {per_step / layerwise:.1f}x faster than per-step")
+    print(f"  checkpoint {checkpoint}: test accuracy {final_accuracy:.3f} before saving, "
+          f"{reloaded_accuracy:.3f} after loading into a fresh network")
+    print(f"  learning curves: {figure}")
+    return {'test_accuracy': final_accuracy, 'reloaded_accuracy': reloaded_accuracy,
+            'figure': figure, 'checkpoint': checkpoint,
+            'seconds': {m: seconds for m, (_, seconds) in results.items()},
+            'test_accuracy_by_method': {m: history['test_accuracy'][-1]
+                                        for m, (history, _) in results.items()}}
+
+
+def main(argv=None):
+    args, epochs = arguments(argv, __doc__.splitlines()[0], 'gunpoint')
+    data = encoded_data(args)
+    results = {method: train(method, data, **training_options(args, epochs))
                for method in ('per step', 'layer by layer')}
 
     histories = {method: r[2] for method, r in results.items()}
@@ -199,20 +241,7 @@ def main(argv=None):
         bp_conv_ext.LayerByLayerTrainer(fresh, loss_fun, bp.optim.Adam(lr=0.0)).predict,
         x_test, y_test)
 
-    print("\nsummary")
-    for method, (history, seconds) in results.items():
-        print(f"  {method:>14}: {epochs} epochs in {seconds:6.1f} s, final training loss "
-              f"{history['loss'][-1]:.4f}, test accuracy {history['test_accuracy'][-1]:.3f}")
-    per_step, layerwise = (results[m][1] for m in ('per step', 'layer by layer'))
-    print(f"  layer-by-layer training was {per_step / layerwise:.1f}x faster than per-step")
-    print(f"  checkpoint {checkpoint}: test accuracy {final_accuracy:.3f} before saving, "
-          f"{reloaded_accuracy:.3f} after reloading into a fresh network")
-    print(f"  learning curves: {figure}")
-    return {'test_accuracy': final_accuracy, 'reloaded_accuracy': reloaded_accuracy,
-            'figure': figure, 'checkpoint': checkpoint,
-            'seconds': {m: seconds for m, (_, seconds) in results.items()},
-            'test_accuracy_by_method': {m: history['test_accuracy'][-1]
-                                        for m, (history, _) in results.items()}}
+    return summary(results, epochs, checkpoint, (final_accuracy, reloaded_accuracy), figure)
 
 
 if __name__ == '__main__':

@@ -15,10 +15,8 @@ evaluated again.
 
     python examples/gunpoint_state.py [--quick] [--epochs N] [--out DIR]
 """
-import argparse
 import os
 import sys
-import time
 
 import brainpy.state
 import brainstate
@@ -26,10 +24,10 @@ import braintools
 import brainunit as u
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gunpoint import LENGTH, batches, encode, load_gunpoint, plot_learning_curves  # noqa: E402
+from gunpoint import (LENGTH, arguments, encoded_data, plot_learning_curves, run_epochs,  # noqa: E402
+                      summary, training_options)
 
 from bp_conv_ext.state import Conv1d, LayerByLayer  # noqa: E402
 
@@ -93,48 +91,21 @@ def train(method, data, epochs, lr, batch_size, seed, eval_every):
     brainstate.random.seed(seed)
     trainer = Trainer(build_network(), method, lr)
     (x_train, y_train), (x_test, y_test) = data['train'], data['test']
-    rng = np.random.default_rng(seed)
-    history = {'epoch': [], 'loss': [], 'eval_epoch': [], 'test_accuracy': []}
-    start = time.perf_counter()
-    bar = tqdm(range(1, epochs + 1), desc=f'{method:>14}', unit='epoch')
-    for epoch in bar:
-        history['epoch'].append(epoch)
-        history['loss'].append(trainer.fit_epoch(batches(x_train, y_train, batch_size, rng)))
-        if epoch % eval_every == 0 or epoch == epochs:
-            history['eval_epoch'].append(epoch)
-            history['test_accuracy'].append(trainer.accuracy(x_test, y_test))
-            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}",
-                            test_acc=f"{history['test_accuracy'][-1]:.3f}")
-    return trainer, history, time.perf_counter() - start
+    history, seconds = run_epochs(method, trainer.fit_epoch,
+                                  lambda: trainer.accuracy(x_test, y_test),
+                                  x_train, y_train, epochs, batch_size, seed, eval_every)
+    return trainer, history, seconds
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--quick', action='store_true',
-                        help='a few epochs on 40 series, to check that everything runs')
-    parser.add_argument('--epochs', type=int, default=None, help='training epochs (default 400)')
-    parser.add_argument('--steps', type=int, default=8, help='time steps per series')
-    parser.add_argument('--seed', type=int, default=0, help='initialisation and shuffling seed')
-    parser.add_argument('--out', default=os.path.join('out', 'gunpoint_state'),
-                        help='folder for the figure and the checkpoint')
-    args = parser.parse_args(argv)
-    epochs = args.epochs or (2 if args.quick else 400)
-    os.makedirs(args.out, exist_ok=True)
-    print(f"outputs go to {os.path.abspath(args.out)}")
-
-    raw = load_gunpoint(args.quick)
-    data = {split: (encode(x, args.steps), y) for split, (x, y) in raw.items()}
-    print(f"GunPoint: {len(data['train'][1])} training and {len(data['test'][1])} test series, "
-          f"encoded as {args.steps} steps of input current, shape {data['train'][0].shape[1:]}")
-
-    options = dict(epochs=epochs, lr=5e-3, batch_size=10, seed=args.seed,
-                   eval_every=1 if args.quick else 20)
+    args, epochs = arguments(argv, __doc__.splitlines()[0], 'gunpoint_state')
+    data = encoded_data(args)
     with brainstate.environ.context(dt=DT):
-        results = {method: train(method, data, **options)
+        results = {method: train(method, data, **training_options(args, epochs))
                    for method in ('per step', 'layer by layer')}
-        histories = {method: r[1] for method, r in results.items()}
         figure = os.path.join(args.out, 'learning_curve_state.png')
-        plot_learning_curves(histories, figure, title='GunPoint, brainpy.state')
+        plot_learning_curves({method: r[1] for method, r in results.items()}, figure,
+                             title='GunPoint, brainpy.state')
 
         trainer = results['layer by layer'][0]
         checkpoint = os.path.join(args.out, 'gunpoint_state.msgpack')
@@ -144,21 +115,8 @@ def main(argv=None):
         fresh = build_network()
         braintools.file.msgpack_load(checkpoint, target=fresh.states(brainstate.ParamState))
         reloaded_accuracy = Trainer(fresh, 'layer by layer', lr=0.0).accuracy(x_test, y_test)
-
-    print("\nsummary")
-    for method, (_, history, seconds) in results.items():
-        print(f"  {method:>14}: {epochs} epochs in {seconds:6.1f} s, final training loss "
-              f"{history['loss'][-1]:.4f}, test accuracy {history['test_accuracy'][-1]:.3f}")
-    per_step, layerwise = (results[m][2] for m in ('per step', 'layer by layer'))
-    print(f"  layer-by-layer training was {per_step / layerwise:.1f}x faster than per-step")
-    print(f"  checkpoint {checkpoint}: test accuracy {final_accuracy:.3f} before saving, "
-          f"{reloaded_accuracy:.3f} after loading into a fresh network")
-    print(f"  learning curves: {figure}")
-    return {'test_accuracy': final_accuracy, 'reloaded_accuracy': reloaded_accuracy,
-            'figure': figure, 'checkpoint': checkpoint,
-            'seconds': {m: r[2] for m, r in results.items()},
-            'test_accuracy_by_method': {m: r[1]['test_accuracy'][-1]
-                                        for m, r in results.items()}}
+    return summary({m: r[1:] for m, r in results.items()}, epochs, checkpoint,
+                   (final_accuracy, reloaded_accuracy), figure)
 
 
 if __name__ == '__main__':

@@ -22,23 +22,13 @@ def test_spike_raster_quick(tmp_path):
     assert all(rate > 0 for rate in result['rates_hz'].values())
 
 
-def test_gunpoint_quick(tmp_path):
+@pytest.mark.parametrize('name', ['gunpoint', 'gunpoint_state'])
+def test_gunpoint_quick(tmp_path, name):
+    if name == 'gunpoint_state':
+        pytest.importorskip('brainstate')      # brainpy.state: the current stack
     pytest.importorskip('matplotlib')
     pytest.importorskip('aeon')
-    result = _load('gunpoint').main(['--quick', '--out', str(tmp_path)])
-    assert os.path.getsize(result['figure']) > 10_000
-    assert os.path.getsize(result['checkpoint']) > 1_000
-    assert result['reloaded_accuracy'] == result['test_accuracy']
-    assert set(result['seconds']) == {'per step', 'layer by layer'}
-    assert all(0.0 <= acc <= 1.0 for acc in result['test_accuracy_by_method'].values())
-
-
-
-def test_gunpoint_state_quick(tmp_path):
-    pytest.importorskip('brainstate')          # brainpy.state: the current stack
-    pytest.importorskip('matplotlib')
-    pytest.importorskip('aeon')
-    result = _load('gunpoint_state').main(['--quick', '--out', str(tmp_path)])
+    result = _load(name).main(['--quick', '--out', str(tmp_path)])
     assert os.path.getsize(result['figure']) > 10_000
     assert os.path.getsize(result['checkpoint']) > 1_000
     assert result['reloaded_accuracy'] == result['test_accuracy']
