@@ -4,7 +4,7 @@
 import importlib.util
 
 collect_ignore = [f'bp_conv_ext/{module}.py'
-                  for package, module in (('brainevent', '_event_numba'),
-                                          ('brainpylib', '_event_taichi'),
+                  for package, module in (('brainevent', 'kernels/numba_cpu'),
+                                          ('brainpylib', 'kernels/taichi_cpu'),
                                           ('brainstate', 'state'))
                   if importlib.util.find_spec(package) is None]

@@ -5,10 +5,15 @@ and the event-driven path at several spike densities, with achieved GFLOP/s and 
 machine's matmul peak measured at the start. Every number is the median of interleaved
 repeats after a warm-up call that compiles; ratios compare numbers from this run only.
 
-    python benchmarks/conv_suite.py [--quick]
+    python benchmarks/conv_suite.py [--quick] [--gpu]
 
 PyTorch runs with 2 threads; set ``OMP_WAIT_POLICY`` before starting (``make bench``
 sets ``passive``) and read it from the header.
+
+``--gpu`` runs the same tables on a CUDA GPU (JAX's default device; PyTorch on ``cuda``,
+synchronised after every call): the batched shapes at batch 32 and 256, the event-driven
+path (the Pallas kernels) at p in {0.01, 0.02, 0.05, 0.1, 0.2} with its crossover per shape,
+and per-step BPTT on spikes, event-driven against cuDNN.
 """
 import argparse
 import os
@@ -43,6 +48,32 @@ SHAPES = [
     ('L1000 16->16 K3 (non-batching)', None, 1000, 16, 16, 3),
 ]
 DENSITIES = (0.01, 0.03, 0.05, 0.1, 0.2, 0.5)
+#: On a GPU (``--gpu``): the batched shapes at batch 32 and 256, and these densities.
+GPU_SHAPES = [(f'B{b} ' + shape[0].split(' ', 1)[1], b) + shape[2:]
+              for b in (32, 256) for shape in SHAPES if shape[1] is not None]
+GPU_DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.2)
+#: Where PyTorch runs: 'cpu' (2 threads) or 'cuda' (``--gpu``).
+TORCH_DEVICE = 'cpu'
+
+
+def use_torch() -> bool:
+    return torch is not None and TORCH_DEVICE is not None
+
+
+def torch_tensor(array):
+    return torch.from_numpy(array).to(TORCH_DEVICE)
+
+
+def torch_timed(fn):
+    """``fn`` that returns only when PyTorch's work is done (CUDA runs asynchronously)."""
+    if TORCH_DEVICE == 'cpu':
+        return fn
+
+    def synced():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+    return synced
 
 
 def measure(calls: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
@@ -117,10 +148,10 @@ def dense_calls(batch, length, cin, cout, k, rng):
         gj = jax.jit(jax.grad(lambda w, x, f=f: jnp.sum(f(w, x) * gin), argnums=(0, 1)))
         fwd[name] = lambda fj=fj: block(fj(w, xin))
         fb[name] = lambda gj=gj: block(gj(w, xin))
-    if torch is not None:
-        xt = torch.from_numpy(x_np).permute(0, 2, 1).contiguous()
-        wt = torch.from_numpy(w_np).permute(2, 1, 0).contiguous()
-        gt = torch.from_numpy(g_np).permute(0, 2, 1).contiguous()
+    if use_torch():
+        xt = torch_tensor(x_np).permute(0, 2, 1).contiguous()
+        wt = torch_tensor(w_np).permute(2, 1, 0).contiguous()
+        gt = torch_tensor(g_np).permute(0, 2, 1).contiguous()
         pads = ((k - 1) // 2, k // 2)
 
         def torch_fwd():
@@ -135,7 +166,7 @@ def dense_calls(batch, length, cin, cout, k, rng):
             y.backward(gt)
             return xg.grad, wg.grad
 
-        fwd['torch'], fb['torch'] = torch_fwd, torch_fb
+        fwd['torch'], fb['torch'] = torch_timed(torch_fwd), torch_timed(torch_fb)
     return fwd, fb, 2 * n * length * cin * cout * k
 
 
@@ -143,9 +174,9 @@ def fmt_ratio(a, b):
     return f"{a / b:.2f}"
 
 
-def dense_tables(repeats, rng):
+def dense_tables(repeats, rng, shapes):
     rows_fwd, rows_fb = [], []
-    for name, batch, length, cin, cout, k in SHAPES:
+    for name, batch, length, cin, cout, k in shapes:
         fwd, fb, flops = dense_calls(batch, length, cin, cout, k, rng)
         for rows, calls, mult in ((rows_fwd, fwd, 1), (rows_fb, fb, 3)):
             t = measure(calls, repeats)
@@ -209,14 +240,45 @@ def bptt_table(repeats, rng):
     return lines
 
 
-def event_table(repeats, rng, densities):
+def spiking_bptt_table(repeats, rng, densities):
+    """grad through a lax.scan over T=100 of conv + a leaky integrator on bool spikes, per
+    step: the event-driven path against the dense one (cuDNN on a GPU) and raw lax."""
+    steps, batch, length, cin, cout, k = 100, 32, 140, 16, 64, 5
+    w_np = (rng.standard_normal((k, cin, cout)) / np.sqrt(k * cin)).astype(np.float32)
+    w = jnp.asarray(w_np)
+
+    def per_step(conv, xs):
+        def loss(w):
+            def step(v, x):
+                v = 0.9 * v + conv(w, x)
+                return v, jnp.tanh(v)
+            _, ys = lax.scan(step, jnp.zeros((batch, length, cout)), xs)
+            return jnp.mean(ys ** 2)
+        return jax.jit(jax.grad(loss))
+
+    lines = ["| T=100 B32 L140 16->64 K5, bool spikes | p | event (s) | dense (s) | lax (s) | "
+             "lax/event |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for p in densities:
+        xs = jnp.asarray(rng.random((steps, batch, length, cin)) < p)
+        fns = {backend: per_step(lambda w, x, b=backend: bp_conv_ext.conv1d(x, w, backend=b,
+                                                                          padding='SAME'), xs)
+               for backend in ('event', 'dense')}
+        fns['lax'] = per_step(lambda w, x: lax_conv(x.astype(w.dtype), w, k), xs)
+        t = measure({name: (lambda f=f: block(f(w))) for name, f in fns.items()}, repeats)
+        lines.append(f"| | {p} | {t['event']:.4f} | {t['dense']:.4f} | {t['lax']:.4f} | "
+                     f"{t['lax'] / t['event']:.2f}x |")
+    return lines
+
+
+def event_table(repeats, rng, densities, shapes):
     """Forward on bool spikes: event-driven and auto vs the best dense (min of lax, torch,
     both given the spikes as float32 already) and vs this project's dense path on the
-    same bool input."""
+    same bool input; then, per shape, the densities where the event path wins."""
     lines = ["| shape | p | event (ms) | auto (ms) | ours dense (ms) | best dense (ms) | "
              "best dense/event | auto/ours dense |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name, batch, length, cin, cout, k in SHAPES:
+    crossovers = []
+    for name, batch, length, cin, cout, k in shapes:
         n = 1 if batch is None else batch
         w_np = (rng.standard_normal((k, cin, cout)) / np.sqrt(k * cin)).astype(np.float32)
         w = jnp.asarray(w_np)
@@ -228,44 +290,62 @@ def event_table(repeats, rng, densities):
             layer.backend = backend
             layers[backend] = jax.jit(layer_fn(layer))
         raw = jax.jit(lambda w, x: lax_conv(x, w, k))
+        wins = []
         for p in densities:
             spikes = rng.random((n, length, cin)) < p
             xb = jnp.asarray(spikes[0] if batch is None else spikes)
             xf = jnp.asarray(spikes, jnp.float32)
             calls = {backend: (lambda f=f: block(f(w, xb))) for backend, f in layers.items()}
             calls['lax'] = lambda: block(raw(w, xf))
-            if torch is not None:
-                xt = torch.from_numpy(spikes.astype(np.float32)).permute(0, 2, 1).contiguous()
-                wt = torch.from_numpy(w_np).permute(2, 1, 0).contiguous()
+            if use_torch():
+                xt = torch_tensor(spikes.astype(np.float32)).permute(0, 2, 1).contiguous()
+                wt = torch_tensor(w_np).permute(2, 1, 0).contiguous()
                 pads = ((k - 1) // 2, k // 2)
 
                 def torch_fwd():
                     with torch.no_grad():
                         return torch.nn.functional.conv1d(torch.nn.functional.pad(xt, pads), wt)
-                calls['torch'] = torch_fwd
+                calls['torch'] = torch_timed(torch_fwd)
             t = measure(calls, repeats)
             best = min(t['lax'], t.get('torch', float('inf')))
+            wins.append((p, best / t['event']))
             lines.append(f"| {name} | {p} | {t['event'] * 1e3:.3f} | {t['auto'] * 1e3:.3f} | "
                          f"{t['dense'] * 1e3:.3f} | {best * 1e3:.3f} | {best / t['event']:.1f}x | "
                          f"{t['auto'] / t['dense']:.2f} |")
-    return lines
+        faster = [p for p, ratio in wins if ratio > 1]
+        crossovers.append(f"- {name}: event faster than the best dense at p <= "
+                          f"{max(faster)}" if faster else f"- {name}: never faster")
+    return lines + ["", "Crossover (the densest p at which the event path still wins):"] + \
+        crossovers
 
 
 def main():
+    global TORCH_DEVICE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='fewer repeats (under 2 minutes)')
+    parser.add_argument('--gpu', action='store_true',
+                        help="the GPU tables, on JAX's default device (a CUDA GPU)")
     args = parser.parse_args()
+    if args.gpu and jax.default_backend() != 'gpu':
+        parser.error(f"--gpu needs JAX on a GPU; its default backend is {jax.default_backend()!r}")
+    shapes, densities = (GPU_SHAPES, GPU_DENSITIES) if args.gpu else (SHAPES, DENSITIES)
+    platform = 'cuda' if args.gpu else 'cpu'
+    if args.gpu and torch is not None:
+        TORCH_DEVICE = 'cuda' if torch.cuda.is_available() else None
     repeats = 7 if args.quick else 41
     rng = np.random.default_rng(0)
     start = time.perf_counter()
-    print(f"# bp_conv_ext {bp_conv_ext.__version__} benchmark{' (quick)' if args.quick else ''}")
-    print(f"jax {jax.__version__}, brainpy {bp.__version__}, "
-          f"torch {torch.__version__ + ' (2 threads)' if torch else 'not installed: torch columns skipped'}, "
+    print(f"# bp_conv_ext {bp_conv_ext.__version__} benchmark{' (quick)' if args.quick else ''}"
+          f" on {jax.devices()[0].device_kind}")
+    torch_note = ('not installed: torch columns skipped' if torch is None else
+                  f"{torch.__version__} on {TORCH_DEVICE}" if args.gpu else
+                  f"{torch.__version__} (2 threads)")
+    print(f"jax {jax.__version__}, brainpy {bp.__version__}, torch {torch_note}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} CPUs, "
-          f"event-driven kernels: {_event.runtime_name()}")
+          f"event-driven kernels: {bp_conv_ext.event_kernel(platform)}")
     print(f"matmul peak (2048x2048 float32): {matmul_peak(repeats):.0f} GFLOP/s\n")
 
-    header, rows_fwd, rows_fb = dense_tables(repeats, rng)
+    header, rows_fwd, rows_fb = dense_tables(repeats, rng, shapes)
     print("## Forward (SAME, float32, median ms)\n")
     print(header)
     print('\n'.join(rows_fwd))
@@ -274,9 +354,13 @@ def main():
     print('\n'.join(rows_fb))
     print("\n## Per-step BPTT: grad through lax.scan\n")
     print('\n'.join(bptt_table(max(3, repeats // 3), rng)))
-    print(f"\n## Event-driven forward on bool spikes (auto: event at density <= "
-          f"{bp_conv_ext.EVENT_DENSITY_THRESHOLD})\n")
-    print('\n'.join(event_table(repeats, rng, DENSITIES)))
+    if args.gpu:
+        print("\n## Per-step BPTT on spikes: event-driven against the dense path\n")
+        print('\n'.join(spiking_bptt_table(max(3, repeats // 3), rng, (0.01, 0.02, 0.05))))
+    threshold = (f"auto: event at density <= {bp_conv_ext.EVENT_DENSITY_THRESHOLD}"
+                 if 'cpu' in _event.auto_platforms() and not args.gpu else "auto: dense here")
+    print(f"\n## Event-driven forward on bool spikes ({threshold})\n")
+    print('\n'.join(event_table(repeats, rng, densities, shapes)))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

@@ -335,14 +335,14 @@ def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 
 def event_kernel(platform=None) -> str:
     """The kernel that runs the event-driven path on ``platform`` (default: JAX's default
     backend): ``'numba'`` (CPU, BrainPy 2.7+ with brainevent), ``'taichi'`` (CPU, BrainPy 2.6
-    with brainpylib) or ``'jax'`` (the pure-JAX kernels: GPUs, TPUs, and the CPU when neither
-    runtime is installed).
+    with brainpylib), ``'pallas'`` (Pallas kernels through Triton: NVIDIA GPUs) or ``'jax'``
+    (the pure-JAX kernels: AMD GPUs, TPUs, and the CPU when neither runtime is installed).
 
     Examples
     --------
     >>> from bp_conv_ext import event_kernel
-    >>> event_kernel('cuda')
-    'jax'
+    >>> event_kernel('cuda'), event_kernel('tpu')
+    ('pallas', 'jax')
     """
     return _event.kernel_name(check_platform(platform))
 

@@ -9,22 +9,17 @@ The operation is a pair of JAX primitives defined here, the convolution and its 
 gradient, with everything that is not a kernel written once: the rules for JVP,
 transposition (reverse mode with respect to the kernel and the input) and ``vmap``, the
 abstract evaluation, which keeps the varying manual axes of ``jax.shard_map``, and the
-sharding rule under ``jax.jit``. Each platform lowers them to its own kernels:
+sharding rule under ``jax.jit``. Each platform lowers them to its own kernels, one module per
+runtime and platform in :mod:`bp_conv_ext.kernels` (see there for their common names):
 
-- the CPU to those of the installed BrainPy generation's runtime, each in its own module with
-  the same names: :mod:`._event_numba` (numba kernels through ``brainevent.XLACustomKernel``,
-  BrainPy 2.7+) or :mod:`._event_taichi` (taichi kernels through ``brainpy.math.XLACustomOp``,
-  run by ``brainpylib``, BrainPy 2.6), or :mod:`._event_jax` when neither is installed;
-- GPUs and TPUs to the pure-JAX kernels of :mod:`._event_jax`.
+- the CPU to those of the installed BrainPy generation's runtime: ``kernels.numba_cpu`` (numba
+  kernels through ``brainevent.XLACustomKernel``, BrainPy 2.7+) or ``kernels.taichi_cpu``
+  (taichi kernels through ``brainpy.math.XLACustomOp``, run by ``brainpylib``, BrainPy 2.6), or
+  the pure-JAX ``kernels.xla`` when neither is installed;
+- CUDA GPUs to the Pallas (Triton) kernels of ``kernels.pallas_gpu``; ROCm GPUs and TPUs to
+  ``kernels.xla``.
 
-A kernel module provides ``NAME`` (its kernels' name), ``AUTO`` (whether ``backend='auto'``
-may choose them on the CPU: whether they were measured to beat the dense path),
-``SHARDING`` (on several devices: ``'split'`` by the sharding rule below, ``'xla'`` by XLA
-itself, ``None``: one device only, an error), ``forward`` and
-``kernel_grad`` (called as ``kernel(x, w_or_dy, params, outs=[...], **static)``, returning a
-list) and ``threads()``. ``params`` is an ``int32`` vector
-``(stride, low, lhs_dilation, rhs_dilation, groups, threads())``; the static parameters include
-the matmul precision the call was made under.
+The static parameters include the matmul precision the call was made under.
 
 Sharding. Under ``jax.jit`` with sharded inputs, XLA cannot split a custom call, so the numba
 kernels are wrapped in ``jax.experimental.custom_partitioning``: the forward runs on each
@@ -48,37 +43,35 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
-from . import _dense, _event_jax
+from . import _dense, kernels
 
-#: Runtime packages in the order they are preferred, with their kernel modules; the pure-JAX
-#: kernels serve when none is installed.
-_RUNTIMES = (('brainevent', '_event_numba'), ('brainpylib', '_event_taichi'), ('jax', '_event_jax'))
-_ACCELERATORS = ('cuda', 'rocm', 'tpu')
 _forced = None
 
 
 @functools.lru_cache(maxsize=None)
 def _installed():
-    for package, _ in _RUNTIMES:
+    for package, _ in kernels.CPU:
         if importlib.util.find_spec(package) is not None:
             return package
 
 
 def runtime_name():
     """The package whose kernels the event-driven path uses on the CPU: ``'brainevent'``,
-    ``'brainpylib'`` or ``'jax'`` (the pure-JAX kernels, when neither is installed)."""
+    ``'brainpylib'`` or ``'jax'`` (the pure-JAX kernels, when neither is installed); inside
+    :func:`forced_runtime`, the one forced (also ``'pallas'``)."""
     return _forced or _installed()
 
 
 @contextlib.contextmanager
 def forced_runtime(package: str):
-    """Trace the event path with the CPU kernels of ``package`` (one of the runtime packages,
-    installed) inside the ``with`` block: how the tests run the pure-JAX kernels on the
-    CPU through the same primitives. Programs traced inside the block keep those kernels."""
+    """Trace the event path with the kernels of ``package`` on the CPU inside the ``with``
+    block: one of the runtime packages (installed), ``'jax'`` or ``'pallas'`` (the GPU kernels,
+    interpreted). How the tests run the accelerators' kernels on the CPU through the same
+    primitives. Programs traced inside the block keep those kernels."""
     global _forced
-    if package not in dict(_RUNTIMES):
+    if package not in kernels.FORCEABLE:
         raise ValueError(f"`package` (={package!r}) must be one of "
-                         f"{', '.join(repr(p) for p, _ in _RUNTIMES)}.")
+                         f"{', '.join(map(repr, kernels.FORCEABLE))}.")
     _module(package)
     previous, _forced = _forced, package
     try:
@@ -96,12 +89,14 @@ def auto_platforms() -> tuple:
 def kernel_name(platform: str) -> str:
     """The event kernels that run on ``platform`` (``'cpu'``, ``'cuda'``, ``'rocm'``,
     ``'tpu'``)."""
-    return _module(runtime_name()).NAME if platform == 'cpu' else _event_jax.NAME
+    if platform == 'cpu':
+        return _module(runtime_name()).NAME
+    return kernels.module(kernels.ACCELERATORS[platform]).NAME
 
 
-@functools.lru_cache(maxsize=None)
 def _module(package):
-    return importlib.import_module('.' + dict(_RUNTIMES)[package], __package__)
+    """The kernel module of a CPU runtime package (or of a forceable one)."""
+    return kernels.module(kernels.FORCEABLE[package])
 
 
 def _varying(aval):
@@ -187,10 +182,10 @@ class _Operation:
         self.primitive.def_impl(self._impl)
         self.primitive.def_abstract_eval(_abstract_eval)
         mlir.register_lowering(self.primitive, self._cpu_rule, platform='cpu')
-        accelerator = _event_jax.lowering(getattr(_event_jax, kind))
-        for platform in _ACCELERATORS:
-            mlir.register_lowering(self.primitive, accelerator, platform=platform)
-        # The CPU lowering partitions the kernel call, which needs the devices.
+        for platform, name in kernels.ACCELERATORS.items():
+            rule = functools.partial(self._accelerator_rule, name)
+            mlir.register_lowering(self.primitive, rule, platform=platform)
+        # The lowering may partition the kernel call, which needs the devices.
         prim_requires_devices_during_lowering.add(self.primitive)
 
     def __call__(self, *args, outs, **static):
@@ -205,19 +200,29 @@ class _Operation:
         return _compiled(self.primitive, tuple(sorted(params.items())))(*args)
 
     def _cpu_rule(self, ctx, *args, kernels, **params):
+        # On the CPU, the kernels of the runtime the call was traced with.
+        return self._rule(_module(kernels), ctx, *args, kernels=kernels, **params)
+
+    def _accelerator_rule(self, name, ctx, *args, **params):
+        # The kernel module of an accelerator is imported when a program first needs it.
+        return self._rule(kernels.module(name), ctx, *args, compiled=True, **params)
+
+    def _rule(self, module, ctx, *args, kernels, compiled=False, **params):
+        """Lower to ``module``'s kernel: on an accelerator its compiled form where it has one
+        (``module.compiled``), on the CPU the plain one (Pallas kernels are interpreted)."""
         devices = _devices(ctx)
-        if devices > 1 and _module(kernels).SHARDING is None:
+        if devices > 1 and module.SHARDING is None:
             raise NotImplementedError(
-                f"backend='event' with the {_module(kernels).NAME} kernels of {kernels} runs on "
+                f"backend='event' with the {module.NAME} kernels of {kernels} runs on "
                 f"one device only, and this program runs on {devices}: use backend='dense' "
                 f"(what backend='auto' chooses with them), or BrainPy 2.7+ with brainevent, "
                 f"whose kernels run split over the devices.")
-        cpu = functools.partial(self._cpu, kernels=kernels)
-        return mlir.lower_fun(cpu, multiple_results=True)(ctx, *args, **params)
+        kernel = getattr(module, 'compiled', {}).get(self.kind) if compiled else None
+        kernel = kernel or getattr(module, self.kind)
+        call = functools.partial(self._call, module, kernel)
+        return mlir.lower_fun(call, multiple_results=True)(ctx, *args, **params)
 
-    def _cpu(self, x, operand, p, *, outs, kernels, **params):
-        module = _module(kernels)
-        kernel = getattr(module, self.kind)
+    def _call(self, module, kernel, x, operand, p, *, outs, **params):
         if module.SHARDING != 'split':
             return kernel(x, operand, p, outs=outs, **params)
         partitioned = _partitioned(self.kind, kernel, outs[0].shape, outs[0].dtype,

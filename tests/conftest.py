@@ -30,8 +30,15 @@ if enable_x64 is None:
 
 def event_runtime(package):
     """A context tracing the event path with the kernels of ``package`` (``'jax'``: the
-    pure-JAX kernels that GPUs and TPUs run, here on the CPU); ``None``: the installed ones."""
+    pure-JAX kernels that ROCm GPUs and TPUs run; ``'pallas'``: the CUDA GPUs' kernels, in
+    Pallas's interpreter; both here on the CPU); ``None``: the installed ones."""
     return contextlib.nullcontext() if package is None else forced_runtime(package)
+
+
+#: The event path with the installed CPU kernels, then with each accelerator's kernels forced
+#: on the CPU through the same primitives' rules, and their test ids.
+EVENT_RUNTIMES = [None, 'jax', 'pallas']
+EVENT_IDS = ['event', 'event-jax', 'event-pallas']
 
 
 def reference_pads(padding, length, kernel_size, stride=1, lhs_dilation=1, rhs_dilation=1):

@@ -10,7 +10,8 @@ from bp_conv_ext import Conv1d, conv1d
 from bp_conv_ext._conv import BACKENDS, EVENT_DENSITY_THRESHOLD
 from bp_conv_ext._dense import choose_algorithm, choose_kernel_grad
 from bp_conv_ext._event import auto_platforms, runtime_name
-from conftest import enable_x64, event_runtime, lax_conv1d, random_case, reference_conv1d
+from conftest import (EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, lax_conv1d,
+                      random_case, reference_conv1d)
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 CONFIGS = [
@@ -22,12 +23,10 @@ CONFIGS = [
     dict(stride=2, groups=4, lhs_dilation=3, padding='SAME'),
 ]
 IDS = [','.join(f'{k}={v}' for k, v in c.items()) or 'default' for c in CONFIGS]
-#: Every backend, then the event path again with the pure-JAX kernels (what GPUs and TPUs run)
-#: forced on the CPU, through the same primitives' rules.
-RUNS = [(backend, None) for backend in BACKENDS] + [('event', 'jax')]
-RUN_IDS = list(BACKENDS) + ['event-jax']
-EVENT_RUNS = [('event', None), ('event', 'jax')]
-EVENT_IDS = ['event', 'event-jax']
+#: Every backend, then the event path again with each accelerator's kernels (the pure-JAX
+#: ones of ROCm GPUs and TPUs, the Pallas ones of CUDA GPUs) forced on the CPU.
+RUNS = [(backend, None) for backend in BACKENDS] + [('event', r) for r in EVENT_RUNTIMES[1:]]
+RUN_IDS = list(BACKENDS) + EVENT_IDS[1:]
 
 
 def _case(seed, density=None, batch=3, length=15, cin=8, cout=8, k=3, groups=1):
@@ -79,7 +78,7 @@ def test_backend_check_grads_float64(backend, runtime, options):
                     modes=('fwd', 'rev'), atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize('runtime', [None, 'jax'], ids=EVENT_IDS)
+@pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
 def test_event_second_order_in_input_and_kernel_together_float64(runtime):
     # The cross terms go through the kernel gradient's derivative in the input.
     with enable_x64(True), event_runtime(runtime):
@@ -90,7 +89,7 @@ def test_event_second_order_in_input_and_kernel_together_float64(runtime):
                     order=2, modes=('fwd', 'rev'))
 
 
-@pytest.mark.parametrize('runtime', [None, 'jax'], ids=EVENT_IDS)
+@pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
 def test_event_second_order_kernel_gradient_matches_dense(runtime):
     x, w, _ = _case(5, 0.2)
 
@@ -104,7 +103,7 @@ def test_event_second_order_kernel_gradient_matches_dense(runtime):
     np.testing.assert_allclose(np.asarray(event), np.asarray(hvp('xla')), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize('runtime', [None, 'jax'], ids=EVENT_IDS)
+@pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
 @pytest.mark.parametrize('dtype', [jnp.bool_, jnp.int8, jnp.float32])
 def test_event_path_takes_any_dtype_and_skips_zeros(dtype, runtime):
     x, w, b = _case(6, 0.1)
@@ -115,7 +114,7 @@ def test_event_path_takes_any_dtype_and_skips_zeros(dtype, runtime):
                                np.asarray(conv1d(x, w, b, backend='xla')), **TOL)
 
 
-@pytest.mark.parametrize('runtime', [None, 'jax'], ids=EVENT_IDS)
+@pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
 def test_event_path_under_jit_and_vmap(runtime):
     x, w, b = _case(7, 0.1, batch=4)
     expected = np.asarray(conv1d(x, w, b, stride=2, backend='xla'))
@@ -128,7 +127,7 @@ def test_event_path_under_jit_and_vmap(runtime):
     np.testing.assert_allclose(np.asarray(stacked[:, 0]), np.asarray(conv1d(x, w, b)), **TOL)
 
 
-@pytest.mark.parametrize('runtime', [None, 'jax'], ids=EVENT_IDS)
+@pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
 def test_event_path_inside_scan_gradients_equal_dense(runtime):
     x, w, _ = _case(8, 0.05, batch=2)
     xs = jnp.stack([jnp.asarray(x)] * 6)

@@ -8,7 +8,7 @@ import pytest
 
 from bad_inputs import ROWS, markdown
 from bp_conv_ext import Conv1d
-from conftest import event_runtime
+from conftest import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 
 DOC = os.path.join(os.path.dirname(__file__), os.pardir, 'docs', 'bad_input.md')
 
@@ -27,9 +27,9 @@ def test_docs_table_is_the_tested_matrix():
 
 
 @pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize('backend,runtime', [('xla', None), ('im2col', None), ('event', None),
-                                             ('event', 'jax')],
-                         ids=['xla', 'im2col', 'event', 'event-jax'])
+@pytest.mark.parametrize('backend,runtime', [('xla', None), ('im2col', None)]
+                         + [('event', r) for r in EVENT_RUNTIMES],
+                         ids=['xla', 'im2col'] + EVENT_IDS)
 def test_nan_and_inf_pass_through_to_their_windows_only(value, backend, runtime):
     conv = Conv1d(1, 2, 3, w_initializer=1.0, mode=bm.NonBatchingMode())
     conv.backend = backend

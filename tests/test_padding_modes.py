@@ -10,15 +10,16 @@ import pytest
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d
-from conftest import enable_x64, event_runtime, random_case, reference_conv1d, reference_pads
+from conftest import (EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, random_case,
+                      reference_conv1d, reference_pads)
 
 MODES = ('reflect', 'replicate', 'circular')
 NUMPY_MODES = {'reflect': 'reflect', 'replicate': 'edge', 'circular': 'wrap'}
 PADDINGS = ('SAME', 'CAUSAL', 2, (3, 1), 'VALID')
 TOL = dict(rtol=1e-5, atol=1e-5)
 #: The dense path, the event path, and the event path on the pure-JAX kernels (forced).
-RUNS = [('dense', None), ('event', None), ('event', 'jax')]
-RUN_IDS = ['dense', 'event', 'event-jax']
+RUNS = [('dense', None)] + [('event', r) for r in EVENT_RUNTIMES]
+RUN_IDS = ['dense'] + EVENT_IDS
 
 
 def padded_reference(x, w, b, mode, padding, stride=1, rhs_dilation=1, groups=1):

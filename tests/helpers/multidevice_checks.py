@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from bp_conv_ext import Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d
 from bp_conv_ext._conv import BACKENDS
 from bp_conv_ext._event import _module, runtime_name
+from conftest import event_runtime
 
 #: How the installed CPU event kernels run on several devices: 'split' (numba), or on one
 #: device only (None: taichi, on BrainPy 2.6), where a program for several raises an error.
@@ -305,3 +306,20 @@ def test_state_training_on_a_split_batch_equals_one_device(mesh, backend, whole)
     assert losses[-1] < losses[0]
     for ours, theirs in zip(split_weights, weights):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('runtime', ['jax', 'pallas'])
+def test_accelerator_kernels_on_a_split_batch_equal_one_device(mesh, runtime):
+    # The GPUs' kernels (forced on the CPU, Pallas's interpreted) under jit with a split batch:
+    # the pure-JAX ones split by XLA, the Pallas ones by the sharding rule of _event.
+    x, w, cot = _data(float_input=True)
+    loss = lambda x, w, c: jnp.sum(conv1d(x, w, backend='event') * c)
+    with event_runtime(runtime):
+        f = jax.jit(lambda x: conv1d(x, w, backend='event'))
+        g = jax.jit(jax.grad(loss, (0, 1)))
+        xs, cs = split(mesh, x, cot)
+        y = f(xs)
+        np.testing.assert_allclose(np.asarray(y), np.asarray(f(x)), **TOL)
+        assert y.sharding.spec[0] == 'data'
+        for ours, one in zip(g(xs, w, cs), g(x, w, cot)):
+            np.testing.assert_allclose(np.asarray(ours), np.asarray(one), **TOL)

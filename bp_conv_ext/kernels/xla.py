@@ -6,7 +6,7 @@ kernel-gradient kernel its transpose in the kernel. Zeros are not skipped, so th
 not follow the spike count, but every option, dtype and platform is covered, and on a GPU or
 TPU XLA runs them with its tuned convolutions (cuDNN on NVIDIA GPUs).
 
-GPUs and TPUs lower the primitives of :mod:`._event` to these kernels; the CPU does when neither
+ROCm GPUs and TPUs lower the primitives of ``bp_conv_ext._event`` to these kernels; the CPU does when neither
 ``brainevent`` nor ``brainpylib`` is installed, and in the tests, which force them there to
 check them through the same primitives. Both honour the matmul precision the primitive was
 bound under (``jax.default_matmul_precision``; the ``precision`` parameter), as the dense path
@@ -14,9 +14,8 @@ does.
 """
 import jax
 import jax.numpy as jnp
-from jax.interpreters import mlir
 
-from . import _dense
+from .. import _dense
 
 NAME = 'jax'
 
@@ -47,11 +46,6 @@ def kernel_grad(x, dy, params, *, outs, stride, low, high, lhs_dilation, rhs_dil
     with jax.default_matmul_precision(precision):
         conv = jax.linear_transpose(lambda w: _dense.xla(x.astype(w.dtype), w, spec), zeros)
         return [conv(dy.astype(outs[0].dtype))[0]]
-
-
-def lowering(kernel):
-    """``kernel`` as the MLIR lowering rule of a primitive with multiple results."""
-    return mlir.lower_fun(kernel, multiple_results=True)
 
 
 def threads():

@@ -3,7 +3,7 @@
 Scatter form: for every nonzero input ``x[n, h, c]`` the forward kernel adds
 ``x[n, h, c] * w[k, c, :]`` to the output sample that tap ``k`` reaches. The kernels are
 registered as ``brainevent.XLACustomKernel`` primitives, which reach numba through the XLA
-FFI, and called by the CPU lowering of the primitives of :mod:`._event`, where their
+FFI, and called by the CPU lowering of the primitives of ``bp_conv_ext._event``, where their
 differentiation, batching and sharding rules are.
 """
 import brainevent
@@ -15,7 +15,7 @@ NAME = 'numba'
 #: 2-10x faster than the dense path at densities up to ~0.03 (docs/performance.md).
 AUTO = True
 
-#: On several devices the kernels run split by the sharding rule of :mod:`._event` (they can
+#: On several devices the kernels run split by the sharding rule of ``bp_conv_ext._event`` (they can
 #: be compiled inside XLA's SPMD partitioner): each device on its part of the batch.
 SHARDING = 'split'
 

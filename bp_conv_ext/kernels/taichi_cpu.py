@@ -5,7 +5,7 @@ samples its taps read and skips the zero ones; the kernel gradient gives one par
 to each ``(tap, input channel)`` pair. No two tasks write the same element, so no atomic
 additions are needed (updates are written ``a = a + b``: taichi makes ``+=`` in a parallel
 loop atomic). The kernels are registered as ``brainpy.math.XLACustomOp`` primitives;
-they are called by the CPU lowering of the primitives of :mod:`._event`, where their
+they are called by the CPU lowering of the primitives of ``bp_conv_ext._event``, where their
 differentiation, batching and sharding rules are.
 """
 import brainpy.math as bm

@@ -1,0 +1,49 @@
+"""The event-driven kernels: one module per runtime and platform (internal).
+
+The primitives, their rules and their lowering live in ``bp_conv_ext._event``; these modules
+only compute. Each has the same names:
+
+- ``NAME``: its kernels' name, as :func:`bp_conv_ext.event_kernel` reports it;
+- ``AUTO``: whether ``backend='auto'`` may choose them (whether they were measured to beat
+  the dense path on their platform);
+- ``SHARDING``: how they run on several devices: ``'split'`` by the sharding rule of
+  ``_event`` (each device on its part of the batch), ``'xla'`` by XLA itself (XLA's own
+  operations), ``None``: on one device only (a program for several raises an error);
+- ``forward(x, w, params, outs=[...], **static)`` and ``kernel_grad(x, dy, params,
+  outs=[...], **static)``, each returning a list; ``params`` is an ``int32`` vector
+  ``(stride, low, lhs_dilation, rhs_dilation, groups, threads())`` and the static keywords
+  are ``stride, low, high, lhs_dilation, rhs_dilation, groups, out_len, precision``;
+- ``threads()``: the thread count the CPU kernels use.
+
+=============== ============================ ====================================
+module          platform (runtime)           kernels
+=============== ============================ ====================================
+``numba_cpu``   CPU (brainevent, BrainPy 2.8) numba, scatter over the spikes
+``taichi_cpu``  CPU (brainpylib, BrainPy 2.6) taichi, gather per output sample
+``pallas_gpu``  CUDA GPUs                    Pallas/Triton, compacted spikes
+``xla``         ROCm GPUs, TPUs; the CPU     XLA's convolution (dense work)
+                without either runtime
+=============== ============================ ====================================
+
+A new platform adds a module and a line in :data:`CPU` or :data:`ACCELERATORS`.
+"""
+import functools
+import importlib
+
+#: The CPU runtimes in the order they are preferred: (package that must be installed, module).
+#: The last needs nothing beyond JAX.
+CPU = (('brainevent', 'numba_cpu'), ('brainpylib', 'taichi_cpu'), ('jax', 'xla'))
+
+#: The kernel module of each accelerator platform.
+ACCELERATORS = {'cuda': 'pallas_gpu', 'rocm': 'xla', 'tpu': 'xla'}
+
+#: Kernels that can also be forced onto the CPU by name (``_event.forced_runtime``), to check
+#: them there through the same primitives: the CPU runtimes' packages and ``'pallas'`` (the
+#: GPU kernels, run by Pallas's interpreter).
+FORCEABLE = dict(CPU, pallas='pallas_gpu')
+
+
+@functools.lru_cache(maxsize=None)
+def module(name: str):
+    """The kernel module ``name`` (``'numba_cpu'``, ``'xla'``, ...), imported on first use."""
+    return importlib.import_module(f'{__name__}.{name}')

@@ -1,0 +1,182 @@
+"""Event-driven kernels for GPUs, in Pallas (Triton): work proportional to the spikes.
+
+Both kernels first compact the input's nonzero entries with XLA (a prefix sum and a scatter,
+linear in the input), so that the Pallas kernel visits only those:
+
+- **forward** (output-stationary gather). The active input channels of every input sample
+  ``x[n, h, :]`` (per channel group) are listed with their values. One Pallas program per
+  output sample ``y[n, t, :]`` and block of up to 128 output channels keeps its sums in
+  registers; for each tap ``k`` it finds the input sample ``h`` the tap reads (none in the
+  padding or the holes of ``lhs_dilation``) and adds the kernel row ``w[k, c, block]`` of each
+  active channel ``c`` there, scaled by the input value. Nothing is written twice, so no
+  atomics; the kernel rows are contiguous and read coalesced.
+- **kernel gradient** (gather per kernel row). The active ``(n, h)`` entries of every input
+  channel are listed. One program per (tap ``k``, input channel ``c``, slice of that list,
+  block of output channels) sums ``dy[n, t, block]`` over the entries of its slice, ``t`` the
+  output sample tap ``k`` of ``(n, h)`` reaches; XLA then adds the slices.
+
+So the work is ``K * C_out`` multiply-adds per spike in each kernel, against
+``K * C_in * C_out`` per output sample for a dense convolution: at density ``p``, ``p`` times
+the dense work, plus the compaction's linear pass. Every stride, padding, dilation and group
+option; any input dtype (zeros are skipped, other values multiply); ``float32`` and
+``bfloat16`` (any floating) kernels, summed in ``float32`` (``float64`` for ``float64``).
+
+On a GPU the kernels lower through Triton (Ampere and later). On the CPU they run in Pallas's
+interpreter, which is how the tests check them against the dense path (``forced_runtime
+('pallas')``); there they are slow.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+try:                          # JAX 0.4.36+
+    from jax.experimental.pallas import triton as _triton
+    _COMPILER_PARAMS = _triton.CompilerParams(num_warps=4, num_stages=1)
+except ImportError:           # JAX 0.4.33 (BrainPy 2.6's): the same as a dict
+    _COMPILER_PARAMS = dict(triton=dict(num_warps=4, num_stages=1))
+
+NAME = 'pallas'
+
+#: Not yet measured on a GPU: ``backend='auto'`` keeps the dense path there.
+AUTO = False
+
+#: On several devices the kernels run split by the sharding rule of ``_event`` (a Triton call
+#: is opaque to XLA's partitioner): each device on its part of the batch.
+SHARDING = 'split'
+
+#: The widest block of output channels one program sums (Triton blocks are powers of two).
+MAX_BLOCK = 128
+#: How many slices each input channel's list of spikes is cut into for the kernel gradient.
+CHUNKS = 16
+
+
+def threads():
+    """Unused (the GPU schedules the programs)."""
+    return 1
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _blocks(group_out: int):
+    """The block of output channels and the padded group width it tiles."""
+    block = min(MAX_BLOCK, _next_power_of_2(group_out))
+    return block, -(-group_out // block) * block
+
+
+def compact(active, values):
+    """Move the nonzero entries of the last axis to its front.
+
+    ``active``: ``[R, L]`` bool, ``values``: ``[R, L]``. Returns ``index`` (``[R, L]``
+    int32, the positions of the active entries first), their ``values`` and ``count``
+    (``[R]``): row ``r`` has ``count[r]`` active entries, at ``index[r, :count[r]]``.
+    """
+    rows, length = active.shape
+    position = jnp.cumsum(active, axis=1, dtype=jnp.int32) - 1
+    target = jnp.where(active, position, length)                  # inactive: dropped
+    row = jnp.arange(rows)[:, None]
+    index = jnp.zeros((rows, length), jnp.int32).at[row, target].set(
+        jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (rows, length)), mode='drop')
+    kept = jnp.zeros((rows, length), values.dtype).at[row, target].set(values, mode='drop')
+    return index, kept, position[:, -1] + 1
+
+
+def _call(kernel, grid, out_shape, interpret, *args):
+    options = dict(interpret=True) if interpret else dict(compiler_params=_COMPILER_PARAMS)
+    return pl.pallas_call(kernel, grid=grid, out_shape=out_shape, **options)(*args)
+
+
+def forward(x, w, params, *, outs, stride, low, lhs_dilation, rhs_dilation, groups,
+            interpret=True, **unused):
+    """``[N, H, C_in]`` input (any dtype) convolved with ``w``; returns ``[y]``."""
+    n, length, channels = x.shape
+    taps, group_in, n_out = w.shape
+    out_len = outs[0].shape[1]
+    group_out = n_out // groups
+    block, padded = _blocks(group_out)
+    blocks = padded // block
+    dilated = (length - 1) * lhs_dilation + 1
+    total_dtype = jnp.promote_types(outs[0].dtype, jnp.float32)
+    grouped = x.reshape(n * length * groups, group_in)
+    index, values, count = compact(grouped != 0, grouped.astype(w.dtype))
+    index = index.reshape(n, length, groups, group_in)
+    values = values.reshape(n, length, groups, group_in)
+    count = count.reshape(n, length, groups)
+    w = jnp.pad(w.reshape(taps, group_in, groups, group_out),
+                ((0, 0), (0, 0), (0, 0), (0, padded - group_out)))
+
+    def kernel(index_ref, values_ref, count_ref, w_ref, y_ref):
+        row, column = pl.program_id(0), pl.program_id(1)
+        b, t = row // out_len, row % out_len
+        g, first = column // blocks, (column % blocks) * block
+        total = jnp.zeros((block,), total_dtype)
+        for k in range(taps):
+            offset = t * stride + k * rhs_dilation - low         # in the dilated input
+            reads = (offset >= 0) & (offset < dilated) & (offset % lhs_dilation == 0)
+            h = jnp.clip(offset // lhs_dilation, 0, length - 1)
+            active = jnp.where(reads, count_ref[b, h, g], 0)
+
+            def add(j, total, k=k, h=h):
+                c = index_ref[b, h, g, j]
+                weights = w_ref[k, c, g, pl.ds(first, block)].astype(total_dtype)
+                return total + values_ref[b, h, g, j].astype(total_dtype) * weights
+
+            total = jax.lax.fori_loop(0, active, add, total)
+        y_ref[b, t, g, pl.ds(first, block)] = total.astype(y_ref.dtype)
+
+    shape = jax.ShapeDtypeStruct((n, out_len, groups, padded), outs[0].dtype)
+    y = _call(kernel, (n * out_len, groups * blocks), shape, interpret, index, values, count, w)
+    return [y[..., :group_out].reshape(n, out_len, n_out)]
+
+
+def kernel_grad(x, dy, params, *, outs, stride, low, lhs_dilation, rhs_dilation, groups,
+                interpret=True, **unused):
+    """The kernel gradient ``K(x)^T dy``, ``[K, C_in // groups, C_out]``; returns ``[dw]``."""
+    n, length, channels = x.shape
+    taps, group_in, n_out = outs[0].shape
+    out_len = dy.shape[1]
+    group_out = n_out // groups
+    block, padded = _blocks(group_out)
+    blocks = padded // block
+    entries = n * length
+    total_dtype = jnp.promote_types(outs[0].dtype, jnp.float32)
+    by_channel = jnp.swapaxes(x.reshape(entries, channels), 0, 1)       # [C, N * H]
+    index, values, count = compact(by_channel != 0, by_channel.astype(outs[0].dtype))
+    dy = jnp.pad(dy.reshape(n, out_len, groups, group_out),
+                 ((0, 0), (0, 0), (0, 0), (0, padded - group_out)))
+    chunks = max(1, min(CHUNKS, entries))
+    chunk = -(-entries // chunks)
+
+    def kernel(index_ref, values_ref, count_ref, dy_ref, dw_ref):
+        kc, part, column = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+        k, c = kc // channels, kc % channels
+        g, i, first = c // group_in, c % group_in, column * block
+        start = part * chunk
+        stop = jnp.maximum(jnp.minimum(count_ref[c], start + chunk), start)
+
+        def add(j, total):
+            entry = index_ref[c, j]
+            b, h = entry // length, entry % length
+            offset = h * lhs_dilation + low - k * rhs_dilation   # = t * stride when reached
+            t = offset // stride
+            reached = (offset >= 0) & (offset % stride == 0) & (t < out_len)
+            value = jnp.where(reached, values_ref[c, j].astype(total_dtype), 0)
+            row = dy_ref[b, jnp.clip(t, 0, out_len - 1), g, pl.ds(first, block)]
+            return total + value * row.astype(total_dtype)
+
+        total = jax.lax.fori_loop(start, stop, add, jnp.zeros((block,), total_dtype))
+        dw_ref[part, k, i, g, pl.ds(first, block)] = total
+
+    shape = jax.ShapeDtypeStruct((chunks, taps, group_in, groups, padded), total_dtype)
+    parts = _call(kernel, (taps * channels, chunks, blocks), shape, interpret,
+                  index, values, count, dy)
+    dw = parts.sum(axis=0)[..., :group_out].reshape(taps, group_in, n_out)
+    return [dw.astype(outs[0].dtype)]
+
+
+#: The kernels as a GPU runs them (compiled through Triton, not interpreted).
+compiled = dict(forward=functools.partial(forward, interpret=False),
+                kernel_grad=functools.partial(kernel_grad, interpret=False))
