@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from bp_conv_ext import Conv1d, conv1d
 from bp_conv_ext._conv import BACKENDS
-from conftest import lax_conv1d, random_case, reference_conv1d, reference_pads
+from conftest import (EVENT_RUNTIMES, event_runtime, lax_conv1d, random_case, reference_conv1d,
+                      reference_pads)
 
 TOL = dict(rtol=1e-5, atol=1e-4)
 
@@ -79,6 +80,23 @@ def test_gradients_match_jax_autodiff_of_lax(case, backend):
                       argnums=(0, 1))(xf, w)
     for a, r in zip(ours, theirs):
         np.testing.assert_allclose(np.asarray(a), np.asarray(r), **TOL)
+
+
+@given(case=configs(), runtime=st.sampled_from(EVENT_RUNTIMES))
+def test_the_event_kernels_of_every_platform_match_the_reference(case, runtime):
+    # The installed CPU kernels, and the accelerators' (pure JAX; Pallas, interpreted) forced
+    # on the CPU: outputs and kernel gradients.
+    x, w, b, options = case
+    assume(_fits(x, w, options))
+    cot = np.random.default_rng(1).standard_normal(
+        lax_conv1d(np.asarray(x, np.float32), w, **options).shape).astype(np.float32)
+    with event_runtime(runtime):
+        y = conv1d(x, w, b, backend='event', **options)
+        gw = jax.grad(lambda w: jnp.sum(conv1d(x, w, backend='event', **options) * cot))(w)
+    np.testing.assert_allclose(np.asarray(y), reference_conv1d(x, w, b, **options), **TOL)
+    expected = jax.grad(lambda w: jnp.sum(lax_conv1d(np.asarray(x, np.float32), w, **options)
+                                          * cot))(w)
+    np.testing.assert_allclose(np.asarray(gw), np.asarray(expected), **TOL)
 
 
 @given(case=configs(), scale=st.floats(-3, 3), backend=st.sampled_from(BACKENDS))
