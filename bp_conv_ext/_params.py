@@ -76,7 +76,8 @@ def init_param(name: str, init, shape: Tuple[int, ...],
     raise ValueError(f"`{name}`: the {source} has shape {arr.shape}; expected {accepted}.")
 
 
-def make_mask(mask, kernel_shape: Tuple[int, ...], dtype, name: str = 'mask') -> Optional[jax.Array]:
+def make_mask(mask, kernel_shape: Tuple[int, ...], dtype,
+              name: str = 'mask') -> Optional[jax.Array]:
     """Check that ``mask`` (the argument ``name``) broadcasts to the kernel shape and return
     it at full shape."""
     if mask is None:

@@ -316,8 +316,9 @@ class LayerByLayer(brainstate.nn.Sequential):
         xs = jnp.asarray(xs)
         xs = xs if unit is None else u.Quantity(xs, unit=unit)
         if xs.ndim < 2:
-            raise ValueError(f"{self.name or type(self).__name__}.multi_step takes a time-first sequence "
-                             f"[T, B, ...] or [T, ...]; got an input of shape {xs.shape}.")
+            raise ValueError(f"{self.name or type(self).__name__}.multi_step takes a time-first "
+                             f"sequence [T, B, ...] or [T, ...]; got an input of shape "
+                             f"{xs.shape}.")
         batched = self.in_size is None or xs.ndim == len(self.in_size) + 2
         for layer in self.layers:
             if hasattr(layer, 'multi_step'):

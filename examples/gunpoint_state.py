@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gunpoint import (LENGTH, arguments, encoded_data, plot_learning_curves, run_epochs,  # noqa: E402
-                      summary, training_options)
+from gunpoint import (LENGTH, arguments, encoded_data, plot_learning_curves,  # noqa: E402
+                      run_epochs, summary, training_options)
 
 from bp_conv_ext.state import Conv1d, LayerByLayer  # noqa: E402
 

@@ -16,7 +16,7 @@ import brainunit as u  # noqa: E402
 import bp_conv_ext  # noqa: E402
 from bp_conv_ext import _conv  # noqa: E402
 from bp_conv_ext.state import Conv1d, LayerByLayer  # noqa: E402
-from conftest import event_runtime, reference_conv1d  # noqa: E402
+from conftest import EVENT_IDS, EVENT_RUNTIMES, event_runtime, reference_conv1d  # noqa: E402
 
 DT = 0.1 * u.ms
 
@@ -117,8 +117,9 @@ def test_what_brainstate_lacks_equals_the_classic_layer(padding, lhs_dilation, p
 
 # ---------------------------------------------------------------- spikes, backends, units
 
-@pytest.mark.parametrize('backend,runtime', [(b, None) for b in _conv.BACKENDS] + [('event', 'jax')],
-                         ids=list(_conv.BACKENDS) + ['event-jax'])
+@pytest.mark.parametrize('backend,runtime',
+                         [(b, None) for b in _conv.BACKENDS] + [('event', r) for r in EVENT_RUNTIMES[1:]],
+                         ids=list(_conv.BACKENDS) + EVENT_IDS[1:])
 def test_bool_spikes_on_every_backend_equal_brainstate_on_floats(backend, runtime):
     ref, ours = _twins((120, 8), 16, 5, stride=2, groups=2, b_init=brainstate.nn.init.Normal())
     ours.backend = backend

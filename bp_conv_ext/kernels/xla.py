@@ -3,12 +3,12 @@
 The two kernels compute what the hand-written ones compute, with XLA's own operations: the
 forward kernel is XLA's convolution of the input (converted to the kernel dtype), the
 kernel-gradient kernel its transpose in the kernel. Zeros are not skipped, so the work does
-not follow the spike count, but every option, dtype and platform is covered, and on a GPU or
-TPU XLA runs them with its tuned convolutions (cuDNN on NVIDIA GPUs).
+not follow the spike count, but every option, dtype and platform is covered, and on an AMD GPU
+or a TPU XLA runs them with its tuned convolutions.
 
-ROCm GPUs and TPUs lower the primitives of ``bp_conv_ext._event`` to these kernels; the CPU does when neither
-``brainevent`` nor ``brainpylib`` is installed, and in the tests, which force them there to
-check them through the same primitives. Both honour the matmul precision the primitive was
+ROCm GPUs and TPUs lower the primitives of ``bp_conv_ext._event`` to these kernels; the CPU
+does when neither ``brainevent`` nor ``brainpylib`` is installed, and in the tests, which force
+them there to check them through the same primitives. Both honour the matmul precision the primitive was
 bound under (``jax.default_matmul_precision``; the ``precision`` parameter), as the dense path
 does.
 """
