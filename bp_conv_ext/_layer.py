@@ -3,6 +3,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import brainpy as bp
 import brainpy.math as bm
+import jax.numpy as jnp
 
 from . import _args, _conv, _params, _torch
 
@@ -239,6 +240,15 @@ class Conv1d(_conv.BackendChoice, bp.dnn.Layer):
         [10.0, 10.0, 10.0]
         """
         _torch.load_torch_state_dict(self, state_dict)
+
+    def _torch_parameters(self):
+        return dict(kernel=self.w.value, bias=None if self.b is None else self.b.value,
+                    mask=self.mask, label=self.name)
+
+    def _set_torch_parameters(self, kernel, bias):
+        self.w.value = jnp.asarray(kernel, dtype=self.w.dtype)
+        if bias is not None:
+            self.b.value = jnp.asarray(bias, dtype=self.b.dtype).reshape(self.b.shape)
 
     def to_torch(self):
         """A ``torch.nn.Conv1d`` with this layer's configuration and parameters (it takes

@@ -3,6 +3,11 @@
 PyTorch stores a 1-D kernel as ``(C_out, C_in // groups, K)`` and a bias as ``(C_out,)``;
 this package stores ``(K, C_in // groups, C_out)`` and ``(1, C_out)``. PyTorch is optional:
 it is imported inside these functions only.
+
+Both layers (the classic and the brainpy.state one) serve these functions through two
+methods: ``_torch_parameters()`` (``kernel``, ``bias`` or ``None``, ``mask`` or ``None`` as
+arrays, and the layer's ``label``) and ``_set_torch_parameters(kernel, bias)``; the
+configuration attributes (``kernel_size``, ``stride``, ``padding``, ...) are the same on both.
 """
 import sys
 
@@ -60,20 +65,16 @@ def _torch_padding(layer):
                      f"torch.nn.Conv1d pads both sides equally (or as 'same' with stride 1).")
 
 
-def check_exportable(layer) -> None:
-    """Raise ``ValueError`` for what a ``torch.nn.Conv1d`` cannot hold."""
-    if layer.mask is not None:
-        raise ValueError(f"{layer.name} has a mask; torch.nn.Conv1d has none. Export "
-                         f"`layer.w.value * layer.mask` yourself if the masked kernel is wanted.")
-
-
 def torch_state_dict(layer) -> dict:
     """``{'weight': (C_out, C_in // groups, K), 'bias': (C_out,)}`` NumPy arrays (no
-    ``'bias'`` when the layer has none)."""
-    check_exportable(layer)
-    state = {'weight': swap_kernel_layout(np.asarray(layer.w.value))}
-    if layer.b is not None:
-        state['bias'] = np.asarray(layer.b.value).reshape(-1).copy()
+    ``'bias'`` when the layer has none). A layer with a mask raises ``ValueError``."""
+    params = layer._torch_parameters()
+    if params['mask'] is not None:
+        raise ValueError(f"{params['label']} has a mask; torch.nn.Conv1d has none. Export the "
+                         f"masked kernel yourself if it is wanted.")
+    state = {'weight': swap_kernel_layout(np.asarray(params['kernel']))}
+    if params['bias'] is not None:
+        state['bias'] = np.asarray(params['bias']).reshape(-1).copy()
     return state
 
 
@@ -86,23 +87,23 @@ def load_torch_state_dict(layer, state_dict) -> None:
     if unknown:
         raise ValueError(f"`state_dict` has unexpected keys {unknown}; expected 'weight' and "
                          f"'bias' (those of one torch.nn.Conv1d).")
-    expected = {'weight': tuple(reversed(layer.w.shape))}
-    if layer.b is not None:
+    params = layer._torch_parameters()
+    label, has_bias = params['label'], params['bias'] is not None
+    expected = {'weight': tuple(reversed(np.shape(params['kernel'])))}
+    if has_bias:
         expected['bias'] = (layer.out_channels,)
     missing = sorted(set(expected) - set(state_dict.keys()))
     if missing:
-        raise ValueError(f"`state_dict` lacks {missing}, which {layer.name} needs.")
-    if 'bias' in state_dict and layer.b is None:
-        raise ValueError(f"`state_dict` has a 'bias' but {layer.name} was built without one "
-                         f"(b_initializer=None).")
+        raise ValueError(f"`state_dict` lacks {missing}, which {label} needs.")
+    if 'bias' in state_dict and not has_bias:
+        raise ValueError(f"`state_dict` has a 'bias' but {label} was built without one.")
     arrays = {key: _to_numpy(f"state_dict[{key!r}]", state_dict[key]) for key in expected}
     for key, shape in expected.items():
         if arrays[key].shape != shape:
-            raise ValueError(f"`state_dict[{key!r}]` has shape {arrays[key].shape}; {layer.name} "
+            raise ValueError(f"`state_dict[{key!r}]` has shape {arrays[key].shape}; {label} "
                              f"needs {shape} (PyTorch layout).")
-    layer.w.value = np.asarray(swap_kernel_layout(arrays['weight']), dtype=layer.w.dtype)
-    if layer.b is not None:
-        layer.b.value = arrays['bias'].reshape(layer.b.shape).astype(layer.b.dtype)
+    layer._set_torch_parameters(swap_kernel_layout(arrays['weight']),
+                                arrays['bias'] if has_bias else None)
 
 
 def to_torch(layer):
@@ -116,13 +117,30 @@ def to_torch(layer):
     module = torch.nn.Conv1d(layer.in_channels, layer.out_channels, layer.kernel_size[0],
                              stride=layer.stride[0], padding=_torch_padding(layer),
                              dilation=layer.rhs_dilation[0], groups=layer.groups,
-                             bias=layer.b is not None, padding_mode=layer.padding_mode,
+                             bias='bias' in state, padding_mode=layer.padding_mode,
                              dtype=weight.dtype)
     with torch.no_grad():
         module.weight.copy_(weight)
-        if layer.b is not None:
+        if 'bias' in state:
             module.bias.copy_(torch.from_numpy(state['bias']))
     return module
+
+
+def layer_arguments(module) -> dict:
+    """The configuration and parameters of a ``torch.nn.Conv1d`` in this package's terms:
+    ``in_channels, out_channels, kernel_size, stride, padding, rhs_dilation, groups,
+    padding_mode``, the ``kernel`` ``(K, C_in // groups, C_out)`` and the ``bias``."""
+    torch = _import_torch()
+    if not isinstance(module, torch.nn.Conv1d):
+        raise TypeError(f"`module` must be a torch.nn.Conv1d, got {type(module).__name__}.")
+    padding = module.padding.upper() if isinstance(module.padding, str) else \
+        int(module.padding[0])
+    bias = None if module.bias is None else _to_numpy('module.bias', module.bias)
+    return dict(in_channels=module.in_channels, out_channels=module.out_channels,
+                kernel_size=module.kernel_size[0], stride=module.stride[0], padding=padding,
+                rhs_dilation=module.dilation[0], groups=module.groups,
+                padding_mode=module.padding_mode,
+                kernel=swap_kernel_layout(_to_numpy('module.weight', module.weight)), bias=bias)
 
 
 def from_torch(module, *, mode=None, name=None):
@@ -146,17 +164,7 @@ def from_torch(module, *, mode=None, name=None):
         Computes what ``module`` computes, on channels-last input (``[B, H, C]``
         where PyTorch takes ``[B, C, H]``). :meth:`Conv1d.to_torch` goes back.
     """
-    torch = _import_torch()
     from ._layer import Conv1d
-    if not isinstance(module, torch.nn.Conv1d):
-        raise TypeError(f"`module` must be a torch.nn.Conv1d, got {type(module).__name__}.")
-    if isinstance(module.padding, str):
-        padding = module.padding.upper()
-    else:
-        padding = int(module.padding[0])
-    weight = _to_numpy('module.weight', module.weight)
-    bias = None if module.bias is None else _to_numpy('module.bias', module.bias)
-    return Conv1d(module.in_channels, module.out_channels, module.kernel_size[0],
-                  stride=module.stride[0], padding=padding, rhs_dilation=module.dilation[0],
-                  groups=module.groups, w_initializer=swap_kernel_layout(weight),
-                  b_initializer=bias, mode=mode, name=name, padding_mode=module.padding_mode)
+    args = layer_arguments(module)
+    kernel, bias = args.pop('kernel'), args.pop('bias')
+    return Conv1d(**args, w_initializer=kernel, b_initializer=bias, mode=mode, name=name)

@@ -20,9 +20,9 @@ import brainunit as u
 import jax
 import jax.numpy as jnp
 
-from . import _args, _conv, _params
+from . import _args, _conv, _params, _torch
 
-__all__ = ['Conv1d', 'LayerByLayer']
+__all__ = ['Conv1d', 'LayerByLayer', 'from_torch']
 
 # The defaults of brainstate.nn.Conv1d itself, so that the two layers start alike.
 _BRAINSTATE_DEFAULTS = inspect.signature(brainstate.nn.Conv1d.__init__).parameters
@@ -214,6 +214,41 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
         return _conv.which(x, self._kernel()[0], platform=platform,
                            **self.config.options(self.backend))
 
+    def torch_state_dict(self) -> dict:
+        """The parameters in PyTorch's layout, as NumPy arrays: ``'weight'``
+        ``(C_out, C_in // groups, K)`` and, with a bias, ``'bias'`` ``(C_out,)``. A layer with a
+        mask or with parameters in units raises ``ValueError``."""
+        return _torch.torch_state_dict(self)
+
+    def load_torch_state_dict(self, state_dict):
+        """Load PyTorch-layout parameters (a ``torch.nn.Conv1d.state_dict()`` or a mapping of
+        arrays with the same keys and shapes) into ``layer.weight``."""
+        _torch.load_torch_state_dict(self, state_dict)
+
+    def to_torch(self):
+        """A ``torch.nn.Conv1d`` with this layer's configuration and parameters (it takes
+        ``[B, C, L]``, the ``channel_first`` layout). Raises ``ValueError`` for what it cannot
+        hold: ``lhs_dilation > 1``, ``'SAME'`` with ``stride > 1``, padding that differs
+        between the two sides (``'CAUSAL'``), a mask, units."""
+        return _torch.to_torch(self)
+
+    def _torch_parameters(self):
+        params = self.weight.value
+        kernel, unit = _split(params['weight'])
+        bias = params.get('bias')
+        if unit is not None or isinstance(bias, u.Quantity):
+            raise ValueError(f"{self._label} has parameters in units; torch.nn.Conv1d holds "
+                             f"plain numbers: convert them (u.get_mantissa) yourself.")
+        return dict(kernel=kernel, bias=bias, mask=self.w_mask, label=self._label)
+
+    def _set_torch_parameters(self, kernel, bias):
+        params = dict(self.weight.value)
+        params['weight'] = jnp.asarray(kernel, dtype=params['weight'].dtype)
+        if bias is not None:
+            params['bias'] = jnp.asarray(bias, dtype=params['bias'].dtype).reshape(
+                params['bias'].shape)
+        self.weight.value = params
+
     def _checked(self, x, sequence: bool):
         x, unit = _split(x)
         x = _conv.as_input(x)
@@ -260,6 +295,21 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
         """The output with its unit: the input's times the kernel's."""
         unit = _times(x_unit, self._kernel()[1])
         return y if unit is None else u.maybe_decimal(u.Quantity(y, unit=unit))
+
+
+def from_torch(module, length: int, *, channel_first: bool = False, name=None) -> Conv1d:
+    """A :class:`Conv1d` with the configuration and parameters of a ``torch.nn.Conv1d``, for
+    inputs of ``length`` samples (``in_size`` is ``(length, C_in)``, or ``(C_in, length)``
+    with ``channel_first=True``, PyTorch's own layout). Every ``torch.nn.Conv1d`` option
+    maps, as for :func:`bp_conv_ext.from_torch`; :meth:`Conv1d.to_torch` goes back."""
+    args = _torch.layer_arguments(module)
+    in_channels, length = args.pop('in_channels'), _args.positive_int('length', length)
+    in_size = (in_channels, length) if channel_first else (length, in_channels)
+    return Conv1d(in_size, args.pop('out_channels'), args.pop('kernel_size'),
+                  stride=args['stride'], padding=args['padding'],
+                  rhs_dilation=args['rhs_dilation'], groups=args['groups'],
+                  w_init=args['kernel'], b_init=args['bias'], channel_first=channel_first,
+                  name=name, padding_mode=args['padding_mode'])
 
 
 def _is_stateful(layer) -> bool:

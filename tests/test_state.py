@@ -321,3 +321,43 @@ def test_checkpoint_into_a_freshly_built_network(tmp_path):
     assert float(jnp.abs(_outputs(fresh, xs, whole=True) - before).max()) > 0
     braintools.file.msgpack_load(path, target=fresh.states(brainstate.ParamState))
     np.testing.assert_array_equal(_outputs(fresh, xs, whole=True), before)
+
+
+# ---------------------------------------------------------------- PyTorch
+
+@pytest.mark.parametrize('channel_first', [False, True], ids=['channels_last', 'channel_first'])
+@pytest.mark.parametrize('options', [dict(), dict(stride=2, padding=1, dilation=2, groups=2),
+                                     dict(padding='same', padding_mode='circular', bias=False)],
+                         ids=['default', 'stride-dilation-groups', 'same-circular-nobias'])
+def test_from_torch_and_back(options, channel_first):
+    torch = pytest.importorskip('torch')
+    torch.manual_seed(0)
+    module = torch.nn.Conv1d(4, 6, 3, **options)
+    layer = bp_conv_ext.state.from_torch(module, 19, channel_first=channel_first)
+    x = _random((2, 19, 4))
+    with torch.no_grad():
+        expected = module(torch.from_numpy(np.array(x)).permute(0, 2, 1)).permute(0, 2, 1)
+    y = layer(jnp.swapaxes(x, 1, 2)) if channel_first else layer(x)
+    np.testing.assert_allclose(jnp.swapaxes(y, 1, 2) if channel_first else y,
+                               expected.numpy(), rtol=1e-5, atol=1e-5)
+    back = layer.to_torch()
+    assert repr(back) == repr(module)
+    for key, value in module.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[key].numpy(), value.numpy())
+    torch.manual_seed(1)       # other weights, then the first module's loaded
+    fresh = bp_conv_ext.state.from_torch(torch.nn.Conv1d(4, 6, 3, **options), 19,
+                                         channel_first=channel_first)
+    inputs = jnp.swapaxes(x, 1, 2) if channel_first else x
+    assert not np.array_equal(fresh(inputs), layer(inputs))
+    fresh.load_torch_state_dict(module.state_dict())
+    np.testing.assert_array_equal(fresh(inputs), layer(inputs))
+
+
+def test_to_torch_refuses_what_torch_cannot_hold():
+    pytest.importorskip('torch')
+    with pytest.raises(ValueError, match=r"has parameters in units; torch.nn.Conv1d holds plain"):
+        Conv1d((10, 2), 3, 3, w_init=brainstate.nn.init.XavierNormal(unit=u.mA)).to_torch()
+    with pytest.raises(ValueError, match=r"has a mask; torch.nn.Conv1d has none"):
+        Conv1d((10, 2), 3, 3, w_mask=np.ones((3, 2, 3))).torch_state_dict()
+    with pytest.raises(ValueError, match=r"pads the two sides differently"):
+        Conv1d((10, 2), 3, 3, padding='CAUSAL').to_torch()
