@@ -199,6 +199,16 @@ class LayerConfig:
         return output_length(length, self.kernel_size, self.stride, self.padding,
                              self.lhs_dilation, self.rhs_dilation)
 
+    def attributes(self) -> dict:
+        """The configuration as ``brainpy.dnn.Conv1d`` and ``brainstate.nn.Conv1d`` expose it
+        (both layers set these): per-dimension tuples, ``padding`` a string or a tuple of one
+        ``(low, high)`` pair."""
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    groups=self.groups, kernel_size=(self.kernel_size,), stride=(self.stride,),
+                    lhs_dilation=(self.lhs_dilation,), rhs_dilation=(self.rhs_dilation,),
+                    padding=self.padding if isinstance(self.padding, str) else (self.padding,),
+                    padding_mode=self.padding_mode)
+
     def options(self, backend: str) -> dict:
         """The keyword arguments of ``_conv.apply`` (and ``_conv.which``)."""
         return dict(stride=self.stride, padding=self.padding, lhs_dilation=self.lhs_dilation,

@@ -146,17 +146,12 @@ class Conv1d(_conv.BackendChoice, bp.dnn.Layer):
         self.config = _args.layer_config(in_channels, out_channels, kernel_size,
                                          _args.resolve_stride(stride, strides), padding,
                                          lhs_dilation, rhs_dilation, groups, padding_mode)
-        c = self.config
-        # brainpy.dnn.Conv1d's attributes (per-dimension tuples)
-        self.in_channels, self.out_channels, self.groups = c.in_channels, c.out_channels, c.groups
-        self.kernel_size, self.stride = (c.kernel_size,), (c.stride,)
-        self.lhs_dilation, self.rhs_dilation = (c.lhs_dilation,), (c.rhs_dilation,)
-        self.padding = c.padding if isinstance(c.padding, str) else (c.padding,)
-        self.padding_mode = c.padding_mode
+        for attribute, value in self.config.attributes().items():   # brainpy.dnn.Conv1d's
+            setattr(self, attribute, value)
         self.w_initializer = w_initializer
         self.b_initializer = b_initializer
 
-        kernel_shape = c.kernel_shape
+        kernel_shape = self.config.kernel_shape
         w = _params.init_param('w_initializer', w_initializer, kernel_shape)
         if w is None:
             raise ValueError("`w_initializer` (=None) must give the kernel; only "

@@ -161,13 +161,9 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
         self.in_size = size
         self.out_size = (c.out_channels, out_length) if channel_first else \
             (out_length, c.out_channels)
-        # brainstate.nn.Conv1d's attributes (per-dimension tuples)
+        for attribute, value in c.attributes().items():      # brainstate.nn.Conv1d's
+            setattr(self, attribute, value)
         self.channel_first, self.channels_last = channel_first, not channel_first
-        self.in_channels, self.out_channels, self.groups = c.in_channels, c.out_channels, c.groups
-        self.kernel_size, self.stride = (c.kernel_size,), (c.stride,)
-        self.lhs_dilation, self.rhs_dilation = (c.lhs_dilation,), (c.rhs_dilation,)
-        self.padding = c.padding if isinstance(c.padding, str) else (c.padding,)
-        self.padding_mode = c.padding_mode
         self.kernel_shape = c.kernel_shape
         self.w_initializer, self.b_initializer = w_init, b_init
 
@@ -293,7 +289,7 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
 
     def _with_unit(self, y, x_unit):
         """The output with its unit: the input's times the kernel's."""
-        unit = _times(x_unit, self._kernel()[1])
+        unit = _times(x_unit, _split(self.weight.value['weight'])[1])
         return y if unit is None else u.maybe_decimal(u.Quantity(y, unit=unit))
 
 
@@ -303,9 +299,9 @@ def from_torch(module, length: int, *, channel_first: bool = False, name=None) -
     with ``channel_first=True``, PyTorch's own layout). Every ``torch.nn.Conv1d`` option
     maps, as for :func:`bp_conv_ext.from_torch`; :meth:`Conv1d.to_torch` goes back."""
     args = _torch.layer_arguments(module)
-    in_channels, length = args.pop('in_channels'), _args.positive_int('length', length)
-    in_size = (in_channels, length) if channel_first else (length, in_channels)
-    return Conv1d(in_size, args.pop('out_channels'), args.pop('kernel_size'),
+    length = _args.positive_int('length', length)
+    in_size = (args['in_channels'], length) if channel_first else (length, args['in_channels'])
+    return Conv1d(in_size, args['out_channels'], args['kernel_size'],
                   stride=args['stride'], padding=args['padding'],
                   rhs_dilation=args['rhs_dilation'], groups=args['groups'],
                   w_init=args['kernel'], b_init=args['bias'], channel_first=channel_first,
