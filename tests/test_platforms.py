@@ -259,10 +259,13 @@ TRITON = '__gpu$xla.gpu.triton'
 def _export(f, args, platforms):
     """``jax.export`` for ``platforms``. The event kernels of the CPU and of CUDA GPUs are XLA
     custom calls without JAX's compatibility guarantees; their checks are disabled by name
-    (what a user exporting such a program does too)."""
-    text = f.trace(*args).lower(lowering_platforms=platforms).as_text()
-    checks = [export.DisabledSafetyCheck.custom_call(name)
-              for name in set(re.findall(r'custom_call @([\w.$]+)', text))]
+    (what a user exporting such a program does too): Triton's always, the CPU kernels' as
+    read from the program lowered with the CPU."""
+    names = {TRITON}
+    if 'cpu' in platforms:
+        text = f.trace(*args).lower(lowering_platforms=platforms).as_text()
+        names |= set(re.findall(r'custom_call @([\w.$]+)', text))
+    checks = [export.DisabledSafetyCheck.custom_call(name) for name in sorted(names)]
     return export.export(f, platforms=platforms, disabled_checks=checks)(*args)
 
 
