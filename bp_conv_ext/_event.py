@@ -31,7 +31,6 @@ replicated kernel is summed over the shards where JAX's rules say so.
 """
 import contextlib
 import functools
-import importlib.util
 import inspect
 
 import jax
@@ -50,14 +49,15 @@ _forced = None
 
 @functools.lru_cache(maxsize=None)
 def _installed():
-    for package, _ in kernels.CPU:
-        if importlib.util.find_spec(package) is not None:
-            return package
+    for runtime, _ in kernels.CPU:
+        if kernels.available(runtime):
+            return runtime
 
 
 def runtime_name():
-    """The package whose kernels the event-driven path uses on the CPU: ``'brainevent'``,
-    ``'brainpylib'`` or ``'jax'`` (the pure-JAX kernels, when neither is installed); inside
+    """The runtime whose kernels the event-driven path uses on the CPU, the first available of
+    :data:`bp_conv_ext.kernels.CPU`: ``'c++'`` (built with the machine's compiler),
+    ``'brainevent'``, ``'brainpylib'`` or ``'jax'`` (the pure-JAX kernels); inside
     :func:`forced_runtime`, the one forced (also ``'pallas'``)."""
     return _forced or _installed()
 
@@ -65,13 +65,15 @@ def runtime_name():
 @contextlib.contextmanager
 def forced_runtime(package: str):
     """Trace the event path with the kernels of ``package`` on the CPU inside the ``with``
-    block: one of the runtime packages (installed), ``'jax'`` or ``'pallas'`` (the GPU kernels,
+    block: one of the CPU runtimes (available), ``'jax'`` or ``'pallas'`` (the GPU kernels,
     interpreted). How the tests run the accelerators' kernels on the CPU through the same
     primitives. Programs traced inside the block keep those kernels."""
     global _forced
     if package not in kernels.FORCEABLE:
         raise ValueError(f"`package` (={package!r}) must be one of "
                          f"{', '.join(map(repr, kernels.FORCEABLE))}.")
+    if package in dict(kernels.CPU) and not kernels.available(package):
+        raise ValueError(f"`package` (={package!r}): its kernels are not available here.")
     _module(package)
     previous, _forced = _forced, package
     try:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from bp_conv_ext._event import forced_runtime
+from bp_conv_ext._event import forced_runtime, runtime_name
 
 # Property-based tests: a quick profile for CI, a long one for nightly-style runs.
 settings.register_profile('ci', max_examples=25, deadline=None,
@@ -29,16 +29,19 @@ if enable_x64 is None:
 
 
 def event_runtime(package):
-    """A context tracing the event path with the kernels of ``package`` (``'jax'``: the
-    pure-JAX kernels that ROCm GPUs and TPUs run; ``'pallas'``: the CUDA GPUs' kernels, in
-    Pallas's interpreter; both here on the CPU); ``None``: the installed ones."""
+    """A context tracing the event path with the kernels of ``package`` (``'brainevent'``: the
+    numba kernels, the fallback of the C++ ones; ``'jax'``: the pure-JAX kernels that ROCm GPUs
+    and TPUs run; ``'pallas'``: the CUDA GPUs' kernels, in Pallas's interpreter; all here on
+    the CPU); ``None``: the CPU's own (the first available runtime)."""
     return contextlib.nullcontext() if package is None else forced_runtime(package)
 
 
-#: The event path with the installed CPU kernels, then with each accelerator's kernels forced
-#: on the CPU through the same primitives' rules, and their test ids.
-EVENT_RUNTIMES = [None, 'jax', 'pallas']
-EVENT_IDS = ['event', 'event-jax', 'event-pallas']
+#: The event path with the CPU's own kernels; where those are the C++ kernels, also with their
+#: fallback, the numba kernels; then with each accelerator's kernels forced on the CPU through
+#: the same primitives' rules. And their test ids.
+_FALLBACK = ['brainevent'] if runtime_name() == 'c++' else []
+EVENT_RUNTIMES = [None] + _FALLBACK + ['jax', 'pallas']
+EVENT_IDS = ['event'] + ['event-numba'] * len(_FALLBACK) + ['event-jax', 'event-pallas']
 
 
 def reference_pads(padding, length, kernel_size, stride=1, lhs_dilation=1, rhs_dilation=1):

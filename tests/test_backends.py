@@ -146,13 +146,14 @@ def test_event_path_inside_scan_gradients_equal_dense(runtime):
 
 
 # The XLA custom call each runtime lowers the event-driven kernels to.
-_CUSTOM_CALLS = {'brainevent': 'brainevent_numba_ffi', 'brainpylib': 'taichi_kernel_aot_call_cpu'}
+_CUSTOM_CALLS = {'c++': 'bp_conv_ext_event_forward', 'brainevent': 'brainevent_numba_ffi',
+                 'brainpylib': 'taichi_kernel_aot_call_cpu'}
 
 
 def test_event_path_lowers_to_the_installed_runtime_custom_call():
     x, w, _ = _case(9, 0.05)
     runtime = runtime_name()
-    assert runtime in _CUSTOM_CALLS, "the test stacks install brainevent or brainpylib"
+    assert runtime in _CUSTOM_CALLS, "the test stacks have the C++, numba or taichi kernels"
     for backend, expected in (('event', {runtime}), ('dense', set())):
         hlo = jax.jit(lambda x, w: conv1d(x, w, backend=backend)).lower(x, w).as_text()
         found = {name for name, call in _CUSTOM_CALLS.items() if call in hlo}

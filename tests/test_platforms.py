@@ -331,14 +331,14 @@ def test_forced_pure_jax_kernels_run_on_the_cpu_without_custom_calls():
 
 
 def test_forced_runtime_must_name_a_runtime():
-    with pytest.raises(ValueError, match=r"`package` \(='cupy'\) must be one of 'brainevent', "
-                                         r"'brainpylib', 'jax', 'pallas'"):
+    with pytest.raises(ValueError, match=r"`package` \(='cupy'\) must be one of 'c\+\+', "
+                                         r"'brainevent', 'brainpylib', 'jax', 'pallas'"):
         with forced_runtime('cupy'):
             pass
 
 
 def test_event_kernel_on_each_platform():
-    native = {'brainevent': 'numba', 'brainpylib': 'taichi'}[runtime_name()]
+    native = {'c++': 'c++', 'brainevent': 'numba', 'brainpylib': 'taichi'}[runtime_name()]
     assert event_kernel('cpu') == native
     assert [event_kernel(p) for p in ('cuda', 'rocm', 'tpu', 'gpu')] == \
         ['pallas', 'jax', 'jax', 'pallas']

@@ -18,6 +18,8 @@ only compute. Each has the same names:
 =============== ============================ ====================================
 module          platform (runtime)           kernels
 =============== ============================ ====================================
+``cxx_cpu``     CPU (a C++17 compiler,       C++ through the XLA FFI, compacted
+                ``jax.ffi``: BrainPy 2.8)    spikes, sums in registers
 ``numba_cpu``   CPU (brainevent, BrainPy 2.8) numba, scatter over the spikes
 ``taichi_cpu``  CPU (brainpylib, BrainPy 2.6) taichi, gather per output sample
 ``pallas_gpu``  CUDA GPUs                    Pallas/Triton, compacted spikes
@@ -29,10 +31,13 @@ A new platform adds a module and a line in :data:`CPU` or :data:`ACCELERATORS`.
 """
 import functools
 import importlib
+import importlib.util
 
-#: The CPU runtimes in the order they are preferred: (package that must be installed, module).
-#: The last needs nothing beyond JAX.
-CPU = (('brainevent', 'numba_cpu'), ('brainpylib', 'taichi_cpu'), ('jax', 'xla'))
+#: The CPU runtimes in the order they are preferred: (runtime, module). A runtime is the package
+#: that must be installed, or ``'c++'``: the kernels of ``cxx_cpu``, built with the machine's
+#: compiler. The last needs nothing beyond JAX.
+CPU = (('c++', 'cxx_cpu'), ('brainevent', 'numba_cpu'), ('brainpylib', 'taichi_cpu'),
+       ('jax', 'xla'))
 
 #: The kernel module of each accelerator platform.
 ACCELERATORS = {'cuda': 'pallas_gpu', 'rocm': 'xla', 'tpu': 'xla'}
@@ -47,3 +52,11 @@ FORCEABLE = dict(CPU, pallas='pallas_gpu')
 def module(name: str):
     """The kernel module ``name`` (``'numba_cpu'``, ``'xla'``, ...), imported on first use."""
     return importlib.import_module(f'{__name__}.{name}')
+
+
+def available(runtime: str) -> bool:
+    """Whether the CPU runtime ``runtime`` (a name of :data:`CPU`) runs here: its package is
+    installed; for ``'c++'``, its kernels were built (or load from the cache)."""
+    if runtime == 'c++':
+        return module('cxx_cpu').library() is not None
+    return importlib.util.find_spec(runtime) is not None

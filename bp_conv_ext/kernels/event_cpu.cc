@@ -1,0 +1,460 @@
+// Event-driven 1-D convolution on the CPU: the forward convolution and its kernel gradient,
+// called from JAX through the XLA FFI (bp_conv_ext/kernels/cxx_cpu.py builds and registers
+// them).
+//
+// Layouts: x [N, H, C] (bool, float32 or float64; zeros are skipped), w and dw
+// [K, C / groups, O], y and dy [N, T, O]. Output sample t, tap k reads the input at the
+// dilated, padded position q = t * stride + k * rhs - low, which is input sample q / lhs when
+// 0 <= q <= (H - 1) * lhs and lhs divides q.
+//
+// Both kernels are output-stationary: a block of outputs is summed in vector registers and
+// written once.
+// - forward: per input sample, the active channels of each group are compacted into a list
+//   that every tap reaching that sample reuses; an output row block is the sum, over the
+//   taps, of the kernel rows of the active channels of the sample each tap reads.
+// - kernel gradient: the active (n, h) of every input channel are compacted into a list; a
+//   block of dw[k, c, :] is the sum over that list of the dy rows the entries reach.
+// Threads: over the batch (forward, and compaction of the kernel gradient), over
+// (channel, tap) pairs (the kernel gradient's sums). No fast-math: NaN and inf in the inputs
+// reach the outputs as in a dense convolution over the nonzero inputs.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#ifndef BP_CONV_EXT_NO_FFI
+#include "xla/ffi/api/ffi.h"
+#endif
+
+namespace {
+
+
+// 64 bytes of lanes (one AVX-512 register, two AVX2 ones, four of SSE or NEON).
+template <typename T>
+struct Lanes;
+template <>
+struct Lanes<float> {
+  typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct Lanes<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+
+// Blocks of outputs summed in registers: kWide vectors where the registers hold them
+// (32 of AVX-512 or NEON), else kVectors.
+constexpr int kVectors = 4;
+#if defined(__AVX512F__) || defined(__aarch64__)
+constexpr int kWide = 8;
+#else
+constexpr int kWide = 4;
+#endif
+
+template <typename T, int kCount>
+struct Block {
+  using V = typename Lanes<T>::type;
+  static constexpr int64_t kLanes = sizeof(V) / sizeof(T);
+  static constexpr int64_t kWidth = kCount * kLanes;
+  V acc[kCount];
+
+  Block() {
+    for (int i = 0; i < kCount; ++i) acc[i] = V{};
+  }
+  explicit Block(const T* row) {
+    for (int i = 0; i < kCount; ++i) acc[i] = load(row + i * kLanes);
+  }
+  static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  void add(const T* row) {
+    for (int i = 0; i < kCount; ++i) acc[i] += load(row + i * kLanes);
+  }
+  void add(const T* row, T scale) {
+    for (int i = 0; i < kCount; ++i) acc[i] += scale * load(row + i * kLanes);
+  }
+  void store(T* out) const { std::memcpy(out, acc, sizeof(acc)); }
+  // out += acc (times scale).
+  void add_to(T* out) const {
+    for (int i = 0; i < kCount; ++i) {
+      const V sum = load(out + i * kLanes) + acc[i];
+      std::memcpy(out + i * kLanes, &sum, sizeof(V));
+    }
+  }
+  void add_to(T* out, T scale) const {
+    for (int i = 0; i < kCount; ++i) {
+      const V sum = load(out + i * kLanes) + scale * acc[i];
+      std::memcpy(out + i * kLanes, &sum, sizeof(V));
+    }
+  }
+};
+
+struct Geometry {
+  int64_t batch, length, channels, taps, group_in, outs, out_len;
+  int64_t stride, low, lhs, rhs, groups;
+
+  int64_t group_out() const { return outs / groups; }
+  // The input sample tap k of output t reads, or -1 for padding and dilation holes.
+  int64_t source(int64_t t, int64_t k) const {
+    const int64_t q = t * stride + k * rhs - low;
+    if (q < 0) return -1;
+    if (lhs == 1) return q < length ? q : -1;
+    if (q % lhs != 0) return -1;
+    const int64_t h = q / lhs;
+    return h < length ? h : -1;
+  }
+  // The output sample input sample h reaches through tap k, or -1.
+  int64_t target(int64_t h, int64_t k) const {
+    const int64_t p = h * lhs + low - k * rhs;
+    if (p < 0) return -1;
+    if (stride == 1) return p < out_len ? p : -1;
+    if (p % stride != 0) return -1;
+    const int64_t t = p / stride;
+    return t < out_len ? t : -1;
+  }
+};
+
+// Runs body(item, scratch) for every item in [0, count): on the calling thread and on up to
+// `threads - 1` tasks of XLA's intra-op thread pool, each claiming the next item until none is
+// left, with its own Scratch. A task that starts after the last item was claimed returns at
+// once, touching only the shared counters, so the caller never waits for a task to start.
+template <typename Scratch, typename Pool, typename Body>
+void parallel_for(Pool& pool, int64_t count, int64_t threads, const Body& body) {
+  struct Items {
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  auto items = std::make_shared<Items>();
+  const Body* shared = &body;
+  auto run = [items, shared, count] {
+    Scratch scratch;
+    for (int64_t item; (item = items->next.fetch_add(1)) < count;) {
+      (*shared)(item, scratch);
+      items->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  const int64_t helpers = std::min({threads, count, std::max<int64_t>(pool.num_threads(), 1)}) - 1;
+  for (int64_t i = 0; i < helpers; ++i) pool.Schedule(decltype(run)(run));
+  run();
+  while (items->done.load(std::memory_order_acquire) < count) std::this_thread::yield();
+}
+
+// Writes base + c * step for every active c of x[0:count] to entry[] and, for inputs that are
+// not bool, x[c] to values[]; returns how many. Words of bools that hold a spike are compacted
+// without branches (a spike's position is not predictable).
+template <typename X, typename T>
+int64_t compact(const X* x, int64_t count, int64_t base, int64_t step, int64_t* entry,
+                T* values) {
+  int64_t m = 0;
+  if constexpr (std::is_same_v<X, bool>) {
+    const unsigned char* bits = reinterpret_cast<const unsigned char*>(x);
+    int64_t c = 0;
+    for (; c + 8 <= count; c += 8) {
+      uint64_t word;
+      std::memcpy(&word, bits + c, sizeof(word));
+      if (word == 0) continue;
+      for (int64_t i = c; i < c + 8; ++i) {
+        entry[m] = base + i * step;
+        m += bits[i];
+      }
+    }
+    for (; c < count; ++c) {
+      entry[m] = base + c * step;
+      m += bits[c];
+    }
+  } else {
+    for (int64_t c = 0; c < count; ++c) {
+      if (x[c] != X(0)) {  // NaN is active
+        entry[m] = base + c * step;
+        values[m] = static_cast<T>(x[c]);
+        ++m;
+      }
+    }
+  }
+  return m;
+}
+
+// Adds row[entry[j] + shift] (scaled by values[j] for inputs that are not bool) to a block
+// of outputs for j in [j0, j1).
+template <typename X, typename T, typename Sums>
+void add_rows(Sums& sums, const T* rows, const int64_t* entry, const T* values, int64_t j0,
+              int64_t j1, int64_t shift) {
+  for (int64_t j = j0; j < j1; ++j) {
+    if constexpr (std::is_same_v<X, bool>) {
+      sums.add(rows + entry[j] + shift);
+    } else {
+      sums.add(rows + entry[j] + shift, values[j]);
+    }
+  }
+}
+
+// The last block of a row, narrower than a vector block: sums in a local array.
+template <typename T>
+struct Tail {
+  int64_t width;
+  T acc[Block<T, kVectors>::kWidth];
+
+  explicit Tail(int64_t width) : width(width) { std::fill(acc, acc + width, T(0)); }
+  void add(const T* row) {
+    for (int64_t o = 0; o < width; ++o) acc[o] += row[o];
+  }
+  void add(const T* row, T scale) {
+    for (int64_t o = 0; o < width; ++o) acc[o] += scale * row[o];
+  }
+  void store(T* out) const { std::memcpy(out, acc, width * sizeof(T)); }
+};
+
+// --- forward ------------------------------------------------------------------------------
+
+template <typename X, typename T>
+struct ActiveRows {
+  // The active channels c of input sample h in group g, as the offsets (h * Cg + c) * O of
+  // their kernel rows (tap k's row is at shift (k - h) * Cg * O), group by group:
+  // entry[start[g * H + h] : start[g * H + h + 1]], so that consecutive samples are adjacent.
+  std::vector<int64_t> start, entry;
+  std::vector<T> values;
+
+  void build(const X* x, const Geometry& g) {
+    start.resize(g.groups * g.length + 1);
+    entry.resize(g.length * g.channels);
+    if constexpr (!std::is_same_v<X, bool>) values.resize(g.length * g.channels);
+    int64_t m = 0;
+    for (int64_t group = 0; group < g.groups; ++group) {
+      for (int64_t h = 0; h < g.length; ++h) {
+        start[group * g.length + h] = m;
+        m += compact(x + h * g.channels + group * g.group_in, g.group_in,
+                     h * g.group_in * g.outs, g.outs, entry.data() + m, values.data() + m);
+      }
+    }
+    start[g.groups * g.length] = m;
+  }
+};
+
+// One block y[t, group, o0 : ...] of one sample: the sum over the taps of the kernel rows of
+// the active channels of the input sample each tap reads.
+template <typename X, typename T, typename Sums>
+void forward_sums(Sums& sums, const ActiveRows<X, T>& rows, const T* w, const Geometry& g,
+                  int64_t t, int64_t group, int64_t o0) {
+  const T* base = w + group * g.group_out() + o0;
+  const int64_t* start = rows.start.data() + group * g.length;
+  const int64_t tap = g.group_in * g.outs;
+  if (g.lhs == 1 && g.rhs == 1) {
+    // The taps read consecutive input samples, whose lists are adjacent: one range.
+    const int64_t first = t * g.stride - g.low;
+    const int64_t h0 = std::max<int64_t>(first, 0);
+    const int64_t h1 = std::min(first + g.taps, g.length);
+    if (h0 < h1) {
+      add_rows<X>(sums, base, rows.entry.data(), rows.values.data(), start[h0], start[h1],
+                  -first * tap);
+    }
+    return;
+  }
+  for (int64_t k = 0; k < g.taps; ++k) {
+    const int64_t h = g.source(t, k);
+    if (h < 0) continue;
+    add_rows<X>(sums, base, rows.entry.data(), rows.values.data(), start[h], start[h + 1],
+                (k - h) * tap);
+  }
+}
+
+// The blocks of one output row of one group: as wide as registers allow, then the tail.
+template <typename X, typename T>
+void forward_row(const ActiveRows<X, T>& rows, const T* w, T* out, const Geometry& g,
+                 int64_t t, int64_t group) {
+  int64_t o0 = 0;
+  const int64_t og = g.group_out();
+  for (; o0 + Block<T, kWide>::kWidth <= og; o0 += Block<T, kWide>::kWidth) {
+    Block<T, kWide> sums;
+    forward_sums<X>(sums, rows, w, g, t, group, o0);
+    sums.store(out + o0);
+  }
+  for (; o0 + Block<T, kVectors>::kWidth <= og; o0 += Block<T, kVectors>::kWidth) {
+    Block<T, kVectors> sums;
+    forward_sums<X>(sums, rows, w, g, t, group, o0);
+    sums.store(out + o0);
+  }
+  for (; o0 < og; o0 += Block<T, kVectors>::kWidth) {
+    Tail<T> sums(std::min(Block<T, kVectors>::kWidth, og - o0));
+    forward_sums<X>(sums, rows, w, g, t, group, o0);
+    sums.store(out + o0);
+  }
+}
+
+template <typename X, typename T, typename Pool>
+void forward(Pool& pool, const X* x, const T* w, T* y, const Geometry& g, int64_t threads) {
+  parallel_for<ActiveRows<X, T>>(pool, g.batch, threads, [&](int64_t n, ActiveRows<X, T>& rows) {
+    rows.build(x + n * g.length * g.channels, g);
+    T* yn = y + n * g.out_len * g.outs;
+    for (int64_t t = 0; t < g.out_len; ++t) {
+      for (int64_t group = 0; group < g.groups; ++group) {
+        forward_row<X>(rows, w, yn + t * g.outs + group * g.group_out(), g, t, group);
+      }
+    }
+  });
+}
+
+// --- kernel gradient ----------------------------------------------------------------------
+
+// dst[entry[j] + o] += src[o] (times values[j] for inputs that are not bool) for every j in
+// [j0, j1) and o in [0, width): one dy row, held in registers a block at a time, added to the
+// kernel-gradient rows of the active channels.
+template <typename X, typename T>
+void scatter_row(const T* src, T* dst, const ActiveRows<X, T>& rows, int64_t j0, int64_t j1,
+                 int64_t width) {
+  using B = Block<T, kVectors>;
+  const int64_t* entry = rows.entry.data();
+  int64_t o0 = 0;
+  for (; o0 + B::kWidth <= width; o0 += B::kWidth) {
+    const B row(src + o0);
+    for (int64_t j = j0; j < j1; ++j) {
+      if constexpr (std::is_same_v<X, bool>) {
+        row.add_to(dst + entry[j] + o0);
+      } else {
+        row.add_to(dst + entry[j] + o0, rows.values[j]);
+      }
+    }
+  }
+  for (int64_t j = j0; j < j1 && o0 < width; ++j) {
+    const T scale = std::is_same_v<X, bool> ? T(1) : rows.values[j];
+    T* out = dst + entry[j];
+    for (int64_t o = o0; o < width; ++o) out[o] += scale * src[o];
+  }
+}
+
+struct None {};
+
+// dw[k, c, :] = sum over the active x[n, h, c] of x * dy[n, t, :], t the output sample that
+// input reaches through tap k. Threads over slices of the batch, each summing into its own
+// copy of dw (the first into dw itself), added up at the end.
+template <typename X, typename T, typename Pool>
+void kernel_grad(Pool& pool, const X* x, const T* dy, T* dw, const Geometry& g,
+                 int64_t threads) {
+  const int64_t size = g.taps * g.group_in * g.outs;
+  const int64_t tap = g.group_in * g.outs;
+  const int64_t og = g.group_out();
+  const int64_t slices = std::max<int64_t>(1, std::min(threads, g.batch));
+  std::vector<std::vector<T>> copies(slices - 1);
+  std::fill(dw, dw + size, T(0));
+  parallel_for<None>(pool, slices, slices, [&](int64_t slice, None&) {
+    T* acc = dw;
+    if (slice > 0) {
+      copies[slice - 1].assign(size, T(0));
+      acc = copies[slice - 1].data();
+    }
+    ActiveRows<X, T> rows;
+    const int64_t n1 = g.batch * (slice + 1) / slices;
+    for (int64_t n = g.batch * slice / slices; n < n1; ++n) {
+      rows.build(x + n * g.length * g.channels, g);
+      const T* dyn = dy + n * g.out_len * g.outs;
+      for (int64_t group = 0; group < g.groups; ++group) {
+        const int64_t* start = rows.start.data() + group * g.length;
+        for (int64_t h = 0; h < g.length; ++h) {
+          if (start[h] == start[h + 1]) continue;
+          for (int64_t k = 0; k < g.taps; ++k) {
+            const int64_t t = g.target(h, k);
+            if (t < 0) continue;
+            scatter_row(dyn + t * g.outs + group * og, acc + group * og + (k - h) * tap, rows,
+                        start[h], start[h + 1], og);
+          }
+        }
+      }
+    }
+  });
+  for (const auto& copy : copies) {
+    for (int64_t i = 0; i < size; ++i) dw[i] += copy[i];
+  }
+}
+
+}  // namespace
+
+// --- FFI handlers -------------------------------------------------------------------------
+// (Left out with -DBP_CONV_EXT_NO_FFI, to call the kernels above from a C++ program.)
+#ifndef BP_CONV_EXT_NO_FFI
+
+namespace {
+
+namespace ffi = xla::ffi;
+
+Geometry geometry(ffi::AnyBuffer x, ffi::AnyBuffer kernel_shape, int64_t out_len, int64_t stride,
+                  int64_t low, int64_t lhs, int64_t rhs, int64_t groups) {
+  auto xd = x.dimensions();
+  auto wd = kernel_shape.dimensions();
+  return Geometry{xd[0], xd[1], xd[2], wd[0], wd[1], wd[2], out_len,
+                  stride, low, lhs, rhs, groups};
+}
+
+template <typename Call>
+ffi::Error dispatch(ffi::DataType x_type, ffi::DataType type, const Call& call) {
+  auto with_x = [&](auto t) -> ffi::Error {
+    using T = decltype(t);
+    switch (x_type) {
+      case ffi::DataType::PRED: return call(bool{}, t);
+      case ffi::DataType::F32: return call(float{}, t);
+      case ffi::DataType::F64: return call(double{}, t);
+      default:
+        return ffi::Error(ffi::ErrorCode::kInvalidArgument, "unsupported input dtype");
+    }
+  };
+  switch (type) {
+    case ffi::DataType::F32: return with_x(float{});
+    case ffi::DataType::F64: return with_x(double{});
+    default:
+      return ffi::Error(ffi::ErrorCode::kInvalidArgument, "unsupported kernel dtype");
+  }
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
+                   int64_t stride, int64_t low, int64_t lhs, int64_t rhs, int64_t groups,
+                   int64_t threads) {
+  if (w.element_type() != y->element_type())
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "kernel and output dtypes differ");
+  const Geometry g = geometry(x, w, y->dimensions()[1], stride, low, lhs, rhs, groups);
+  return dispatch(x.element_type(), w.element_type(), [&](auto xv, auto tv) {
+    using X = decltype(xv);
+    using T = decltype(tv);
+    forward<X, T>(pool, reinterpret_cast<const X*>(x.untyped_data()),
+                  reinterpret_cast<const T*>(w.untyped_data()),
+                  reinterpret_cast<T*>(y->untyped_data()), g, threads);
+    return ffi::Error::Success();
+  });
+}
+
+ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
+                      int64_t stride, int64_t low, int64_t lhs, int64_t rhs, int64_t groups,
+                      int64_t threads) {
+  if (dy.element_type() != dw->element_type())
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "cotangent and output dtypes differ");
+  const Geometry g = geometry(x, *dw, dy.dimensions()[1], stride, low, lhs, rhs, groups);
+  return dispatch(x.element_type(), dy.element_type(), [&](auto xv, auto tv) {
+    using X = decltype(xv);
+    using T = decltype(tv);
+    kernel_grad<X, T>(pool, reinterpret_cast<const X*>(x.untyped_data()),
+                      reinterpret_cast<const T*>(dy.untyped_data()),
+                      reinterpret_cast<T*>(dw->untyped_data()), g, threads);
+    return ffi::Error::Success();
+  });
+}
+
+}  // namespace
+
+#define BP_CONV_EXT_BIND(binding)          \
+  binding.Ctx<ffi::ThreadPool>()           \
+      .Arg<ffi::AnyBuffer>()               \
+      .Arg<ffi::AnyBuffer>()               \
+      .Ret<ffi::AnyBuffer>()               \
+      .Attr<int64_t>("stride")             \
+      .Attr<int64_t>("low")                \
+      .Attr<int64_t>("lhs_dilation")       \
+      .Attr<int64_t>("rhs_dilation")       \
+      .Attr<int64_t>("groups")             \
+      .Attr<int64_t>("threads")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bp_conv_ext_event_forward, Forward,
+                              BP_CONV_EXT_BIND(ffi::Ffi::Bind()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bp_conv_ext_event_kernel_grad, KernelGrad,
+                              BP_CONV_EXT_BIND(ffi::Ffi::Bind()));
+#endif  // BP_CONV_EXT_NO_FFI
