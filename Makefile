@@ -5,7 +5,9 @@
 #   STACK=current      BrainPy 2.8 + brainevent + numba   -> .venv      (the default)
 #   STACK=brainpy-2.6  BrainPy 2.6 + brainpylib + taichi  -> .venv-2.6
 #
-# `make test` runs the suite on both stacks; `make test-stack STACK=...` on one.
+# `make test` runs the suite on both stacks, and the event path's tests once more without the
+# C++ kernels (no compiler, empty kernel cache: their numba fallback runs);
+# `make test-stack STACK=...` runs the suite on one stack.
 # `make docs` builds the documentation site (docs/_build/html) on the current stack.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STACK ?= current
@@ -25,7 +27,7 @@ endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-stack bench docs clean
+.PHONY: demo test test-stack test-fallback bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml $(wildcard constraints/*.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +40,7 @@ demo: $(STAMP)
 
 test:
 	$(MAKE) --no-print-directory test-stack STACK=current
+	$(MAKE) --no-print-directory test-fallback
 	$(MAKE) --no-print-directory test-stack STACK=brainpy-2.6
 
 # pytest exits with 5 when it collected no test: report that as a failure.
@@ -46,10 +49,27 @@ test-stack: $(STAMP)
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-# PyTorch's CPU timings depend on how its idle threads wait; the suite prints the policy.
+# The C++ kernels are built on first use into $$BP_CONV_EXT_CACHE; with no compiler and an
+# empty cache the event path falls back to the numba kernels, which these tests then check.
+FALLBACK_TESTS := tests/test_backends.py tests/test_padding_modes.py tests/test_bad_input.py \
+	tests/test_properties.py tests/test_gradients.py
+test-fallback: $(STAMP)
+	@echo "== event-path tests without the C++ kernels ($(VENV)) =="
+	@cache=$$(mktemp -d); export CXX=/nonexistent/c++ BP_CONV_EXT_CACHE=$$cache; \
+	$(PY) -W ignore -c "import bp_conv_ext as b; k = b.event_kernel('cpu'); \
+	assert k == 'numba', k; print('event-driven CPU kernels:', k)" && \
+	$(PY) -m pytest -q -rs $(FALLBACK_TESTS); rc=$$?; \
+	rm -rf $$cache; exit $$rc
+
+# PyTorch's CPU timings depend on how its idle threads wait, and every contender's on whether
+# the one before it gave its memory back to the system (fresh pages cost ~1 us each here):
+# the suite runs with passive OpenMP threads and a malloc that keeps freed memory, and prints
+# both settings. It also draws the event-driven speed-ups against spike density for
+# docs/performance.md.
+BENCH_ENV := OMP_WAIT_POLICY=passive MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824
 bench: $(STAMP)
-	OMP_WAIT_POLICY=passive $(PY) benchmarks/conv_suite.py $(BENCH_ARGS)
-	$(PY) benchmarks/layer_by_layer.py $(BENCH_ARGS)
+	$(BENCH_ENV) $(PY) benchmarks/conv_suite.py --figure docs/figures/event_density.png $(BENCH_ARGS)
+	$(BENCH_ENV) $(PY) benchmarks/layer_by_layer.py $(BENCH_ARGS)
 
 # The examples draw the tutorial's figures (the raster from a --quick run, the learning curves
 # from 100 of the 400 GunPoint epochs, in both BrainPy APIs), then the site is built and every

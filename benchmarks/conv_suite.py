@@ -8,7 +8,10 @@ repeats after a warm-up call that compiles; ratios compare numbers from this run
     python benchmarks/conv_suite.py [--quick] [--gpu]
 
 PyTorch runs with 2 threads; set ``OMP_WAIT_POLICY`` before starting (``make bench``
-sets ``passive``) and read it from the header.
+sets ``passive``), and ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` so that memory
+one contender frees is not handed back to the system only for the next one to fault it in
+again (``make bench`` sets both); the header prints them. ``--figure PATH`` draws the
+event-driven speed-ups against spike density (forward and kernel gradient).
 
 ``--gpu`` runs the same tables on a CUDA GPU (JAX's default device; PyTorch on ``cuda``,
 synchronised after every call): the batched shapes at batch 32 and 256, the event-driven
@@ -270,14 +273,36 @@ def spiking_bptt_table(repeats, rng, densities):
     return lines
 
 
+def fallback_runtime():
+    """The CPU runtime whose event kernels are measured beside the default ones: the numba
+    kernels (``'brainevent'``) where the C++ kernels are the default, else ``None``."""
+    return 'brainevent' if _event.runtime_name() == 'c++' and TORCH_DEVICE == 'cpu' else None
+
+
+def event_jit(fn, runtime):
+    """``jax.jit(fn)``, traced (at its first call) with the kernels of ``runtime``."""
+    jitted = jax.jit(fn)
+    if runtime is None:
+        return jitted
+
+    def call(*args):
+        with _event.forced_runtime(runtime):
+            return jitted(*args)
+    return call
+
+
 def event_table(repeats, rng, densities, shapes):
-    """Forward on bool spikes: event-driven and auto vs the best dense (min of lax, torch,
-    both given the spikes as float32 already) and vs this project's dense path on the
-    same bool input; then, per shape, the densities where the event path wins."""
-    lines = ["| shape | p | event (ms) | auto (ms) | ours dense (ms) | best dense (ms) | "
-             "best dense/event | auto/ours dense |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    crossovers = []
+    """Forward on bool spikes: event-driven (the platform's kernels, and on the CPU their
+    numba fallback) and auto vs the best dense (min of lax, torch, both given the spikes as
+    float32 already) and vs this project's dense path on the same bool input; then, per shape,
+    the densities where the event path wins. Also returns the ratios, for the figure."""
+    fallback = fallback_runtime()
+    lines = ["| shape | p | event (ms) | " + ("numba (ms) | " if fallback else "") +
+             "auto (ms) | ours dense (ms) | best dense (ms) | best dense/event | " +
+             ("best dense/numba | " if fallback else "") + "auto/ours dense |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" +
+             (" ---: | ---: |" if fallback else "")]
+    crossovers, ratios = [], {}
     for name, batch, length, cin, cout, k in shapes:
         n = 1 if batch is None else batch
         w_np = (rng.standard_normal((k, cin, cout)) / np.sqrt(k * cin)).astype(np.float32)
@@ -289,6 +314,8 @@ def event_table(repeats, rng, densities, shapes):
                                        mode=mode)
             layer.backend = backend
             layers[backend] = jax.jit(layer_fn(layer))
+            if backend == 'event' and fallback:
+                layers['numba'] = event_jit(layer_fn(layer), fallback)
         raw = jax.jit(lambda w, x: lax_conv(x, w, k))
         wins = []
         for p in densities:
@@ -309,14 +336,96 @@ def event_table(repeats, rng, densities, shapes):
             t = measure(calls, repeats)
             best = min(t['lax'], t.get('torch', float('inf')))
             wins.append((p, best / t['event']))
-            lines.append(f"| {name} | {p} | {t['event'] * 1e3:.3f} | {t['auto'] * 1e3:.3f} | "
-                         f"{t['dense'] * 1e3:.3f} | {best * 1e3:.3f} | {best / t['event']:.1f}x | "
+            ratios.setdefault(name, []).append(
+                (p, best / t['event'], best / t['numba'] if fallback else None))
+            lines.append(f"| {name} | {p} | {t['event'] * 1e3:.3f} | " +
+                         (f"{t['numba'] * 1e3:.3f} | " if fallback else "") +
+                         f"{t['auto'] * 1e3:.3f} | {t['dense'] * 1e3:.3f} | {best * 1e3:.3f} | "
+                         f"{best / t['event']:.1f}x | " +
+                         (f"{best / t['numba']:.1f}x | " if fallback else "") +
                          f"{t['auto'] / t['dense']:.2f} |")
         faster = [p for p, ratio in wins if ratio > 1]
         crossovers.append(f"- {name}: event faster than the best dense at p <= "
                           f"{max(faster)}" if faster else f"- {name}: never faster")
     return lines + ["", "Crossover (the densest p at which the event path still wins):"] + \
-        crossovers
+        crossovers, ratios
+
+
+def kernel_grad_table(repeats, rng, densities, shapes):
+    """The kernel gradient on bool spikes (reverse mode with respect to the kernel only):
+    event-driven (and its numba fallback) against the best dense kernel gradient (min of
+    lax's, this project's dense path's and torch's ``conv1d_weight``). Also returns the
+    ratios, for the figure."""
+    fallback = fallback_runtime()
+    lines = ["| shape | p | event (ms) | " + ("numba (ms) | " if fallback else "") +
+             "best dense (ms) | best dense/event |" + (" best dense/numba |" if fallback else ""),
+             "| --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if fallback else "")]
+    ratios = {}
+    for name, batch, length, cin, cout, k in shapes:
+        if batch is None:
+            continue
+        w = jnp.asarray((rng.standard_normal((k, cin, cout)) / np.sqrt(k * cin)), jnp.float32)
+        dy = jnp.asarray(rng.standard_normal((batch, length, cout)), jnp.float32)
+
+        def grad_of(conv):
+            return lambda x, w: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0]
+        event = grad_of(lambda x, w: bp_conv_ext.conv1d(x, w, backend='event'))
+        fns = {'event': jax.jit(event),
+               'dense': jax.jit(grad_of(lambda x, w: bp_conv_ext.conv1d(x, w, backend='dense'))),
+               'lax': jax.jit(grad_of(lambda x, w: lax_conv(x, w, k)))}
+        if fallback:
+            fns['numba'] = event_jit(event, fallback)
+        for p in densities:
+            spikes = rng.random((batch, length, cin)) < p
+            xb, xf = jnp.asarray(spikes), jnp.asarray(spikes, jnp.float32)
+            calls = {key: (lambda f=f, x=(xf if key == 'lax' else xb): block(f(x, w)))
+                     for key, f in fns.items()}
+            if use_torch():
+                xt = torch_tensor(spikes.astype(np.float32)).permute(0, 2, 1).contiguous()
+                dyt = torch_tensor(np.asarray(dy)).permute(0, 2, 1).contiguous()
+                size = (cout, cin, k)
+                calls['torch'] = torch_timed(lambda: torch.nn.grad.conv1d_weight(
+                    xt, size, dyt, padding=(k - 1) // 2))
+            t = measure(calls, repeats)
+            best = min(t['lax'], t['dense'], t.get('torch', float('inf')))
+            ratios.setdefault(name, []).append(
+                (p, best / t['event'], best / t['numba'] if fallback else None))
+            lines.append(f"| {name} | {p} | {t['event'] * 1e3:.3f} | " +
+                         (f"{t['numba'] * 1e3:.3f} | " if fallback else "") +
+                         f"{best * 1e3:.3f} | {best / t['event']:.1f}x |" +
+                         (f" {best / t['numba']:.1f}x |" if fallback else ""))
+    return lines, ratios
+
+
+def density_figure(path, forward, kernel_grad, kernel_name):
+    """Best dense / event-driven time against spike density, one line per batched shape:
+    the forward and the kernel gradient, the default kernels solid, their fallback dashed."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, ratios, title in ((axes[0], forward, 'forward'), (axes[1], kernel_grad,
+                                                              'kernel gradient')):
+        for i, (name, points) in enumerate(ratios.items()):
+            if name.startswith('L'):       # the non-batching shape
+                continue
+            color = f'C{i}'
+            ps = [point[0] for point in points]
+            ax.plot(ps, [point[1] for point in points], 'o-', color=color, label=name)
+            if points[0][2] is not None:
+                ax.plot(ps, [point[2] for point in points], 'x--', color=color, alpha=0.6)
+        ax.axhline(1, color='black', linewidth=0.8)
+        ax.set_xscale('log')
+        ax.set_yscale('log')
+        ax.set_xlabel('spike density p')
+        ax.set_title(f'{title}: best dense / event-driven time')
+        ax.grid(True, which='both', alpha=0.3)
+    axes[0].set_ylabel(f'speed-up ({kernel_name} solid, numba dashed)')
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    figure.savefig(path, dpi=110)
+    print(f"\nfigure: {path}")
 
 
 def main():
@@ -325,6 +434,8 @@ def main():
     parser.add_argument('--quick', action='store_true', help='fewer repeats (under 2 minutes)')
     parser.add_argument('--gpu', action='store_true',
                         help="the GPU tables, on JAX's default device (a CUDA GPU)")
+    parser.add_argument('--figure', metavar='PATH',
+                        help='draw the event-driven speed-ups against spike density there')
     args = parser.parse_args()
     if args.gpu and jax.default_backend() != 'gpu':
         parser.error(f"--gpu needs JAX on a GPU; its default backend is {jax.default_backend()!r}")
@@ -341,7 +452,10 @@ def main():
                   f"{torch.__version__} on {TORCH_DEVICE}" if args.gpu else
                   f"{torch.__version__} (2 threads)")
     print(f"jax {jax.__version__}, brainpy {bp.__version__}, torch {torch_note}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} CPUs, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+          f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}, "
+          f"MALLOC_TRIM_THRESHOLD_={os.environ.get('MALLOC_TRIM_THRESHOLD_', 'unset')}, "
+          f"{os.cpu_count()} CPUs, "
           f"event-driven kernels: {bp_conv_ext.event_kernel(platform)}")
     print(f"matmul peak (2048x2048 float32): {matmul_peak(repeats):.0f} GFLOP/s\n")
 
@@ -360,7 +474,13 @@ def main():
     threshold = (f"auto: event at density <= {bp_conv_ext.EVENT_DENSITY_THRESHOLD}"
                  if 'cpu' in _event.auto_platforms() and not args.gpu else "auto: dense here")
     print(f"\n## Event-driven forward on bool spikes ({threshold})\n")
-    print('\n'.join(event_table(repeats, rng, densities, shapes)))
+    lines, forward = event_table(repeats, rng, densities, shapes)
+    print('\n'.join(lines))
+    print("\n## Event-driven kernel gradient on bool spikes\n")
+    lines, kernel_grad = kernel_grad_table(repeats, rng, densities, shapes)
+    print('\n'.join(lines))
+    if args.figure:
+        density_figure(args.figure, forward, kernel_grad, bp_conv_ext.event_kernel(platform))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

@@ -1,6 +1,6 @@
 """bp_conv_ext: a 1-D convolution layer for spiking neural networks in BrainPy."""
 from ._args import output_length
-from ._conv import EVENT_DENSITY_THRESHOLD, conv1d, event_kernel, which_backend
+from ._conv import conv1d, event_density_threshold, event_kernel, which_backend
 from ._layer import Conv1d
 from ._multistep import LayerByLayer
 from ._torch import from_torch
@@ -17,5 +17,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ['Conv1d', 'EVENT_DENSITY_THRESHOLD', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d',
-           'event_kernel', 'from_torch', 'output_length', 'which_backend', '__version__']
+__all__ = ['Conv1d', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d',
+           'event_density_threshold', 'event_kernel', 'from_torch', 'output_length', 'which_backend', '__version__']

@@ -10,15 +10,6 @@ from . import _args, _dense, _event
 #: :func:`_dense.choose_algorithm`); one dense algorithm by name; ``'event'``.
 BACKENDS = ('auto', 'dense') + _dense.ALGORITHMS + ('event',)
 
-#: Under ``backend='auto'``, ``bool`` input whose fraction of ``True`` entries is at or
-#: below this (estimated at run time by :func:`estimate_density`) runs event-driven.
-#: Measured crossovers (event as fast as the best dense implementation) lie between 0.08
-#: and 0.12 on the batched benchmark shapes; the density check itself costs up to ~0.3 ms
-#: (see docs/performance.md), so the event path is taken only where it wins by 2x or more.
-#: (With BrainPy 2.6's taichi kernels, which lose to the dense path, ``'auto'`` stays dense.)
-EVENT_DENSITY_THRESHOLD = 0.03
-
-
 def estimate_density(x, samples: int = 4096):
     """Fraction of nonzero entries, from an evenly strided sample of about ``samples`` of them.
 
@@ -45,10 +36,9 @@ class BackendChoice:
         """How the convolution is computed; all choices give the same numbers.
 
         ``'auto'`` (default): event-driven for ``bool`` input (spikes) whose fraction of
-        ``True`` entries is at most ``EVENT_DENSITY_THRESHOLD`` (checked at run time) on
-        the platforms whose event kernels beat the dense path (the CPU with brainevent),
-        dense otherwise (on GPUs and TPUs, and on BrainPy 2.6, whose taichi kernels lose
-        to it). ``'event'``: always event-driven (on the CPU, work proportional to the
+        ``True`` entries is at most :func:`event_density_threshold` (checked at run time)
+        on the platforms whose event kernels beat the dense path (the CPU), dense otherwise
+        (on GPUs and TPUs, and on BrainPy 2.6, whose taichi kernels lose to it). ``'event'``: always event-driven (on the CPU, work proportional to the
         nonzero inputs; any dtype). ``'dense'``: the dense algorithm chosen for the
         shape; ``'xla'``, ``'xla2d'``, ``'im2col'``: that dense algorithm.
         ``which_backend`` says which one a call runs.
@@ -150,7 +140,8 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
         return _event.conv(x, w, spec, out_len)
 
     def checked(x):
-        return lax.cond(estimate_density(x) <= EVENT_DENSITY_THRESHOLD, event, dense, x)
+        threshold = _event.auto_density('cpu')
+        return lax.cond(estimate_density(x) <= threshold, event, dense, x)
 
     platforms = _event.auto_platforms() if checks_density else ()
     if backend == 'event':
@@ -186,7 +177,7 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
         Multiplied into the kernel before the convolution.
     backend : str
         How to compute it (all give the same numbers): ``'auto'`` (event-driven for
-        ``bool`` input with at most :data:`EVENT_DENSITY_THRESHOLD` of its entries
+        ``bool`` input with at most :func:`event_density_threshold` of its entries
         ``True``, decided at run time, on the platforms whose event kernels beat the dense
         path there, today the CPU with brainevent; dense otherwise), ``'dense'``, a dense
         algorithm (``'xla'``, ``'xla2d'``, ``'im2col'``) or ``'event'`` (the event-driven
@@ -293,7 +284,7 @@ def which(x, w, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, g
     algorithm, checks_density = plan(batched.shape + (w.shape[2], w.shape[0], groups), x.dtype,
                                      backend)
     if backend == 'event' or (checks_density and platform in _event.auto_platforms() and
-                              float(estimate_density(batched)) <= EVENT_DENSITY_THRESHOLD):
+                              float(estimate_density(batched)) <= _event.auto_density(platform)):
         return 'event'
     return algorithm
 
@@ -334,9 +325,11 @@ def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 
 
 def event_kernel(platform=None) -> str:
     """The kernel that runs the event-driven path on ``platform`` (default: JAX's default
-    backend): ``'numba'`` (CPU, BrainPy 2.7+ with brainevent), ``'taichi'`` (CPU, BrainPy 2.6
-    with brainpylib), ``'pallas'`` (Pallas kernels through Triton: NVIDIA GPUs) or ``'jax'``
-    (the pure-JAX kernels: AMD GPUs, TPUs, and the CPU when neither runtime is installed).
+    backend): ``'c++'`` (CPU: C++ kernels through the XLA FFI, built with the machine's
+    compiler; JAX 0.4.36+), ``'numba'`` (CPU without a working compiler, BrainPy 2.7+ with
+    brainevent), ``'taichi'`` (CPU, BrainPy 2.6 with brainpylib), ``'pallas'`` (Pallas
+    kernels through Triton: NVIDIA GPUs) or ``'jax'`` (the pure-JAX kernels: AMD GPUs, TPUs,
+    and the CPU when no other runtime is available).
 
     Examples
     --------
@@ -345,6 +338,23 @@ def event_kernel(platform=None) -> str:
     ('pallas', 'jax')
     """
     return _event.kernel_name(check_platform(platform))
+
+
+def event_density_threshold(platform=None):
+    """The spike density at or below which ``backend='auto'`` runs ``bool`` input
+    event-driven on ``platform`` (default: JAX's default backend), estimated at run time from
+    a sample of the input; ``None`` where ``'auto'`` always runs the dense path (GPUs and
+    TPUs, whose event kernels are not yet measured to win, and BrainPy 2.6's taichi kernels,
+    which lose). It is a property of the kernels that run there: the C++ kernels 0.1, their
+    numba fallback 0.03 (measured in docs/performance.md).
+
+    Examples
+    --------
+    >>> from bp_conv_ext import event_density_threshold
+    >>> event_density_threshold('cuda') is None
+    True
+    """
+    return _event.auto_density(check_platform(platform))
 
 
 #: Platform names as JAX lowers for them.

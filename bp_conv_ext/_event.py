@@ -82,18 +82,30 @@ def forced_runtime(package: str):
         _forced = previous
 
 
+def _platform_module(platform: str):
+    """The kernel module that runs the event path on ``platform``."""
+    if platform == 'cpu':
+        return _module(runtime_name())
+    return kernels.module(kernels.ACCELERATORS[platform])
+
+
+def auto_density(platform: str):
+    """The spike density at or below which ``backend='auto'`` takes the event path on
+    ``platform`` (``'cpu'``, ``'cuda'``, ``'rocm'``, ``'tpu'``): that of its kernels, or
+    ``None`` where ``'auto'`` stays dense."""
+    return _platform_module(platform).AUTO_DENSITY
+
+
 def auto_platforms() -> tuple:
     """The platforms where ``backend='auto'`` may choose the event-driven path: those whose
-    event kernels were measured to beat the dense path there (the CPU with brainevent)."""
-    return ('cpu',) if _module(runtime_name()).AUTO else ()
+    event kernels were measured to beat the dense path there (the CPU)."""
+    return ('cpu',) if auto_density('cpu') is not None else ()
 
 
 def kernel_name(platform: str) -> str:
     """The event kernels that run on ``platform`` (``'cpu'``, ``'cuda'``, ``'rocm'``,
     ``'tpu'``)."""
-    if platform == 'cpu':
-        return _module(runtime_name()).NAME
-    return kernels.module(kernels.ACCELERATORS[platform]).NAME
+    return _platform_module(platform).NAME
 
 
 def _module(package):

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bp_conv_ext import (EVENT_DENSITY_THRESHOLD, Conv1d, LayerByLayer, LayerByLayerTrainer,
-                         conv1d, event_kernel, which_backend)
+from bp_conv_ext import (Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d,
+                         event_density_threshold, event_kernel, which_backend)
 from bp_conv_ext._conv import BACKENDS
 from bp_conv_ext._event import auto_platforms, forced_runtime, runtime_name
 
@@ -347,13 +347,25 @@ def test_event_kernel_on_each_platform():
         event_kernel('metal')
 
 
+def test_the_auto_threshold_belongs_to_the_kernels_of_each_platform():
+    # Measured per kernel (docs/performance.md); None: 'auto' stays dense there.
+    native = {'c++': 0.1, 'brainevent': 0.03, 'brainpylib': None}[runtime_name()]
+    assert event_density_threshold('cpu') == native == event_density_threshold()
+    assert [event_density_threshold(p) for p in ('cuda', 'rocm', 'tpu', 'gpu')] == [None] * 4
+    if runtime_name() == 'c++':
+        with forced_runtime('brainevent'):
+            assert event_density_threshold('cpu') == 0.03
+    with forced_runtime('jax'):
+        assert event_density_threshold('cpu') is None and auto_platforms() == ()
+
+
 @pytest.mark.parametrize('density', [0.01, 0.3])
 def test_which_backend_says_what_auto_runs_on_each_platform(density):
     x, w = _input((BATCH, LENGTH, CIN), 'bool', seed=2), _kernel()
     x = jnp.asarray(np.random.default_rng(3).random(x.shape) < density)
     dense = which_backend(x, w, backend='dense')
     assert dense in ('xla', 'im2col')
-    sparse = density <= EVENT_DENSITY_THRESHOLD and 'cpu' in auto_platforms()
+    sparse = 'cpu' in auto_platforms() and density <= event_density_threshold('cpu')
     assert which_backend(x, w, platform='cpu') == ('event' if sparse else dense)
     for platform in ('cuda', 'rocm', 'tpu', 'gpu'):
         assert which_backend(x, w, platform=platform) == dense

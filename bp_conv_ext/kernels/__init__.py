@@ -4,8 +4,8 @@ The primitives, their rules and their lowering live in ``bp_conv_ext._event``; t
 only compute. Each has the same names:
 
 - ``NAME``: its kernels' name, as :func:`bp_conv_ext.event_kernel` reports it;
-- ``AUTO``: whether ``backend='auto'`` may choose them (whether they were measured to beat
-  the dense path on their platform);
+- ``AUTO_DENSITY``: the spike density at or below which ``backend='auto'`` takes them for
+  ``bool`` input (measured against the dense path on their platform), or ``None``: never;
 - ``SHARDING``: how they run on several devices: ``'split'`` by the sharding rule of
   ``_event`` (each device on its part of the batch), ``'xla'`` by XLA itself (XLA's own
   operations), ``None``: on one device only (a program for several raises an error);

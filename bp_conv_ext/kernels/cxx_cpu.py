@@ -5,7 +5,8 @@ kernels: output-stationary sums in vector registers over compacted spike lists, 
 the batch). It is compiled on first use with the machine's C++17 compiler (``$CXX``, else
 ``c++``, ``g++`` or ``clang++``) for the machine's own instruction set, and the library is
 cached in ``$BP_CONV_EXT_CACHE`` (default ``~/.cache/bp_conv_ext``) under a key of the source,
-the compiler, the flags, JAX's version and the CPU, so that later processes load it at once.
+the flags, JAX's version and the CPU, so that later processes load it at once (with or
+without a compiler).
 Where no compiler works, :func:`library` says so once in a warning and the event path uses
 the next CPU runtime of :data:`bp_conv_ext.kernels.CPU` (the numba kernels).
 
@@ -29,8 +30,10 @@ import numpy as np
 
 NAME = 'c++'
 
-#: 3-10x faster than the dense path at densities up to ~0.05 (docs/performance.md).
-AUTO = True
+#: ``backend='auto'`` takes these kernels for ``bool`` input at or below this density:
+#: measured 2-6x faster than the best dense convolution there, ~1.5-3x at 0.1
+#: (docs/performance.md).
+AUTO_DENSITY = 0.1
 
 #: Split over the batch on several devices by the sharding rule of ``bp_conv_ext._event``.
 SHARDING = 'split'
@@ -84,34 +87,33 @@ class BuildError(RuntimeError):
     """The kernels could not be compiled or loaded."""
 
 
-def _build(cxx) -> pathlib.Path:
-    try:
-        version = subprocess.run([cxx, '--version'], capture_output=True, text=True,
-                                 timeout=60).stdout.splitlines()[:1]
-    except (OSError, subprocess.SubprocessError) as error:
-        raise BuildError(f"the compiler {cxx!r} does not run ({error})") from None
-    key = hashlib.sha256('\0'.join([SOURCE.read_text(), cxx, *version, *_flags(),
-                                    jax.__version__, _cpu()]).encode()).hexdigest()[:16]
-    path = cache_dir() / f'event_cpu-{key}.so'
-    if path.exists():
-        return path
+def _library_path() -> pathlib.Path:
+    """Where the library for this source, these flags, this JAX and this CPU is cached."""
+    key = hashlib.sha256('\0'.join([SOURCE.read_text(), *_flags(), jax.__version__,
+                                    _cpu()]).encode()).hexdigest()[:16]
+    return cache_dir() / f'event_cpu-{key}.so'
+
+
+def _build(path: pathlib.Path):
+    cxx = compiler()
+    if cxx is None:
+        raise BuildError("no C++ compiler found (set CXX, or install g++ or clang++)")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Built under a temporary name and renamed: processes building at once never load a
     # half-written library.
-    handle, partial = tempfile.mkstemp(suffix='.so', dir=path.parent)
+    handle, partial = tempfile.mkstemp(suffix='.so.partial', dir=path.parent)
     os.close(handle)
     try:
         done = subprocess.run([cxx, *_flags(), str(SOURCE), '-o', partial],
                               capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
-            raise BuildError(f"{cxx} failed: {done.stderr.strip()[-2000:]}")
+            raise BuildError(f"the compiler {cxx!r} failed: {done.stderr.strip()[-2000:]}")
         os.replace(partial, path)
     except (OSError, subprocess.SubprocessError) as error:
-        raise BuildError(f"{cxx} failed ({error})") from None
+        raise BuildError(f"the compiler {cxx!r} does not run ({error})") from None
     finally:
         if os.path.exists(partial):
             os.remove(partial)
-    return path
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,11 +122,11 @@ def library():
     cached; ``None`` (after one warning) where it cannot be built or JAX has no ``jax.ffi``."""
     if not hasattr(jax, 'ffi'):
         return None
-    cxx = compiler()
+    path = _library_path()
     try:
-        if cxx is None:
-            raise BuildError("no C++ compiler found (set CXX, or install g++ or clang++)")
-        lib = ctypes.cdll.LoadLibrary(str(_build(cxx)))
+        if not path.exists():
+            _build(path)
+        lib = ctypes.cdll.LoadLibrary(str(path))
     except (BuildError, OSError) as error:
         warnings.warn(f"bp_conv_ext: the C++ event-driven kernels are not available: {error}. "
                       f"The event-driven path uses the next CPU kernels instead.",

@@ -7,15 +7,16 @@
 // dilated, padded position q = t * stride + k * rhs - low, which is input sample q / lhs when
 // 0 <= q <= (H - 1) * lhs and lhs divides q.
 //
-// Both kernels are output-stationary: a block of outputs is summed in vector registers and
-// written once.
-// - forward: per input sample, the active channels of each group are compacted into a list
-//   that every tap reaching that sample reuses; an output row block is the sum, over the
-//   taps, of the kernel rows of the active channels of the sample each tap reads.
-// - kernel gradient: the active (n, h) of every input channel are compacted into a list; a
-//   block of dw[k, c, :] is the sum over that list of the dy rows the entries reach.
-// Threads: over the batch (forward, and compaction of the kernel gradient), over
-// (channel, tap) pairs (the kernel gradient's sums). No fast-math: NaN and inf in the inputs
+// Both kernels first compact, per input sample, the active channels of each group into a list
+// (branch-free over words of bools), which every tap reaching that sample reuses.
+// - forward (output-stationary): a block of up to 128 outputs of y[n, t] is summed in vector
+//   registers over the kernel rows of the active channels of the samples its taps read, and
+//   written once. With no input dilation and no kernel dilation those samples are adjacent and
+//   their lists one range: one loop per block, whatever the number of taps.
+// - kernel gradient: for each active input sample and tap, the dy row it reaches is held in
+//   registers a block at a time and added to the dw rows of its active channels.
+// Threads: over the samples of the batch (XLA's intra-op thread pool), the kernel gradient
+// with one copy of dw per thread, summed at the end. No fast-math: NaN and inf in the inputs
 // reach the outputs as in a dense convolution over the nonzero inputs.
 #include <algorithm>
 #include <atomic>
@@ -31,7 +32,6 @@
 #endif
 
 namespace {
-
 
 // 64 bytes of lanes (one AVX-512 register, two AVX2 ones, four of SSE or NEON).
 template <typename T>
@@ -121,8 +121,9 @@ struct Geometry {
 
 // Runs body(item, scratch) for every item in [0, count): on the calling thread and on up to
 // `threads - 1` tasks of XLA's intra-op thread pool, each claiming the next item until none is
-// left, with its own Scratch. A task that starts after the last item was claimed returns at
-// once, touching only the shared counters, so the caller never waits for a task to start.
+// left. A task that starts after the last item was claimed returns at once, touching only the
+// shared counters, so the caller never waits for a task to start. Each thread keeps its
+// Scratch from call to call (no allocation, no fresh pages); a thread runs one task at a time.
 template <typename Scratch, typename Pool, typename Body>
 void parallel_for(Pool& pool, int64_t count, int64_t threads, const Body& body) {
   struct Items {
@@ -131,7 +132,7 @@ void parallel_for(Pool& pool, int64_t count, int64_t threads, const Body& body) 
   auto items = std::make_shared<Items>();
   const Body* shared = &body;
   auto run = [items, shared, count] {
-    Scratch scratch;
+    static thread_local Scratch scratch;
     for (int64_t item; (item = items->next.fetch_add(1)) < count;) {
       (*shared)(item, scratch);
       items->done.fetch_add(1, std::memory_order_release);

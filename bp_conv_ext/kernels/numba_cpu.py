@@ -12,8 +12,10 @@ import numpy as np
 
 NAME = 'numba'
 
-#: 2-10x faster than the dense path at densities up to ~0.03 (docs/performance.md).
-AUTO = True
+#: ``backend='auto'`` takes these kernels for ``bool`` input at or below this density:
+#: measured 1.5-3x faster than the best dense convolution there, even at ~0.1
+#: (docs/performance.md); the density check costs up to ~0.3 ms.
+AUTO_DENSITY = 0.03
 
 #: On several devices the kernels run split by the sharding rule of ``bp_conv_ext._event`` (they can
 #: be compiled inside XLA's SPMD partitioner): each device on its part of the batch.

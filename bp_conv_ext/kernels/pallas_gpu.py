@@ -40,7 +40,7 @@ except ImportError:           # JAX 0.4.33 (BrainPy 2.6's): the same as a dict
 NAME = 'pallas'
 
 #: Not yet measured on a GPU: ``backend='auto'`` keeps the dense path there.
-AUTO = False
+AUTO_DENSITY = None
 
 #: On several devices the kernels run split by the sharding rule of ``_event`` (a Triton call
 #: is opaque to XLA's partitioner): each device on its part of the batch.

@@ -15,7 +15,7 @@ NAME = 'taichi'
 
 #: Slower than the dense path at every benchmarked density (docs/performance.md): under
 #: ``backend='auto'`` the dense path runs; ``backend='event'`` still selects these kernels.
-AUTO = False
+AUTO_DENSITY = None
 
 #: One device only: brainpylib's taichi runtime crashes when XLA runs its kernels on several
 #: devices at once, and taichi's build on first use fails or hangs inside XLA's SPMD

@@ -20,7 +20,7 @@ from .. import _dense
 NAME = 'jax'
 
 #: They do the dense path's work: ``backend='auto'`` never chooses them.
-AUTO = False
+AUTO_DENSITY = None
 
 #: XLA's own operations, which XLA splits over devices by itself.
 SHARDING = 'xla'
