@@ -471,8 +471,8 @@ def main():
     if args.gpu:
         print("\n## Per-step BPTT on spikes: event-driven against the dense path\n")
         print('\n'.join(spiking_bptt_table(max(3, repeats // 3), rng, (0.01, 0.02, 0.05))))
-    threshold = (f"auto: event at density <= {bp_conv_ext.EVENT_DENSITY_THRESHOLD}"
-                 if 'cpu' in _event.auto_platforms() and not args.gpu else "auto: dense here")
+    threshold = bp_conv_ext.event_density_threshold(platform)
+    threshold = f"auto: event at density <= {threshold}" if threshold else "auto: dense here"
     print(f"\n## Event-driven forward on bool spikes ({threshold})\n")
     lines, forward = event_table(repeats, rng, densities, shapes)
     print('\n'.join(lines))
