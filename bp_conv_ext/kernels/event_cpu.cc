@@ -408,34 +408,28 @@ ffi::Error dispatch(ffi::DataType x_type, ffi::DataType type, const Call& call) 
   }
 }
 
-ffi::Error Forward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
-                   int64_t stride, int64_t low, int64_t lhs, int64_t rhs, int64_t groups,
-                   int64_t threads) {
-  if (w.element_type() != y->element_type())
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "kernel and output dtypes differ");
-  const Geometry g = geometry(x, w, y->dimensions()[1], stride, low, lhs, rhs, groups);
-  return dispatch(x.element_type(), w.element_type(), [&](auto xv, auto tv) {
+// One handler for both kernels: the forward (operand w, output y) and the kernel gradient
+// (operand dy, output dw).
+template <bool kForward>
+ffi::Error Handler(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer operand,
+                   ffi::Result<ffi::AnyBuffer> out, int64_t stride, int64_t low, int64_t lhs,
+                   int64_t rhs, int64_t groups, int64_t threads) {
+  if (operand.element_type() != out->element_type())
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "operand and output dtypes differ");
+  const ffi::AnyBuffer& kernel = kForward ? operand : *out;
+  const int64_t out_len = (kForward ? out->dimensions() : operand.dimensions())[1];
+  const Geometry g = geometry(x, kernel, out_len, stride, low, lhs, rhs, groups);
+  return dispatch(x.element_type(), operand.element_type(), [&](auto xv, auto tv) {
     using X = decltype(xv);
     using T = decltype(tv);
-    forward<X, T>(pool, reinterpret_cast<const X*>(x.untyped_data()),
-                  reinterpret_cast<const T*>(w.untyped_data()),
-                  reinterpret_cast<T*>(y->untyped_data()), g, threads);
-    return ffi::Error::Success();
-  });
-}
-
-ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
-                      int64_t stride, int64_t low, int64_t lhs, int64_t rhs, int64_t groups,
-                      int64_t threads) {
-  if (dy.element_type() != dw->element_type())
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "cotangent and output dtypes differ");
-  const Geometry g = geometry(x, *dw, dy.dimensions()[1], stride, low, lhs, rhs, groups);
-  return dispatch(x.element_type(), dy.element_type(), [&](auto xv, auto tv) {
-    using X = decltype(xv);
-    using T = decltype(tv);
-    kernel_grad<X, T>(pool, reinterpret_cast<const X*>(x.untyped_data()),
-                      reinterpret_cast<const T*>(dy.untyped_data()),
-                      reinterpret_cast<T*>(dw->untyped_data()), g, threads);
+    const X* input = reinterpret_cast<const X*>(x.untyped_data());
+    const T* in = reinterpret_cast<const T*>(operand.untyped_data());
+    T* result = reinterpret_cast<T*>(out->untyped_data());
+    if constexpr (kForward) {
+      forward<X, T>(pool, input, in, result, g, threads);
+    } else {
+      kernel_grad<X, T>(pool, input, in, result, g, threads);
+    }
     return ffi::Error::Success();
   });
 }
@@ -454,8 +448,8 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
       .Attr<int64_t>("groups")             \
       .Attr<int64_t>("threads")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(bp_conv_ext_event_forward, Forward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bp_conv_ext_event_forward, Handler<true>,
                               BP_CONV_EXT_BIND(ffi::Ffi::Bind()));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(bp_conv_ext_event_kernel_grad, KernelGrad,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bp_conv_ext_event_kernel_grad, Handler<false>,
                               BP_CONV_EXT_BIND(ffi::Ffi::Bind()));
 #endif  // BP_CONV_EXT_NO_FFI
