@@ -27,6 +27,10 @@
 #include <type_traits>
 #include <vector>
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 #ifndef BP_CONV_EXT_NO_FFI
 #include "xla/ffi/api/ffi.h"
 #endif
@@ -78,7 +82,24 @@ struct Block {
   void add(const T* row, T scale) {
     for (int i = 0; i < kCount; ++i) acc[i] += scale * load(row + i * kLanes);
   }
-  void store(T* out) const { std::memcpy(out, acc, sizeof(acc)); }
+  // Written around the caches where the block is aligned (a convolution's output is written
+  // once and read by the next operation, not by this one): no read for ownership, and the
+  // kernel rows stay cached.
+  void store(T* out) const {
+#ifdef __AVX512F__
+    if ((reinterpret_cast<uintptr_t>(out) & 63) == 0) {
+      for (int i = 0; i < kCount; ++i) {
+        if constexpr (std::is_same_v<T, float>) {
+          _mm512_stream_ps(out + i * kLanes, reinterpret_cast<const __m512&>(acc[i]));
+        } else {
+          _mm512_stream_pd(out + i * kLanes, reinterpret_cast<const __m512d&>(acc[i]));
+        }
+      }
+      return;
+    }
+#endif
+    std::memcpy(out, acc, sizeof(acc));
+  }
   // out += acc (times scale).
   void add_to(T* out) const {
     for (int i = 0; i < kCount; ++i) {
@@ -135,6 +156,9 @@ void parallel_for(Pool& pool, int64_t count, int64_t threads, const Body& body) 
     static thread_local Scratch scratch;
     for (int64_t item; (item = items->next.fetch_add(1)) < count;) {
       (*shared)(item, scratch);
+#ifdef __AVX512F__
+      _mm_sfence();  // streaming stores are ordered before the release below
+#endif
       items->done.fetch_add(1, std::memory_order_release);
     }
   };
