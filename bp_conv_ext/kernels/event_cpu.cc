@@ -11,7 +11,7 @@
 // (branch-free over words of bools), which every tap reaching that sample reuses.
 // - forward (output-stationary): a block of up to 128 outputs of y[n, t] is summed in vector
 //   registers over the kernel rows of the active channels of the samples its taps read, and
-//   written once. With no input dilation and no kernel dilation those samples are adjacent and
+//   written once (with AVX-512, aligned blocks by streaming stores, past the caches). With no input dilation and no kernel dilation those samples are adjacent and
 //   their lists one range: one loop per block, whatever the number of taps.
 // - kernel gradient: for each active input sample and tap, the dy row it reaches is held in
 //   registers a block at a time and added to the dw rows of its active channels.
