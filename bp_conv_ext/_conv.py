@@ -38,8 +38,9 @@ class BackendChoice:
         ``'auto'`` (default): event-driven for ``bool`` input (spikes) whose fraction of
         ``True`` entries is at most :func:`event_density_threshold` (checked at run time)
         on the platforms whose event kernels beat the dense path (the CPU), dense otherwise
-        (on GPUs and TPUs, and on BrainPy 2.6, whose taichi kernels lose to it). ``'event'``: always event-driven (on the CPU, work proportional to the
-        nonzero inputs; any dtype). ``'dense'``: the dense algorithm chosen for the
+        (on GPUs and TPUs, and on BrainPy 2.6, whose taichi kernels lose to it).
+        ``'event'``: always event-driven (on the CPU, work proportional to the nonzero
+        inputs; any dtype). ``'dense'``: the dense algorithm chosen for the
         shape; ``'xla'``, ``'xla2d'``, ``'im2col'``: that dense algorithm.
         ``which_backend`` says which one a call runs.
         """
@@ -179,7 +180,7 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
         How to compute it (all give the same numbers): ``'auto'`` (event-driven for
         ``bool`` input with at most :func:`event_density_threshold` of its entries
         ``True``, decided at run time, on the platforms whose event kernels beat the dense
-        path there, today the CPU with brainevent; dense otherwise), ``'dense'``, a dense
+        path there, today the CPU; dense otherwise), ``'dense'``, a dense
         algorithm (``'xla'``, ``'xla2d'``, ``'im2col'``) or ``'event'`` (the event-driven
         path on every platform; any dtype). :func:`bp_conv_ext.which_backend` says which
         one runs.
