@@ -11,10 +11,12 @@
 // (branch-free over words of bools), which every tap reaching that sample reuses.
 // - forward (output-stationary): a block of up to 128 outputs of y[n, t] is summed in vector
 //   registers over the kernel rows of the active channels of the samples its taps read, and
-//   written once (with AVX-512, aligned blocks by streaming stores, past the caches). With no input dilation and no kernel dilation those samples are adjacent and
-//   their lists one range: one loop per block, whatever the number of taps.
+//   written once (with AVX-512, aligned blocks by streaming stores, past the caches). With no
+//   input dilation and no kernel dilation those samples are adjacent and their lists one
+//   range: one loop per block, whatever the number of taps.
 // - kernel gradient: for each active input sample and tap, the dy row it reaches is held in
-//   registers a block at a time and added to the dw rows of its active channels.
+//   registers a block at a time and added to the dw rows of its active channels. Both keep
+//   their compacted lists per thread from call to call.
 // Threads: over the samples of the batch (XLA's intra-op thread pool), the kernel gradient
 // with one copy of dw per thread, summed at the end. No fast-math: NaN and inf in the inputs
 // reach the outputs as in a dense convolution over the nonzero inputs.
@@ -350,8 +352,6 @@ void scatter_row(const T* src, T* dst, const ActiveRows<X, T>& rows, int64_t j0,
   }
 }
 
-struct None {};
-
 // dw[k, c, :] = sum over the active x[n, h, c] of x * dy[n, t, :], t the output sample that
 // input reaches through tap k. Threads over slices of the batch, each summing into its own
 // copy of dw (the first into dw itself), added up at the end.
@@ -364,13 +364,12 @@ void kernel_grad(Pool& pool, const X* x, const T* dy, T* dw, const Geometry& g,
   const int64_t slices = std::max<int64_t>(1, std::min(threads, g.batch));
   std::vector<std::vector<T>> copies(slices - 1);
   std::fill(dw, dw + size, T(0));
-  parallel_for<None>(pool, slices, slices, [&](int64_t slice, None&) {
+  parallel_for<ActiveRows<X, T>>(pool, slices, slices, [&](int64_t slice, ActiveRows<X, T>& rows) {
     T* acc = dw;
     if (slice > 0) {
       copies[slice - 1].assign(size, T(0));
       acc = copies[slice - 1].data();
     }
-    ActiveRows<X, T> rows;
     const int64_t n1 = g.batch * (slice + 1) / slices;
     for (int64_t n = g.batch * slice / slices; n < n1; ++n) {
       rows.build(x + n * g.length * g.channels, g);
