@@ -13,7 +13,8 @@
 //   registers over the kernel rows of the active channels of the samples its taps read, and
 //   written once (with AVX-512, aligned blocks by streaming stores, past the caches). With no
 //   input dilation and no kernel dilation those samples are adjacent and their lists one
-//   range: one loop per block, whatever the number of taps.
+//   range: one loop per block, whatever the number of taps; rows of narrow blocks (64 floats)
+//   are summed two output samples at a time, over the union of their windows.
 // - kernel gradient: for each active input sample and tap, the dy row it reaches is held in
 //   registers a block at a time and added to the dw rows of its active channels. Both keep
 //   their compacted lists per thread from call to call.
@@ -288,38 +289,95 @@ void forward_sums(Sums& sums, const ActiveRows<X, T>& rows, const T* w, const Ge
   }
 }
 
-// The blocks of one output row of one group: as wide as registers allow, then the tail.
+// Output samples summed together where their blocks are narrow (measured: two; more, or
+// pairs of wide blocks, add more work than they save).
+constexpr int kRows = 2;
+
+// kRows adjacent output samples t, t + 1, ... of one group at once (stride 1, no dilation):
+// their windows are one range of K + kRows - 1 input samples, over which each active channel
+// adds its kernel rows to all the sums, taken from a kernel with kRows - 1 zero taps before
+// and after the K taps (`padded`), so that a sample a tap does not reach adds zeros. One loop
+// for kRows blocks.
+template <typename X, typename T, int kCount>
+void forward_rows(const ActiveRows<X, T>& rows, const T* padded, T* out, const Geometry& g,
+                  int64_t t, int64_t group, int64_t o0) {
+  Block<T, kCount> sums[kRows];
+  const int64_t tap = g.group_in * g.outs;
+  const int64_t* start = rows.start.data() + group * g.length;
+  const int64_t first = t - g.low;
+  const int64_t h0 = std::max<int64_t>(first, 0);
+  const int64_t h1 = std::min(first + g.taps + kRows - 1, g.length);
+  if (h0 < h1) {
+    const T* base = padded + (kRows - 1 - first) * tap + group * g.group_out() + o0;
+    const int64_t* entry = rows.entry.data();
+    for (int64_t j = start[h0]; j < start[h1]; ++j) {
+      const T* row = base + entry[j];
+      for (int r = 0; r < kRows; ++r) {
+        if constexpr (std::is_same_v<X, bool>) {
+          sums[r].add(row - r * tap);
+        } else {
+          sums[r].add(row - r * tap, rows.values[j]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < kRows; ++r) sums[r].store(out + r * g.outs + o0);
+}
+
+// The blocks of output row t of one group (of rows t to t + kRows - 1 where `padded` is
+// given): as wide as registers allow, then the tail; blocks of kVectors for all rows at once.
 template <typename X, typename T>
-void forward_row(const ActiveRows<X, T>& rows, const T* w, T* out, const Geometry& g,
-                 int64_t t, int64_t group) {
-  int64_t o0 = 0;
+void forward_row(const ActiveRows<X, T>& rows, const T* w, const T* padded, T* out,
+                 const Geometry& g, int64_t t, int64_t group) {
   const int64_t og = g.group_out();
+  const int64_t count = padded ? kRows : 1;
+  int64_t o0 = 0;
   for (; o0 + Block<T, kWide>::kWidth <= og; o0 += Block<T, kWide>::kWidth) {
-    Block<T, kWide> sums;
-    forward_sums<X>(sums, rows, w, g, t, group, o0);
-    sums.store(out + o0);
+    for (int64_t r = 0; r < count; ++r) {
+      Block<T, kWide> sums;
+      forward_sums<X>(sums, rows, w, g, t + r, group, o0);
+      sums.store(out + r * g.outs + o0);
+    }
   }
   for (; o0 + Block<T, kVectors>::kWidth <= og; o0 += Block<T, kVectors>::kWidth) {
+    if (padded) {
+      forward_rows<X, T, kVectors>(rows, padded, out, g, t, group, o0);
+      continue;
+    }
     Block<T, kVectors> sums;
     forward_sums<X>(sums, rows, w, g, t, group, o0);
     sums.store(out + o0);
   }
   for (; o0 < og; o0 += Block<T, kVectors>::kWidth) {
-    Tail<T> sums(std::min(Block<T, kVectors>::kWidth, og - o0));
-    forward_sums<X>(sums, rows, w, g, t, group, o0);
-    sums.store(out + o0);
+    for (int64_t r = 0; r < count; ++r) {
+      Tail<T> sums(std::min(Block<T, kVectors>::kWidth, og - o0));
+      forward_sums<X>(sums, rows, w, g, t + r, group, o0);
+      sums.store(out + r * g.outs + o0);
+    }
   }
 }
 
 template <typename X, typename T, typename Pool>
 void forward(Pool& pool, const X* x, const T* w, T* y, const Geometry& g, int64_t threads) {
+  // kRows output rows at a time where a row has a block of kVectors (see forward_rows).
+  const int64_t og = g.group_out();
+  const bool together = g.stride == 1 && g.lhs == 1 && g.rhs == 1 &&
+                     og % Block<T, kWide>::kWidth >= Block<T, kVectors>::kWidth;
+  const int64_t tap = g.group_in * g.outs;
+  std::vector<T> padded;
+  if (together) {
+    padded.assign((g.taps + 2 * (kRows - 1)) * tap, T(0));
+    std::copy(w, w + g.taps * tap, padded.begin() + (kRows - 1) * tap);
+  }
   parallel_for<ActiveRows<X, T>>(pool, g.batch, threads, [&](int64_t n, ActiveRows<X, T>& rows) {
     rows.build(x + n * g.length * g.channels, g);
     T* yn = y + n * g.out_len * g.outs;
-    for (int64_t t = 0; t < g.out_len; ++t) {
+    for (int64_t t = 0; t < g.out_len;) {
+      const T* joint = together && t + kRows <= g.out_len ? padded.data() : nullptr;
       for (int64_t group = 0; group < g.groups; ++group) {
-        forward_row<X>(rows, w, yn + t * g.outs + group * g.group_out(), g, t, group);
+        forward_row<X>(rows, w, joint, yn + t * g.outs + group * og, g, t, group);
       }
+      t += joint ? kRows : 1;
     }
   });
 }
