@@ -1,7 +1,8 @@
 """bp_conv_ext: a 1-D convolution layer for spiking neural networks in BrainPy."""
 from ._args import output_length
 from ._conv import conv1d, event_density_threshold, event_kernel, which_backend
-from ._layer import Conv1d
+from ._delays import delay_kernel, sigma_schedule
+from ._layer import Conv1d, DelayConv1d
 from ._multistep import LayerByLayer
 from ._torch import from_torch
 from ._train import LayerByLayerTrainer
@@ -17,5 +18,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ['Conv1d', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d',
-           'event_density_threshold', 'event_kernel', 'from_torch', 'output_length', 'which_backend', '__version__']
+__all__ = ['Conv1d', 'DelayConv1d', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d',
+           'delay_kernel', 'event_density_threshold', 'event_kernel', 'from_torch',
+           'output_length', 'sigma_schedule', 'which_backend', '__version__']

@@ -5,7 +5,7 @@ import brainpy as bp
 import brainpy.math as bm
 import jax.numpy as jnp
 
-from . import _args, _conv, _params, _torch
+from . import _args, _conv, _delays, _params, _torch
 
 _DEFAULT_W_INIT = bp.init.XavierNormal()
 _DEFAULT_B_INIT = bp.init.ZeroInit()
@@ -277,3 +277,215 @@ class Conv1d(_conv.BackendChoice, bp.dnn.Layer):
         if self._given['name'] is not None:
             parts.append(f"name={self.name!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+
+_DEFAULT_DELAY_W_INIT = bp.init.KaimingUniform()
+
+# The input one time step has in each mode, and the dtype its history is kept in by default
+# (what neuron groups emit there: bool spikes, and float spikes with surrogate gradients in
+# TrainingMode).
+_DELAY_STEP_SHAPES = {
+    'NonBatchingMode': '[C]',
+    'BatchingMode': '[B, C]',
+    'TrainingMode': '[B, C]',
+}
+
+
+class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
+    r"""Synapses with learnable delays: a causal convolution over time.
+
+    Every synapse from input channel ``c`` to output channel ``o`` holds ``kernel_count``
+    pairs (weight, delay), delays in ``[0, max_delay]`` time steps, and adds
+    ``weight * x[t - delay, c]`` to ``y[t, o]``. The delays are learned with the weights
+    (Hammouamri, Khalfaoui-Hassani and Masquelier 2023, "Learning delays in spiking neural
+    networks using dilated convolutions with learnable spacings"): while training, each
+    weight is spread over the taps around its delay by a Gaussian of width ``sigma``
+    (``interpolation='gauss'``), which is narrowed during training
+    (:func:`bp_conv_ext.sigma_schedule`); :meth:`round_delays` then puts each weight on one
+    tap (``'round'``), for simulation.
+
+    The same layer runs in two forms with the same numbers: :meth:`update` takes one time
+    step (``[C_in]`` in ``NonBatchingMode``, ``[B, C_in]`` otherwise) and keeps the last
+    ``max_delay`` inputs in a ring buffer (``bm.Variable``\ s, cleared by
+    :meth:`reset_state`), so it runs in ``bp.DSRunner`` and ``bp.BPTT``;
+    :meth:`multi_step` takes a whole sequence (``[T, C_in]`` or ``[T, B, C_in]``) as one
+    convolution over time, continuing from and updating the same buffer, which is what
+    :class:`bp_conv_ext.LayerByLayer` calls. Both go through :func:`bp_conv_ext.conv1d`'s
+    core: every backend, and the event-driven path on ``bool`` spikes.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Numbers of input and output channels.
+    max_delay : int
+        The longest delay, in time steps (>= 1); the kernel has ``max_delay + 1`` taps.
+    kernel_count : int
+        (weight, delay) pairs per synapse (default 1).
+    w_initializer : Initializer, callable, array or number
+        Weights, shape ``(kernel_count, in_channels, out_channels)``.
+    delay_initializer : Initializer, callable, array or number
+        Delays in time steps, same shape, in ``[0, max_delay]``; default uniform over it.
+    b_initializer : Initializer, callable, array, number or None
+        Bias of shape ``(1, out_channels)``; ``None`` (the default) means no bias.
+    sigma : float, optional
+        Width of the Gaussian, in time steps (default ``max_delay / 2``). Kept in a
+        ``bm.Variable`` (:meth:`set_sigma`), so that narrowing it needs no recompilation.
+    interpolation : {'gauss', 'round'}
+        How a delay becomes taps (see above).
+    input_dtype : dtype, optional
+        The dtype of the buffered inputs: default ``bool`` (spikes) in ``NonBatchingMode``
+        and ``BatchingMode``, the float dtype in ``TrainingMode``. An input that this dtype
+        cannot hold (floats into a ``bool`` buffer) is refused.
+    mode : brainpy.math.Mode, optional
+        Parameters are ``bm.TrainVar`` in ``TrainingMode``, ``bm.Variable`` otherwise.
+    name : str, optional
+        Name of the layer.
+
+    Examples
+    --------
+    >>> import brainpy.math as bm, jax.numpy as jnp
+    >>> import bp_conv_ext
+    >>> layer = bp_conv_ext.DelayConv1d(1, 1, max_delay=3, w_initializer=1.0,
+    ...                                 delay_initializer=2.0, interpolation='round',
+    ...                                 mode=bm.NonBatchingMode())
+    >>> spikes = jnp.zeros((6, 1), dtype=bool).at[1].set(True)
+    >>> layer.multi_step(spikes)[:, 0].tolist()      # the spike at t = 1 arrives at t = 3
+    [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    """
+
+    supported_modes = (bm.NonBatchingMode, bm.BatchingMode, bm.TrainingMode)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        max_delay: int,
+        kernel_count: int = 1,
+        w_initializer: Union[bp.init.Initializer, Callable, bm.Array, float] = _DEFAULT_DELAY_W_INIT,
+        delay_initializer: Optional[Union[bp.init.Initializer, Callable, bm.Array, float]] = None,
+        b_initializer: Optional[Union[bp.init.Initializer, Callable, bm.Array, float]] = None,
+        sigma: Optional[float] = None,
+        interpolation: str = 'gauss',
+        input_dtype=None,
+        mode: Optional[bm.Mode] = None,
+        name: Optional[str] = None,
+    ):
+        if name is not None and (not isinstance(name, str) or not name.isidentifier()):
+            raise (ValueError if isinstance(name, str) else TypeError)(
+                f"`name` (={name!r}) must be None or a str that is a Python identifier.")
+        super().__init__(name=name, mode=_check_mode(mode))
+        self.in_channels = _args.positive_int('in_channels', in_channels)
+        self.out_channels = _args.positive_int('out_channels', out_channels)
+        self.max_delay = _args.positive_int('max_delay', max_delay)
+        self.kernel_count = _args.positive_int('kernel_count', kernel_count)
+        self.interpolation = _delays.check_interpolation(interpolation)
+        shape = (self.kernel_count, self.in_channels, self.out_channels)
+        w = _params.init_param('w_initializer', w_initializer, shape)
+        if w is None:
+            raise ValueError("`w_initializer` (=None) must give the weights; only "
+                             "`b_initializer` may be None.")
+        if delay_initializer is None:
+            delay_initializer = bp.init.Uniform(0., float(self.max_delay))
+        delays = _params.init_param('delay_initializer', delay_initializer, shape)
+        if delays is None:
+            raise ValueError("`delay_initializer` (=None given explicitly as an array) must "
+                             "give the delays.")
+        _delays.check_delays(delays, self.max_delay, shape)
+        b = _params.init_param('b_initializer', b_initializer, (1, self.out_channels),
+                               alt_shapes=((self.out_channels,),))
+        var = bm.TrainVar if isinstance(self.mode, bm.TrainingMode) else bm.Variable
+        self.w = var(w)
+        self.delay = var(delays.astype(w.dtype))
+        self.b = None if b is None else var(b)
+        self.sigma = bm.Variable(jnp.asarray(
+            _delays.check_sigma(self.max_delay / 2 if sigma is None else sigma), w.dtype))
+        if input_dtype is None:
+            input_dtype = w.dtype if isinstance(self.mode, bm.TrainingMode) else jnp.bool_
+        self.input_dtype = jnp.dtype(input_dtype)
+        self.reset_state()
+
+    def reset_state(self, batch_or_mode=None, **kwargs):
+        """Clear the buffer of past inputs (for ``batch_or_mode`` samples: an int, or the
+        layer's mode's batch size)."""
+        batch = self.mode if batch_or_mode is None else batch_or_mode
+        zeros = lambda shape: jnp.zeros(shape, self.input_dtype)
+        self.buffer = bp.init.variable_(zeros, (self.max_delay, self.in_channels), batch)
+        self.index = bm.Variable(jnp.zeros((), jnp.int32))
+
+    def kernel(self):
+        """The kernel over time, ``[max_delay + 1, in_channels, out_channels]``: tap ``d``
+        holds what the synapses pass on after ``d`` steps."""
+        return _delays.delay_kernel(self.w.value, self.delay.value, self.max_delay,
+                                    self.sigma.value, self.interpolation)
+
+    def set_sigma(self, sigma: float):
+        """Set the Gaussian's width (in time steps, > 0), for example from
+        :func:`bp_conv_ext.sigma_schedule` at the start of each epoch."""
+        self.sigma.value = jnp.asarray(_delays.check_sigma(sigma), self.sigma.dtype)
+
+    def round_delays(self):
+        """Round every delay to its nearest whole step and switch to ``'round'``
+        interpolation: each weight then sits on one tap, as a simulated synapse with an
+        integer delay."""
+        self.delay.value = jnp.round(jnp.clip(self.delay.value, 0, self.max_delay))
+        self.interpolation = 'round'
+
+    def update(self, x):
+        """One time step: ``[C_in]`` or ``[B, C_in]`` in, ``[C_out]`` or ``[B, C_out]`` out."""
+        x = self._checked(x, sequence=False)
+        window = jnp.concatenate(
+            [_delays.chronological(self.buffer.value, self.index.value),
+             x[..., None, :].astype(self.input_dtype)], axis=-2)
+        y = _delays.step(window, self.kernel(), self._bias(), self.backend)
+        self.buffer.value, self.index.value = _delays.push(self.buffer.value, self.index.value, x)
+        return y
+
+    def multi_step(self, xs):
+        """A whole sequence, ``[T, C_in]`` or ``[T, B, C_in]``, as one convolution over time;
+        the outputs at every step, stacked along the first axis. Continues from the buffer
+        and leaves in it the sequence's last ``max_delay`` inputs, as :meth:`update` would."""
+        xs = self._checked(xs, sequence=True)
+        history = _delays.chronological(self.buffer.value, self.index.value)
+        y = _delays.folded(history, xs.astype(self.input_dtype), self.kernel(), self._bias(),
+                           self.backend)
+        seq = jnp.concatenate([history, jnp.moveaxis(xs, 0, -2).astype(self.input_dtype)],
+                              axis=-2)
+        self.buffer.value = seq[..., seq.shape[-2] - self.max_delay:, :]
+        self.index.value = jnp.zeros_like(self.index.value)
+        return y
+
+    def _bias(self):
+        return None if self.b is None else self.b.value
+
+    def _checked(self, x, sequence: bool):
+        x = _conv.as_input(x)
+        mode_name = type(self.mode).__name__
+        shape = _DELAY_STEP_SHAPES[mode_name]
+        rank = shape.count(',') + 1
+        if sequence:
+            shape, rank = '[T, ' + shape[1:], rank + 1
+        what = 'multi_step' if sequence else 'a call'
+        if x.ndim != rank:
+            raise ValueError(f"{self.name} is in {mode_name}, where {what} accepts inputs of "
+                             f"shape {shape} (rank {rank}); got an input of shape {x.shape}.")
+        if x.shape[-1] != self.in_channels:
+            raise ValueError(f"{self.name} expects in_channels={self.in_channels} in the last "
+                             f"axis; got an input of shape {x.shape}.")
+        _conv.compute_dtype(x.dtype, self.w.dtype)     # a clear error for complex inputs
+        if self.input_dtype == jnp.bool_ and x.dtype != jnp.bool_:
+            raise TypeError(f"{self.name} keeps its past inputs as bool spikes "
+                            f"(input_dtype=bool, the default in {mode_name}); got an input "
+                            f"of dtype {x.dtype}. Pass input_dtype=float (or the input's "
+                            f"dtype) to the constructor for other inputs.")
+        buffer = self.buffer.value
+        if buffer.shape[:-2] != x.shape[sequence:-1]:
+            raise ValueError(f"{self.name} holds the past inputs of a batch of "
+                             f"{buffer.shape[0]} samples; got an input of shape {x.shape}. "
+                             f"Call reset_state({x.shape[sequence]}) first.")
+        return x
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(in_channels={self.in_channels}, "
+                f"out_channels={self.out_channels}, max_delay={self.max_delay}, "
+                f"kernel_count={self.kernel_count}, interpolation={self.interpolation!r}, "
+                f"mode={self.mode!r}, name={self.name!r})")
