@@ -100,33 +100,61 @@ def _time_kernel(kernel):
     return kernel[::-1]
 
 
-def folded(history, xs, kernel, bias, backend: str):
-    """The outputs at every step of ``xs`` (``[T, B, C_in]`` or ``[T, C_in]``), whose
-    ``max_delay`` earlier inputs are ``history`` (``[B, max_delay, C_in]`` or
-    ``[max_delay, C_in]``, oldest first): one convolution over time, ``[T, B, C_out]``."""
-    seq = jnp.moveaxis(xs, 0, -2)                        # [B, T, C] or [T, C]
-    window = jnp.concatenate([history.astype(seq.dtype), seq], axis=-2)
-    y = _conv.apply(window, _time_kernel(kernel), bias, stride=1, padding=(0, 0),
-                    lhs_dilation=1, rhs_dilation=1, groups=1, backend=backend)
-    return jnp.moveaxis(y, -2, 0)
+def _convolve(window, kernel, bias, backend: str):
+    """The outputs of ``window`` (time on axis -2, oldest first) at each of its samples from
+    the ``max_delay + 1``-th on."""
+    return _conv.apply(window, _time_kernel(kernel), bias, stride=1, padding=(0, 0),
+                       lhs_dilation=1, rhs_dilation=1, groups=1, backend=backend)
 
 
-def step(window, kernel, bias, backend: str):
-    """The output of the last step of ``window`` (``[B, max_delay + 1, C_in]`` or
-    ``[max_delay + 1, C_in]``, oldest first): ``[B, C_out]`` or ``[C_out]``."""
-    y = _conv.apply(window, _time_kernel(kernel), bias, stride=1, padding=(0, 0),
-                    lhs_dilation=1, rhs_dilation=1, groups=1, backend=backend)
-    return y[..., 0, :]
-
-
-def chronological(buffer, index):
-    """The ring buffer ``buffer`` (time on axis -2; ``index`` the slot of its oldest entry)
-    oldest first."""
+def _chronological(buffer, index):
+    # The ring buffer (time on axis -2; `index` the slot of its oldest entry) oldest first.
     return jnp.roll(buffer, -index, axis=-2)
 
 
-def push(buffer, index, x):
-    """``buffer`` with ``x`` written over its oldest entry, and the new oldest slot."""
-    buffer = jax.lax.dynamic_update_index_in_dim(buffer, x.astype(buffer.dtype), index,
-                                                 axis=buffer.ndim - 2)
-    return buffer, (index + 1) % buffer.shape[-2]
+def step(buffer, index, x, kernel, bias, backend: str):
+    """One time step: ``x`` (``[B, C_in]`` or ``[C_in]``) after the ``max_delay`` inputs in the
+    ring ``buffer`` (``[B, max_delay, C_in]`` or ``[max_delay, C_in]``, oldest at slot
+    ``index``). Returns the output (``[B, C_out]`` or ``[C_out]``), and the buffer and index
+    with ``x`` written over the oldest input."""
+    x = x.astype(buffer.dtype)
+    window = jnp.concatenate([_chronological(buffer, index), x[..., None, :]], axis=-2)
+    y = _convolve(window, kernel, bias, backend)[..., 0, :]
+    buffer = jax.lax.dynamic_update_index_in_dim(buffer, x, index, axis=buffer.ndim - 2)
+    return y, buffer, (index + 1) % buffer.shape[-2]
+
+
+def sequence(buffer, index, xs, kernel, bias, backend: str):
+    """A whole sequence ``xs`` (``[T, B, C_in]`` or ``[T, C_in]``) after the inputs in the
+    ring buffer, as one convolution over time. Returns the outputs at every step
+    (``[T, B, C_out]`` or ``[T, C_out]``), and the buffer holding the last ``max_delay``
+    inputs, oldest at index 0: what ``T`` calls of :func:`step` give."""
+    seq = jnp.moveaxis(xs.astype(buffer.dtype), 0, -2)              # [B, T, C] or [T, C]
+    window = jnp.concatenate([_chronological(buffer, index), seq], axis=-2)
+    y = _convolve(window, kernel, bias, backend)
+    last = window[..., window.shape[-2] - buffer.shape[-2]:, :]
+    return jnp.moveaxis(y, -2, 0), last, jnp.zeros_like(index)
+
+
+def check_input(label: str, x, in_channels: int, buffer, sequence: bool, step_shape: str,
+                hint: str):
+    """Refuse an input ``x`` that does not fit a delay layer: rank (``step_shape`` names one
+    step's shape, such as ``'[B, C]'``), channels, dtype (the buffer's dtype must hold it;
+    ``hint`` says how to choose another), and batch (the buffer's)."""
+    rank = step_shape.count(',') + 1 + sequence
+    shape = '[T, ' + step_shape[1:] if sequence else step_shape
+    what = 'multi_step' if sequence else 'a call'
+    if x.ndim != rank:
+        raise ValueError(f"{label} takes, in {what}, inputs of shape {shape} (rank {rank}); "
+                         f"got an input of shape {x.shape}.")
+    if x.shape[-1] != in_channels:
+        raise ValueError(f"{label} expects in_channels={in_channels} in the last axis; got an "
+                         f"input of shape {x.shape}.")
+    _conv.compute_dtype(x.dtype, jnp.float32)        # a clear error for complex inputs
+    if buffer.dtype == jnp.bool_ and x.dtype != jnp.bool_:
+        raise TypeError(f"{label} keeps its past inputs as bool spikes (input_dtype=bool); "
+                        f"got an input of dtype {x.dtype}. {hint}")
+    if buffer.shape[:-2] != x.shape[sequence:-1]:
+        raise ValueError(f"{label} holds the past inputs of a batch of {buffer.shape[0]} "
+                         f"samples; got an input of shape {x.shape}. Reset its state for a "
+                         f"batch of {x.shape[sequence]} first.")

@@ -433,11 +433,8 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
     def update(self, x):
         """One time step: ``[C_in]`` or ``[B, C_in]`` in, ``[C_out]`` or ``[B, C_out]`` out."""
         x = self._checked(x, sequence=False)
-        window = jnp.concatenate(
-            [_delays.chronological(self.buffer.value, self.index.value),
-             x[..., None, :].astype(self.input_dtype)], axis=-2)
-        y = _delays.step(window, self.kernel(), self._bias(), self.backend)
-        self.buffer.value, self.index.value = _delays.push(self.buffer.value, self.index.value, x)
+        y, self.buffer.value, self.index.value = _delays.step(
+            self.buffer.value, self.index.value, x, self.kernel(), self._bias(), self.backend)
         return y
 
     def multi_step(self, xs):
@@ -445,13 +442,8 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
         the outputs at every step, stacked along the first axis. Continues from the buffer
         and leaves in it the sequence's last ``max_delay`` inputs, as :meth:`update` would."""
         xs = self._checked(xs, sequence=True)
-        history = _delays.chronological(self.buffer.value, self.index.value)
-        y = _delays.folded(history, xs.astype(self.input_dtype), self.kernel(), self._bias(),
-                           self.backend)
-        seq = jnp.concatenate([history, jnp.moveaxis(xs, 0, -2).astype(self.input_dtype)],
-                              axis=-2)
-        self.buffer.value = seq[..., seq.shape[-2] - self.max_delay:, :]
-        self.index.value = jnp.zeros_like(self.index.value)
+        y, self.buffer.value, self.index.value = _delays.sequence(
+            self.buffer.value, self.index.value, xs, self.kernel(), self._bias(), self.backend)
         return y
 
     def _bias(self):
@@ -460,28 +452,10 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
     def _checked(self, x, sequence: bool):
         x = _conv.as_input(x)
         mode_name = type(self.mode).__name__
-        shape = _DELAY_STEP_SHAPES[mode_name]
-        rank = shape.count(',') + 1
-        if sequence:
-            shape, rank = '[T, ' + shape[1:], rank + 1
-        what = 'multi_step' if sequence else 'a call'
-        if x.ndim != rank:
-            raise ValueError(f"{self.name} is in {mode_name}, where {what} accepts inputs of "
-                             f"shape {shape} (rank {rank}); got an input of shape {x.shape}.")
-        if x.shape[-1] != self.in_channels:
-            raise ValueError(f"{self.name} expects in_channels={self.in_channels} in the last "
-                             f"axis; got an input of shape {x.shape}.")
-        _conv.compute_dtype(x.dtype, self.w.dtype)     # a clear error for complex inputs
-        if self.input_dtype == jnp.bool_ and x.dtype != jnp.bool_:
-            raise TypeError(f"{self.name} keeps its past inputs as bool spikes "
-                            f"(input_dtype=bool, the default in {mode_name}); got an input "
-                            f"of dtype {x.dtype}. Pass input_dtype=float (or the input's "
-                            f"dtype) to the constructor for other inputs.")
-        buffer = self.buffer.value
-        if buffer.shape[:-2] != x.shape[sequence:-1]:
-            raise ValueError(f"{self.name} holds the past inputs of a batch of "
-                             f"{buffer.shape[0]} samples; got an input of shape {x.shape}. "
-                             f"Call reset_state({x.shape[sequence]}) first.")
+        _delays.check_input(f"{self.name} (in {mode_name})", x, self.in_channels,
+                            self.buffer.value, sequence, _DELAY_STEP_SHAPES[mode_name],
+                            "Pass input_dtype=float (or the input's dtype) to the "
+                            "constructor for other inputs.")
         return x
 
     def __repr__(self):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bp_conv_ext
-from bp_conv_ext import DelayConv1d, delay_kernel, sigma_schedule
+from bp_conv_ext import DelayConv1d, _delays, delay_kernel, sigma_schedule
 
 from conftest import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 
@@ -233,8 +233,8 @@ def test_gradients_under_vmap_over_sequences():
     xs = sequence('batching', steps=8, spikes=False)
 
     def loss(w, x):
-        return jnp.sum(bp_conv_ext._delays.folded(
-            jnp.zeros((3, 5, 4)), x, delay_kernel(w, layer.delay.value, 5, 2.5), None, 'auto'))
+        kernel = delay_kernel(w, layer.delay.value, 5, 2.5)
+        return jnp.sum(_delays.sequence(jnp.zeros((3, 5, 4)), 0, x, kernel, None, 'auto')[0])
 
     stacked = jnp.stack([xs, 2 * xs])
     per_sequence = jax.vmap(jax.grad(loss), in_axes=(None, 0))(layer.w.value, stacked)
@@ -360,7 +360,7 @@ def test_bad_arguments(kwargs, error, match):
 def test_bad_inputs():
     layer = make_layer('batching')
     reset(layer, 'batching')
-    with pytest.raises(ValueError, match=r'shape \[B, C\] \(rank 2\); got .*\(4,\)'):
+    with pytest.raises(ValueError, match=r'in a call, inputs of shape \[B, C\] \(rank 2\); got .*\(4,\)'):
         layer(jnp.zeros(4, bool))
     with pytest.raises(ValueError, match=r'shape \[T, B, C\] \(rank 3\)'):
         layer.multi_step(jnp.zeros((3, 4), bool))
@@ -368,7 +368,7 @@ def test_bad_inputs():
         layer(jnp.zeros((3, 5), bool))
     with pytest.raises(TypeError, match='input_dtype=bool.*float32'):
         layer(jnp.zeros((3, 4), jnp.float32))
-    with pytest.raises(ValueError, match=r'batch of 3 samples.*reset_state\(2\)'):
+    with pytest.raises(ValueError, match=r'batch of 3 samples.*for a batch of 2'):
         layer(jnp.zeros((2, 4), bool))
     with pytest.raises(ValueError, match=r'sigma'):
         layer.set_sigma(-1.0)
