@@ -20,9 +20,9 @@ import brainunit as u
 import jax
 import jax.numpy as jnp
 
-from . import _args, _conv, _params, _torch
+from . import _args, _conv, _delays, _params, _torch
 
-__all__ = ['Conv1d', 'LayerByLayer', 'from_torch']
+__all__ = ['Conv1d', 'DelayConv1d', 'LayerByLayer', 'from_torch']
 
 # The defaults of brainstate.nn.Conv1d itself, so that the two layers start alike.
 _BRAINSTATE_DEFAULTS = inspect.signature(brainstate.nn.Conv1d.__init__).parameters
@@ -49,6 +49,20 @@ def _times(unit_a, unit_b):
     if unit_a is None:
         return unit_b
     return unit_a if unit_b is None else unit_a * unit_b
+
+
+def _bias_mantissa(label, b, x_unit, w_unit):
+    """The bias (``None`` for none) in the output's unit, the input's times the kernel's."""
+    unit = _times(x_unit, w_unit)
+    if b is not None and (unit is not None or isinstance(b, u.Quantity)):
+        out_unit = u.UNITLESS if unit is None else unit
+        if u.get_dim(b) != u.get_dim(out_unit):
+            raise u.UnitMismatchError(
+                f"{label}: the bias has unit {u.get_unit(b)}, but the output has unit "
+                f"{out_unit} (the input's unit {x_unit or u.UNITLESS} times the kernel's "
+                f"{w_unit or u.UNITLESS}); give b_init that unit.")
+        b = u.Quantity(b).to_decimal(out_unit)
+    return b
 
 
 class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
@@ -274,16 +288,7 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
         """The output's mantissa for a batch ``x`` ``[N, *in_size]`` (a mantissa) whose unit
         is ``x_unit`` (``None``: a plain array)."""
         w, w_unit = self._kernel()
-        unit = _times(x_unit, w_unit)
-        b = self.weight.value.get('bias')
-        if b is not None and (unit is not None or isinstance(b, u.Quantity)):
-            out_unit = u.UNITLESS if unit is None else unit
-            if u.get_dim(b) != u.get_dim(out_unit):
-                raise u.UnitMismatchError(
-                    f"{self._label}: the bias has unit {u.get_unit(b)}, but the output has unit "
-                    f"{out_unit} (the input's unit {x_unit or u.UNITLESS} times the kernel's "
-                    f"{w_unit or u.UNITLESS}); give b_init that unit.")
-            b = u.Quantity(b).to_decimal(out_unit)
+        b = _bias_mantissa(self._label, self.weight.value.get('bias'), x_unit, w_unit)
         y = _conv.apply(self._channels_last(x), w, b, **self.config.options(self.backend))
         return self._channels_last(y)
 
@@ -291,6 +296,167 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
         """The output with its unit: the input's times the kernel's."""
         unit = _times(x_unit, _split(self.weight.value['weight'])[1])
         return y if unit is None else u.maybe_decimal(u.Quantity(y, unit=unit))
+
+
+class DelayConv1d(_conv.BackendChoice, brainstate.nn.Module):
+    r"""Synapses with learnable delays for ``brainpy.state`` / brainstate models.
+
+    The twin of :class:`bp_conv_ext.DelayConv1d` (same kernel, same two forms, same
+    functions underneath), with brainstate's conventions: parameters in ``param_type``
+    states (``layer.weight`` holds ``{'weight': ..., 'bias': ...}``, ``layer.delay`` the
+    delays, so that an optimiser can give the delays their own learning rate), the buffer of
+    past inputs in a ``brainstate.HiddenState`` made by ``init_state(batch_size)`` (as
+    ``brainstate.nn.init_all_states`` calls it) and cleared by ``reset_state``, and
+    ``in_size`` / ``out_size``. A kernel with a unit (``w_init`` with one) gives outputs
+    with the input's unit times it, as :class:`Conv1d` does.
+
+    Parameters
+    ----------
+    in_size, out_size : int
+        Numbers of input and output channels (or sequences of one int).
+    max_delay, kernel_count, sigma, interpolation
+        As in :class:`bp_conv_ext.DelayConv1d`.
+    w_init : initializer, callable, array or number
+        Weights, shape ``(kernel_count, in_size, out_size)``; default ``KaimingUniform()``.
+    delay_init : initializer, callable, array or number, optional
+        Delays in ``[0, max_delay]`` time steps; default uniform over that range.
+    b_init : initializer, callable, array, number or None
+        Bias of shape ``(1, out_size)``; ``None`` (default): none.
+    input_dtype : dtype, optional
+        The dtype the past inputs are kept in: default the weights' float dtype
+        (``brainpy.state`` neurons emit float spikes); ``bool`` for ``bool`` spikes.
+    name : str, optional
+        Name of the module.
+    param_type : type
+        The state class of the weights and delays (default ``brainstate.ParamState``).
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import bp_conv_ext.state
+    >>> layer = bp_conv_ext.state.DelayConv1d(1, 1, max_delay=3, w_init=1.0, delay_init=2.0,
+    ...                                       interpolation='round')
+    >>> _ = brainstate.nn.init_all_states(layer)
+    >>> [float(layer(jnp.ones(1) * (t == 1))[0]) for t in range(5)]
+    [0.0, 0.0, 0.0, 1.0, 0.0]
+    """
+
+    def __init__(
+        self,
+        in_size: Union[int, Sequence[int]],
+        out_size: Union[int, Sequence[int]],
+        max_delay: int,
+        kernel_count: int = 1,
+        w_init: Union[Callable, jax.Array, float] = brainstate.nn.init.KaimingUniform(),
+        delay_init: Optional[Union[Callable, jax.Array, float]] = None,
+        b_init: Optional[Union[Callable, jax.Array, float]] = None,
+        sigma: Optional[float] = None,
+        interpolation: str = 'gauss',
+        input_dtype=None,
+        name: Optional[str] = None,
+        param_type: type = brainstate.ParamState,
+    ):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"`name` (={name!r}) must be None or a str.")
+        super().__init__(name=name)
+        if not (isinstance(param_type, type) and issubclass(param_type, brainstate.State)):
+            raise TypeError(f"`param_type` (={param_type!r}) must be a brainstate.State "
+                            f"subclass such as brainstate.ParamState.")
+        self.in_channels = _args.positive_int('in_size', in_size)
+        self.out_channels = _args.positive_int('out_size', out_size)
+        self.in_size, self.out_size = (self.in_channels,), (self.out_channels,)
+        self.max_delay = _args.positive_int('max_delay', max_delay)
+        self.kernel_count = _args.positive_int('kernel_count', kernel_count)
+        self.interpolation = _delays.check_interpolation(interpolation)
+        shape = (self.kernel_count, self.in_channels, self.out_channels)
+        weight = _params.init_param('w_init', w_init, shape)
+        if weight is None:
+            raise ValueError("`w_init` (=None) must give the weights; only `b_init` may be "
+                             "None.")
+        if delay_init is None:
+            delay_init = brainstate.nn.init.Uniform(0., float(self.max_delay))
+        delays = _params.init_param('delay_init', delay_init, shape)
+        _delays.check_delays(delays, self.max_delay, shape)
+        dtype = _split(weight)[0].dtype
+        params = dict(weight=weight)
+        bias = _params.init_param('b_init', b_init, (1, self.out_channels),
+                                  alt_shapes=((self.out_channels,),))
+        if bias is not None:
+            params['bias'] = bias
+        self.weight = param_type(params)
+        self.delay = param_type(delays.astype(dtype))
+        self.sigma = brainstate.State(jnp.asarray(
+            _delays.check_sigma(self.max_delay / 2 if sigma is None else sigma), dtype))
+        self.input_dtype = jnp.dtype(dtype if input_dtype is None else input_dtype)
+        self.init_state()
+
+    def init_state(self, batch_size: Optional[int] = None, **kwargs):
+        """A buffer of ``max_delay`` past inputs (zeros), for ``batch_size`` samples (``None``:
+        unbatched inputs)."""
+        lead = () if batch_size is None else (_args.positive_int('batch_size', batch_size),)
+        self.buffer = brainstate.HiddenState(
+            jnp.zeros(lead + (self.max_delay, self.in_channels), self.input_dtype))
+        self.index = brainstate.ShortTermState(jnp.zeros((), jnp.int32))
+
+    def reset_state(self, batch_size: Optional[int] = None, **kwargs):
+        """Clear the buffer of past inputs (for ``batch_size`` samples)."""
+        self.init_state(batch_size)
+
+    def kernel(self):
+        """The kernel over time, ``[max_delay + 1, in_size, out_size]`` (the weights'
+        mantissa)."""
+        return _delays.delay_kernel(_split(self.weight.value['weight'])[0], self.delay.value,
+                                    self.max_delay, self.sigma.value, self.interpolation)
+
+    def set_sigma(self, sigma: float):
+        """Set the Gaussian's width (in time steps, > 0)."""
+        self.sigma.value = jnp.asarray(_delays.check_sigma(sigma), self.sigma.value.dtype)
+
+    def round_delays(self):
+        """Round every delay to its nearest whole step and switch to ``'round'``
+        interpolation."""
+        self.delay.value = jnp.round(jnp.clip(self.delay.value, 0, self.max_delay))
+        self.interpolation = 'round'
+
+    def update(self, x):
+        """One time step: ``[in_size]`` or ``[B, in_size]``, as the buffer was made."""
+        x, unit = self._checked(x, sequence=False)
+        y, self.buffer.value, self.index.value = _delays.step(
+            self.buffer.value, self.index.value, x, self.kernel(), self._bias(unit),
+            self.backend)
+        return self._with_unit(y, unit)
+
+    def multi_step(self, xs, fold: str = 'time'):
+        """A whole time-first sequence as one convolution over time, continuing from and
+        updating the buffer; the outputs at every step. (``fold`` is taken for the
+        interface of :class:`LayerByLayer`: over time there is nothing to fold.)"""
+        _conv.check_fold(fold)
+        xs, unit = self._checked(xs, sequence=True)
+        y, self.buffer.value, self.index.value = _delays.sequence(
+            self.buffer.value, self.index.value, xs, self.kernel(), self._bias(unit),
+            self.backend)
+        return self._with_unit(y, unit)
+
+    @property
+    def _label(self) -> str:
+        return self.name or type(self).__name__
+
+    def _bias(self, x_unit):
+        return _bias_mantissa(self._label, self.weight.value.get('bias'), x_unit,
+                              _split(self.weight.value['weight'])[1])
+
+    def _with_unit(self, y, x_unit):
+        unit = _times(x_unit, _split(self.weight.value['weight'])[1])
+        return y if unit is None else u.maybe_decimal(u.Quantity(y, unit=unit))
+
+    def _checked(self, x, sequence: bool):
+        x, unit = _split(x)
+        x = _conv.as_input(x)
+        step_shape = '[B, C]' if self.buffer.value.ndim == 3 else '[C]'
+        _delays.check_input(self._label, x, self.in_channels, self.buffer.value, sequence,
+                            step_shape, "Pass input_dtype=float (or the input's dtype) to the "
+                            "constructor for other inputs.")
+        return x, unit
 
 
 def from_torch(module, length: int, *, channel_first: bool = False, name=None) -> Conv1d:
@@ -330,10 +496,10 @@ class LayerByLayer(brainstate.nn.Sequential):
 
     Called as usual (``update``), it advances every layer by one time step. Its
     :meth:`multi_step` runs a whole input sequence through one layer after the other:
-    layers with a ``multi_step`` method (:class:`Conv1d`) get the whole sequence; other
-    stateless modules (``Linear``, ``Flatten``, pooling, ...) are folded over time and
-    called once; modules with state (``brainpy.state`` neurons such as ``LIF``, any
-    ``brainstate.nn.Dynamics``) are advanced step by step with
+    layers with a ``multi_step`` method (:class:`Conv1d`, :class:`DelayConv1d`) get the
+    whole sequence; other stateless modules (``Linear``, ``Flatten``, pooling, ...) are
+    folded over time and called once; modules with state (``brainpy.state`` neurons such as
+    ``LIF``, any ``brainstate.nn.Dynamics``) are advanced step by step with
     ``brainstate.transform.for_loop``. Both ways give the same outputs and gradients.
 
     States are not reset: initialise them first, as for a step-by-step run

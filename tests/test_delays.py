@@ -374,3 +374,84 @@ def test_bad_inputs():
         layer.set_sigma(-1.0)
     with pytest.raises(ValueError, match='epoch'):
         sigma_schedule(-1, 5, 3.0)
+
+
+# --- the brainpy.state twin ------------------------------------------------------------------
+
+def _state_layers():
+    return pytest.importorskip('bp_conv_ext.state')
+
+
+@pytest.mark.parametrize('batch', [None, 3])
+@pytest.mark.parametrize('backend', ['dense', 'event'])
+def test_state_twin_equals_the_classic_layer(batch, backend):
+    state = _state_layers()
+    import brainstate
+    classic = make_layer('nonbatching' if batch is None else 'batching', spikes=False)
+    twin = state.DelayConv1d(4, 6, max_delay=5, kernel_count=2, w_init=classic.w.value,
+                             delay_init=classic.delay.value, b_init=classic.b.value,
+                             input_dtype=jnp.float32)
+    twin.backend = classic.backend = backend
+    xs = sequence('nonbatching' if batch is None else 'batching', steps=11, spikes=False)
+    reset(classic, 'nonbatching' if batch is None else 'batching')
+    expected = classic.multi_step(xs)
+    brainstate.nn.init_all_states(twin, batch)
+    folded = twin.multi_step(xs)
+    twin.reset_state(batch)
+    steps = jnp.stack([twin(x) for x in xs])
+    np.testing.assert_allclose(folded, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(steps, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_state_twin_gradients_of_both_forms_and_in_layer_by_layer():
+    state = _state_layers()
+    import brainstate
+    import brainpy.state as bps
+    import brainunit as u
+    net = state.LayerByLayer(
+        state.DelayConv1d(4, 6, max_delay=5, sigma=1.5,
+                          w_init=brainstate.nn.init.KaimingUniform(scale=8.0, unit=u.mA)),
+        bps.LIF(6, tau=2. * u.ms),
+        state.DelayConv1d(6, 2, max_delay=5, sigma=1.5))
+    xs = sequence('batching', steps=16, spikes=True).astype(jnp.float32)
+    params = net.states(brainstate.ParamState)
+
+    def loss(run):
+        brainstate.nn.init_all_states(net, 3)
+        with brainstate.environ.context(dt=1.0 * u.ms):
+            out = run(xs)
+        return jnp.sum(jnp.sin(out)), out
+
+    def steps(xs):
+        return brainstate.transform.for_loop(lambda x: net(x), xs)
+
+    grads, outs = {}, {}
+    for name, run in [('folded', net.multi_step), ('steps', steps)]:
+        fn = brainstate.transform.grad(lambda: loss(run), params, has_aux=True)
+        grads[name], outs[name] = fn()
+    np.testing.assert_allclose(outs['steps'], outs['folded'], rtol=1e-5, atol=1e-5)
+    assert float(jnp.abs(outs['folded']).sum()) > 0
+    flat_f = jax.tree_util.tree_leaves(grads['folded'])
+    flat_s = jax.tree_util.tree_leaves(grads['steps'])
+    assert len(flat_f) == 4           # the weights and delays of both layers
+    for a, b in zip(flat_f, flat_s):
+        a, b = u.get_mantissa(a), u.get_mantissa(b)
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+        assert float(jnp.abs(a).max()) > 0
+
+
+def test_state_twin_bad_inputs():
+    state = _state_layers()
+    with pytest.raises(ValueError, match=r'`max_delay` \(=0\)'):
+        state.DelayConv1d(2, 3, max_delay=0)
+    with pytest.raises(ValueError, match=r'\[0, max_delay=4\]'):
+        state.DelayConv1d(2, 3, max_delay=4, delay_init=-0.5)
+    layer = state.DelayConv1d(2, 3, max_delay=4)
+    layer.init_state(5)
+    with pytest.raises(ValueError, match=r'\[B, C\] \(rank 2\)'):
+        layer(jnp.zeros(2))
+    with pytest.raises(ValueError, match='batch of 5 samples'):
+        layer(jnp.zeros((4, 2)))
+    spikes = state.DelayConv1d(2, 3, max_delay=4, input_dtype=bool)
+    with pytest.raises(TypeError, match='input_dtype=bool'):
+        spikes(jnp.zeros(2))
