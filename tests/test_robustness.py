@@ -14,6 +14,8 @@ import pytest
 
 from bp_conv_ext import Conv1d, conv1d
 
+from conftest import EVENT_IDS, EVENT_RUNTIMES, event_runtime
+
 HELPER = os.path.join(os.path.dirname(__file__), 'helpers', 'long_runs.py')
 
 
@@ -104,3 +106,35 @@ def test_long_memory_efficient_simulation_runs_in_bounded_memory():
     result = _run('long-simulation')
     assert result['steps'] == 10_000 and result['rate'] > 0
     assert result['peak_rss_mib'] < 2048
+
+
+@pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
+def test_independent_event_convolutions_in_one_program(runtime):
+    """XLA may run the independent operations of one program at once: a jitted gradient
+    through ten steps of a delay layer (twenty event-driven kernels), computed several times,
+    equals the dense one every time."""
+    from bp_conv_ext import _delays
+    from bp_conv_ext._event import runtime_name
+    if runtime is None and runtime_name() == 'brainpylib':
+        pytest.skip("brainpylib's taichi kernels: wrong numbers, crashes or hangs in such "
+                    "programs (the delay layers refuse them; docs/installation.md)")
+    rng = np.random.default_rng(0)
+    xs = jnp.asarray((rng.random((10, 3, 4)) < 0.3).astype(np.float32))
+    weight = jnp.asarray(rng.standard_normal((2, 4, 6)).astype(np.float32))
+    delays = jnp.asarray(rng.uniform(0, 5, (2, 4, 6)).astype(np.float32))
+
+    def loss(weight, delays, backend):
+        kernel = _delays.delay_kernel(weight, delays, 5, 1.5)
+        buffer, index, total = jnp.zeros((3, 5, 4)), jnp.zeros((), jnp.int32), 0.
+        for x in xs:
+            y, buffer, index = _delays.step(buffer, index, x, kernel, None, backend)
+            total = total + jnp.sum(jnp.sin(y))
+        return total
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+    expected = grad(weight, delays, 'dense')
+    with event_runtime(runtime):
+        for _ in range(4):
+            got = grad(weight + 0., delays + 0., 'event')
+            for a, b in zip(got, expected):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
