@@ -34,3 +34,16 @@ def test_gunpoint_quick(tmp_path, name):
     assert result['reloaded_accuracy'] == result['test_accuracy']
     assert set(result['seconds']) == {'per step', 'layer by layer'}
     assert all(0.0 <= acc <= 1.0 for acc in result['test_accuracy_by_method'].values())
+
+
+def test_delays_quick(tmp_path):
+    pytest.importorskip('matplotlib')
+    pytest.importorskip('aeon')
+    figure = str(tmp_path / 'delays.png')
+    result = _load('delays').main(['--quick', '--figure', figure])
+    assert os.path.getsize(result['figure']) > 10_000
+    for task in ('synthetic', 'basic_motions'):
+        assert set(result[task]) == {'with delays', 'no delays'}
+        for run in result[task].values():
+            assert 0.0 <= run['test'] <= 1.0 and run['wall'] > 0
+        assert 'test_gauss' in result[task]['with delays']
