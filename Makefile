@@ -70,6 +70,7 @@ BENCH_ENV := OMP_WAIT_POLICY=passive MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM
 bench: $(STAMP)
 	$(BENCH_ENV) $(PY) benchmarks/conv_suite.py --figure docs/figures/event_density.png $(BENCH_ARGS)
 	$(BENCH_ENV) $(PY) benchmarks/layer_by_layer.py $(BENCH_ARGS)
+	$(BENCH_ENV) $(PY) benchmarks/delays.py $(BENCH_ARGS)
 
 # The examples draw the tutorial's figures (the raster from a --quick run, the learning curves
 # from 100 of the 400 GunPoint epochs, in both BrainPy APIs), then the site is built and every
