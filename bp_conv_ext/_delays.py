@@ -13,12 +13,13 @@ axis, as ``y[t] = sum_d kernel[d] x[t - d]``: over a whole sequence at once (``f
 one step at a time over a window of the last ``max_delay + 1`` inputs (``step``).
 """
 import numbers
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _args, _conv, _event
+from . import _args, _conv, _event, _params
 
 #: Values of ``interpolation``.
 INTERPOLATIONS = ('gauss', 'round')
@@ -56,6 +57,50 @@ def check_delays(delays, max_delay: int, shape) -> None:
     if values.size and (values.min() < 0 or values.max() > max_delay):
         raise ValueError(f"`delays` must lie in [0, max_delay={max_delay}] time steps; got "
                          f"values from {values.min():g} to {values.max():g}.")
+
+
+class DelayConfig(NamedTuple):
+    """The validated options of a delay layer (of either BrainPy API)."""
+    in_channels: int
+    out_channels: int
+    max_delay: int
+    kernel_count: int
+    interpolation: str
+    sigma: float
+
+    @property
+    def shape(self):
+        """The shape of the weights and of the delays: ``(kernel_count, C_in, C_out)``."""
+        return self.kernel_count, self.in_channels, self.out_channels
+
+
+def delay_config(in_channels, out_channels, max_delay, kernel_count, interpolation, sigma,
+                 channel_names=('in_channels', 'out_channels')) -> DelayConfig:
+    """Check a delay layer's options once (``channel_names``: what the layer calls its channel
+    counts); ``sigma=None`` is ``max_delay / 2``."""
+    max_delay = _args.positive_int('max_delay', max_delay)
+    return DelayConfig(_args.positive_int(channel_names[0], in_channels),
+                       _args.positive_int(channel_names[1], out_channels), max_delay,
+                       _args.positive_int('kernel_count', kernel_count),
+                       check_interpolation(interpolation),
+                       check_sigma(max_delay / 2 if sigma is None else sigma))
+
+
+def initial_parameters(config: DelayConfig, inits, names):
+    """The weights, delays and bias (``None`` for none) from the initializers ``inits``
+    (weights, delays, bias), the arguments ``names`` (for the errors); the delays checked
+    against the range and in the weights' dtype."""
+    weight = _params.init_param(names[0], inits[0], config.shape)
+    delays = _params.init_param(names[1], inits[1], config.shape)
+    for name, value, what in zip(names, (weight, delays), ('weights', 'delays')):
+        if value is None:
+            raise ValueError(f"`{name}` (=None) must give the {what}; only `{names[2]}` may "
+                             f"be None.")
+    check_delays(delays, config.max_delay, config.shape)
+    bias = _params.init_param(names[2], inits[2], (1, config.out_channels),
+                              alt_shapes=((config.out_channels,),))
+    dtype = _params._split_unit(weight)[0].dtype
+    return weight, delays.astype(dtype), bias
 
 
 def sigma_schedule(epoch: int, epochs: int, start: float, end: float = 0.5) -> float:

@@ -374,31 +374,22 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
             raise (ValueError if isinstance(name, str) else TypeError)(
                 f"`name` (={name!r}) must be None or a str that is a Python identifier.")
         super().__init__(name=name, mode=_check_mode(mode))
-        self.in_channels = _args.positive_int('in_channels', in_channels)
-        self.out_channels = _args.positive_int('out_channels', out_channels)
-        self.max_delay = _args.positive_int('max_delay', max_delay)
-        self.kernel_count = _args.positive_int('kernel_count', kernel_count)
-        self.interpolation = _delays.check_interpolation(interpolation)
-        shape = (self.kernel_count, self.in_channels, self.out_channels)
-        w = _params.init_param('w_initializer', w_initializer, shape)
-        if w is None:
-            raise ValueError("`w_initializer` (=None) must give the weights; only "
-                             "`b_initializer` may be None.")
+        self.config = _delays.delay_config(in_channels, out_channels, max_delay, kernel_count,
+                                           interpolation, sigma)
+        c = self.config
+        self.in_channels, self.out_channels = c.in_channels, c.out_channels
+        self.max_delay, self.kernel_count, self.interpolation = \
+            c.max_delay, c.kernel_count, c.interpolation
         if delay_initializer is None:
-            delay_initializer = bp.init.Uniform(0., float(self.max_delay))
-        delays = _params.init_param('delay_initializer', delay_initializer, shape)
-        if delays is None:
-            raise ValueError("`delay_initializer` (=None given explicitly as an array) must "
-                             "give the delays.")
-        _delays.check_delays(delays, self.max_delay, shape)
-        b = _params.init_param('b_initializer', b_initializer, (1, self.out_channels),
-                               alt_shapes=((self.out_channels,),))
+            delay_initializer = bp.init.Uniform(0., float(c.max_delay))
+        w, delays, b = _delays.initial_parameters(
+            c, (w_initializer, delay_initializer, b_initializer),
+            ('w_initializer', 'delay_initializer', 'b_initializer'))
         var = bm.TrainVar if isinstance(self.mode, bm.TrainingMode) else bm.Variable
         self.w = var(w)
-        self.delay = var(delays.astype(w.dtype))
+        self.delay = var(delays)
         self.b = None if b is None else var(b)
-        self.sigma = bm.Variable(jnp.asarray(
-            _delays.check_sigma(self.max_delay / 2 if sigma is None else sigma), w.dtype))
+        self.sigma = bm.Variable(jnp.asarray(c.sigma, w.dtype))
         if input_dtype is None:
             input_dtype = w.dtype if isinstance(self.mode, bm.TrainingMode) else jnp.bool_
         self.input_dtype = jnp.dtype(input_dtype)

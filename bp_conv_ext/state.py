@@ -362,31 +362,22 @@ class DelayConv1d(_conv.BackendChoice, brainstate.nn.Module):
         if not (isinstance(param_type, type) and issubclass(param_type, brainstate.State)):
             raise TypeError(f"`param_type` (={param_type!r}) must be a brainstate.State "
                             f"subclass such as brainstate.ParamState.")
-        self.in_channels = _args.positive_int('in_size', in_size)
-        self.out_channels = _args.positive_int('out_size', out_size)
-        self.in_size, self.out_size = (self.in_channels,), (self.out_channels,)
-        self.max_delay = _args.positive_int('max_delay', max_delay)
-        self.kernel_count = _args.positive_int('kernel_count', kernel_count)
-        self.interpolation = _delays.check_interpolation(interpolation)
-        shape = (self.kernel_count, self.in_channels, self.out_channels)
-        weight = _params.init_param('w_init', w_init, shape)
-        if weight is None:
-            raise ValueError("`w_init` (=None) must give the weights; only `b_init` may be "
-                             "None.")
+        self.config = _delays.delay_config(in_size, out_size, max_delay, kernel_count,
+                                           interpolation, sigma, ('in_size', 'out_size'))
+        c = self.config
+        self.in_channels, self.out_channels = c.in_channels, c.out_channels
+        self.in_size, self.out_size = (c.in_channels,), (c.out_channels,)
+        self.max_delay, self.kernel_count, self.interpolation = \
+            c.max_delay, c.kernel_count, c.interpolation
         if delay_init is None:
-            delay_init = brainstate.nn.init.Uniform(0., float(self.max_delay))
-        delays = _params.init_param('delay_init', delay_init, shape)
-        _delays.check_delays(delays, self.max_delay, shape)
-        dtype = _split(weight)[0].dtype
-        params = dict(weight=weight)
-        bias = _params.init_param('b_init', b_init, (1, self.out_channels),
-                                  alt_shapes=((self.out_channels,),))
-        if bias is not None:
-            params['bias'] = bias
+            delay_init = brainstate.nn.init.Uniform(0., float(c.max_delay))
+        weight, delays, bias = _delays.initial_parameters(
+            c, (w_init, delay_init, b_init), ('w_init', 'delay_init', 'b_init'))
+        params = dict(weight=weight) if bias is None else dict(weight=weight, bias=bias)
         self.weight = param_type(params)
-        self.delay = param_type(delays.astype(dtype))
-        self.sigma = brainstate.State(jnp.asarray(
-            _delays.check_sigma(self.max_delay / 2 if sigma is None else sigma), dtype))
+        self.delay = param_type(delays)
+        dtype = delays.dtype
+        self.sigma = brainstate.State(jnp.asarray(c.sigma, dtype))
         self.input_dtype = jnp.dtype(dtype if input_dtype is None else input_dtype)
         self.init_state()
 
