@@ -326,6 +326,38 @@ def test_layer_by_layer_and_bptt_train_a_delay_network():
     assert np.isfinite(trainer.get_hist_metric('fit')).all()
 
 
+def test_layer_by_layer_trainer_gradients_equal_step_by_step_ones():
+    bm.random.seed(7)
+    mode = bm.TrainingMode()
+    net = bp_conv_ext.LayerByLayer(
+        DelayConv1d(4, 8, max_delay=4, mode=mode, sigma=1.5),
+        bp.dyn.Lif(8, mode=mode, tau=2., V_th=0.3, spk_fun=bm.surrogate.arctan),
+        DelayConv1d(8, 2, max_delay=4, mode=mode, sigma=1.5, input_dtype=jnp.float32),
+        mode=mode)
+    xs = jnp.moveaxis(sequence('training', steps=12, batch=4, seed=8).astype(jnp.float32), 0, 1)
+    ys = jnp.asarray([0, 1, 1, 0])
+
+    def loss(predicts, targets):                   # predicts: [B, T, 2]
+        return bp.losses.cross_entropy_loss(predicts.mean(1), targets)
+
+    trainer = bp_conv_ext.LayerByLayerTrainer(net, loss, bp.optim.SGD(lr=0.1))
+    value, grads = trainer.loss_and_grads(xs, ys)
+    params = net.train_vars().unique()
+
+    def bptt_loss():
+        net.reset(4)
+        return loss(jnp.moveaxis(jnp.stack([net(x) for x in jnp.moveaxis(xs, 0, 1)]), 0, 1), ys)
+
+    expected = bm.grad(bptt_loss, grad_vars=params)()
+    assert set(grads) == set(expected) and len(grads) == 4
+    for key in grads:
+        np.testing.assert_allclose(grads[key], expected[key], rtol=1e-4, atol=1e-6)
+    assert float(value) == pytest.approx(float(bptt_loss()), rel=1e-5)
+    before = np.asarray(net[0].delay.value)
+    trainer.fit(lambda: [(xs, ys)], num_epoch=2)
+    assert not np.array_equal(before, np.asarray(net[0].delay.value))
+
+
 # --- rounding, sigma, bad input --------------------------------------------------------------
 
 def test_round_delays_gives_integer_shifts():
