@@ -43,19 +43,20 @@ def check_sigma(sigma) -> float:
     return float(sigma)
 
 
-def check_delays(delays, max_delay: int, shape) -> None:
-    """Refuse delays of the wrong shape, or outside ``[0, max_delay]``, where they are known
-    (concrete arrays; traced values are clipped into the range instead)."""
+def check_delays(delays, max_delay: int, shape, name: str = 'delays') -> None:
+    """Refuse delays (the argument ``name``) of the wrong shape, or outside
+    ``[0, max_delay]``, where they are known (concrete arrays; traced values are clipped into
+    the range instead)."""
     if tuple(delays.shape) != tuple(shape):
-        raise ValueError(f"`delays` has shape {tuple(delays.shape)}; expected {tuple(shape)} "
+        raise ValueError(f"`{name}` has shape {tuple(delays.shape)}; expected {tuple(shape)} "
                          f"(kernel_count, in_channels, out_channels).")
     if isinstance(delays, jax.core.Tracer):
         return
     values = np.asarray(delays)
     if values.size and not np.all(np.isfinite(values)):
-        raise ValueError("`delays` must be finite numbers of time steps; got NaN or inf.")
+        raise ValueError(f"`{name}` must give finite numbers of time steps; got NaN or inf.")
     if values.size and (values.min() < 0 or values.max() > max_delay):
-        raise ValueError(f"`delays` must lie in [0, max_delay={max_delay}] time steps; got "
+        raise ValueError(f"`{name}` must give delays in [0, max_delay={max_delay}] time steps; got "
                          f"values from {values.min():g} to {values.max():g}.")
 
 
@@ -96,7 +97,7 @@ def initial_parameters(config: DelayConfig, inits, names):
         if value is None:
             raise ValueError(f"`{name}` (=None) must give the {what}; only `{names[2]}` may "
                              f"be None.")
-    check_delays(delays, config.max_delay, config.shape)
+    check_delays(delays, config.max_delay, config.shape, names[1])
     bias = _params.init_param(names[2], inits[2], (1, config.out_channels),
                               alt_shapes=((config.out_channels,),))
     dtype = _params._split_unit(weight)[0].dtype

@@ -395,9 +395,10 @@ def test_sigma_schedule_and_set_sigma():
     (dict(max_delay=0), ValueError, r'`max_delay` \(=0\) must be a positive integer'),
     (dict(max_delay=2.5), TypeError, r'`max_delay` \(=2.5\) must be an int'),
     (dict(kernel_count=0), ValueError, r'`kernel_count` \(=0\)'),
-    (dict(delay_initializer=-1.0), ValueError, r'\[0, max_delay=5\].*-1 to -1'),
-    (dict(delay_initializer=6.0), ValueError, r'\[0, max_delay=5\].*6 to 6'),
-    (dict(delay_initializer=float('nan')), ValueError, r'finite'),
+    (dict(delay_initializer=-1.0), ValueError,
+     r'`delay_initializer` must give delays in \[0, max_delay=5\].*-1 to -1'),
+    (dict(delay_initializer=6.0), ValueError, r'`delay_initializer`.*\[0, max_delay=5\].*6 to 6'),
+    (dict(delay_initializer=float('nan')), ValueError, r'`delay_initializer` must give finite'),
     (dict(delay_initializer=np.ones((2, 4))), ValueError, r'`delay_initializer`.*\(2, 4\)'),
     (dict(w_initializer=np.ones((1, 4, 6))), ValueError, r'`w_initializer`.*\(2, 4, 6\)'),
     (dict(sigma=0.0), ValueError, r'`sigma` \(=0.0\) must be a finite number > 0'),
@@ -496,7 +497,7 @@ def test_state_twin_bad_inputs():
     state = _state_layers()
     with pytest.raises(ValueError, match=r'`max_delay` \(=0\)'):
         state.DelayConv1d(2, 3, max_delay=0)
-    with pytest.raises(ValueError, match=r'\[0, max_delay=4\]'):
+    with pytest.raises(ValueError, match=r'`delay_init` must give delays in \[0, max_delay=4\]'):
         state.DelayConv1d(2, 3, max_delay=4, delay_init=-0.5)
     layer = state.DelayConv1d(2, 3, max_delay=4)
     layer.init_state(5)
