@@ -99,16 +99,18 @@ def train(x_train, y_train, x_test, y_test, learn_delays, epochs, max_delay=25, 
     delays = bm.VarDict({f'{layer.name}.delay': layer.delay for layer in net.layers()})
     opt_w = bp.optim.Adam(lr=1e-2, train_vars=weights)
     opt_d = bp.optim.Adam(lr=0.1, train_vars=delays)   # positions move faster than weights
-    trained = bm.VarDict({**weights, **delays}) if learn_delays else weights
+    trained = list(weights) + (list(delays) if learn_delays else [])
 
     def loss(x, y):
         return bp.losses.cross_entropy_loss(net.logits(x), y)
 
-    grad = bm.grad(loss, grad_vars=trained, return_value=True)
+    grad = bm.grad(loss, grad_vars=[{**weights, **delays}[k] for k in trained],
+                   return_value=True)
 
     @bm.jit
     def step(x, y):
         grads, value = grad(x, y)
+        grads = dict(zip(trained, grads))
         opt_w.update({k: grads[k] for k in weights})
         if learn_delays:
             opt_d.update({k: grads[k] for k in delays})
