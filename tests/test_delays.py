@@ -295,14 +295,19 @@ def test_dsrunner_step_by_step_equals_layer_by_layer(backend):
     np.testing.assert_array_equal(runner.mon['spike'], spikes)
 
 
-def test_layer_by_layer_and_bptt_train_a_delay_network():
-    bm.random.seed(5)
+def _two_layer_network(seed, max_delay, sigma):
+    """4 inputs -> delays -> 8 LIF -> delays -> 2 outputs, in TrainingMode."""
+    bm.random.seed(seed)
     mode = bm.TrainingMode()
-    net = bp_conv_ext.LayerByLayer(
-        DelayConv1d(4, 8, max_delay=6, mode=mode, sigma=2.0),
+    return bp_conv_ext.LayerByLayer(
+        DelayConv1d(4, 8, max_delay=max_delay, mode=mode, sigma=sigma),
         bp.dyn.Lif(8, mode=mode, tau=2., V_th=0.3, spk_fun=bm.surrogate.arctan),
-        DelayConv1d(8, 2, max_delay=6, mode=mode, sigma=2.0, input_dtype=jnp.float32),
+        DelayConv1d(8, 2, max_delay=max_delay, mode=mode, sigma=sigma, input_dtype=jnp.float32),
         mode=mode)
+
+
+def test_layer_by_layer_and_bptt_train_a_delay_network():
+    net = _two_layer_network(5, max_delay=6, sigma=2.0)
     xs = sequence('training', steps=20, batch=4, seed=6).astype(jnp.float32)   # [T, B, C]
     folded = net.multi_step(xs)
     assert bool(jnp.any(folded != 0))
@@ -327,13 +332,7 @@ def test_layer_by_layer_and_bptt_train_a_delay_network():
 
 
 def test_layer_by_layer_trainer_gradients_equal_step_by_step_ones():
-    bm.random.seed(7)
-    mode = bm.TrainingMode()
-    net = bp_conv_ext.LayerByLayer(
-        DelayConv1d(4, 8, max_delay=4, mode=mode, sigma=1.5),
-        bp.dyn.Lif(8, mode=mode, tau=2., V_th=0.3, spk_fun=bm.surrogate.arctan),
-        DelayConv1d(8, 2, max_delay=4, mode=mode, sigma=1.5, input_dtype=jnp.float32),
-        mode=mode)
+    net = _two_layer_network(7, max_delay=4, sigma=1.5)
     xs = jnp.moveaxis(sequence('training', steps=12, batch=4, seed=8).astype(jnp.float32), 0, 1)
     ys = jnp.asarray([0, 1, 1, 0])
 
