@@ -192,11 +192,10 @@ def sequence(buffer, index, xs, kernel, bias, backend: str):
     return jnp.moveaxis(y, -2, 0), last, jnp.zeros_like(index)
 
 
-def check_input(label: str, x, in_channels: int, buffer, sequence: bool, step_shape: str,
-                hint: str):
+def check_input(label: str, x, in_channels: int, buffer, sequence: bool, step_shape: str):
     """Refuse an input ``x`` that does not fit a delay layer: rank (``step_shape`` names one
-    step's shape, such as ``'[B, C]'``), channels, dtype (the buffer's dtype must hold it;
-    ``hint`` says how to choose another), and batch (the buffer's)."""
+    step's shape, such as ``'[B, C]'``), channels, dtype (the buffer's dtype must hold it),
+    and batch (the buffer's)."""
     rank = step_shape.count(',') + 1 + sequence
     shape = '[T, ' + step_shape[1:] if sequence else step_shape
     what = 'multi_step' if sequence else 'a call'
@@ -209,7 +208,8 @@ def check_input(label: str, x, in_channels: int, buffer, sequence: bool, step_sh
     _conv.compute_dtype(x.dtype, jnp.float32)        # a clear error for complex inputs
     if buffer.dtype == jnp.bool_ and x.dtype != jnp.bool_:
         raise TypeError(f"{label} keeps its past inputs as bool spikes (input_dtype=bool); "
-                        f"got an input of dtype {x.dtype}. {hint}")
+                        f"got an input of dtype {x.dtype}. Pass input_dtype=float (or the "
+                        f"input's dtype) to the constructor for other inputs.")
     if buffer.shape[:-2] != x.shape[sequence:-1]:
         raise ValueError(f"{label} holds the past inputs of a batch of {buffer.shape[0]} "
                          f"samples; got an input of shape {x.shape}. Reset its state for a "

@@ -18,6 +18,13 @@ _STEP_SHAPES = {
 }
 
 
+def _check_name(name):
+    if name is not None and (not isinstance(name, str) or not name.isidentifier()):
+        raise (ValueError if isinstance(name, str) else TypeError)(
+            f"`name` (={name!r}) must be None or a str that is a Python identifier.")
+    return name
+
+
 def _check_mode(mode) -> bm.Mode:
     if mode is None:
         mode = bm.get_mode()
@@ -138,10 +145,7 @@ class Conv1d(_conv.BackendChoice, bp.dnn.Layer):
         name: Optional[str] = None,
         padding_mode: str = 'zeros',
     ):
-        if name is not None and (not isinstance(name, str) or not name.isidentifier()):
-            raise (ValueError if isinstance(name, str) else TypeError)(
-                f"`name` (={name!r}) must be None or a str that is a Python identifier.")
-        super().__init__(name=name, mode=_check_mode(mode))
+        super().__init__(name=_check_name(name), mode=_check_mode(mode))
         self._given = dict(padding=padding, name=name, mode=mode)   # as written, for repr
         self.config = _args.layer_config(in_channels, out_channels, kernel_size,
                                          _args.resolve_stride(stride, strides), padding,
@@ -370,10 +374,7 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
         mode: Optional[bm.Mode] = None,
         name: Optional[str] = None,
     ):
-        if name is not None and (not isinstance(name, str) or not name.isidentifier()):
-            raise (ValueError if isinstance(name, str) else TypeError)(
-                f"`name` (={name!r}) must be None or a str that is a Python identifier.")
-        super().__init__(name=name, mode=_check_mode(mode))
+        super().__init__(name=_check_name(name), mode=_check_mode(mode))
         self.config = _delays.delay_config(in_channels, out_channels, max_delay, kernel_count,
                                            interpolation, sigma)
         c = self.config
@@ -444,9 +445,7 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
         x = _conv.as_input(x)
         mode_name = type(self.mode).__name__
         _delays.check_input(f"{self.name} (in {mode_name})", x, self.in_channels,
-                            self.buffer.value, sequence, _DELAY_STEP_SHAPES[mode_name],
-                            "Pass input_dtype=float (or the input's dtype) to the "
-                            "constructor for other inputs.")
+                            self.buffer.value, sequence, _DELAY_STEP_SHAPES[mode_name])
         return x
 
     def __repr__(self):

@@ -65,6 +65,12 @@ def _bias_mantissa(label, b, x_unit, w_unit):
     return b
 
 
+def _output_with_unit(y, x_unit, kernel):
+    """The output mantissa ``y`` with its unit: the input's times the kernel's."""
+    unit = _times(x_unit, _split(kernel)[1])
+    return y if unit is None else u.maybe_decimal(u.Quantity(y, unit=unit))
+
+
 class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
     r"""One-dimensional convolution for ``brainpy.state`` / brainstate models.
 
@@ -293,9 +299,7 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
         return self._channels_last(y)
 
     def _with_unit(self, y, x_unit):
-        """The output with its unit: the input's times the kernel's."""
-        unit = _times(x_unit, _split(self.weight.value['weight'])[1])
-        return y if unit is None else u.maybe_decimal(u.Quantity(y, unit=unit))
+        return _output_with_unit(y, x_unit, self.weight.value['weight'])
 
 
 class DelayConv1d(_conv.BackendChoice, brainstate.nn.Module):
@@ -437,16 +441,14 @@ class DelayConv1d(_conv.BackendChoice, brainstate.nn.Module):
                               _split(self.weight.value['weight'])[1])
 
     def _with_unit(self, y, x_unit):
-        unit = _times(x_unit, _split(self.weight.value['weight'])[1])
-        return y if unit is None else u.maybe_decimal(u.Quantity(y, unit=unit))
+        return _output_with_unit(y, x_unit, self.weight.value['weight'])
 
     def _checked(self, x, sequence: bool):
         x, unit = _split(x)
         x = _conv.as_input(x)
         step_shape = '[B, C]' if self.buffer.value.ndim == 3 else '[C]'
         _delays.check_input(self._label, x, self.in_channels, self.buffer.value, sequence,
-                            step_shape, "Pass input_dtype=float (or the input's dtype) to the "
-                            "constructor for other inputs.")
+                            step_shape)
         return x, unit
 
 

@@ -69,7 +69,6 @@ class Network(bp.DynamicalSystem):
         super().__init__(mode=bm.TrainingMode())
         mode = bm.TrainingMode()
         delays = None if learn_delays else 0.0
-        self.learn_delays = learn_delays
         self.first = bp_conv_ext.DelayConv1d(n_in, n_hidden, max_delay, mode=mode,
                                              delay_initializer=delays, b_initializer=None,
                                              w_initializer=bp.init.KaimingUniform(scale=6.0))
