@@ -11,10 +11,11 @@
 // (branch-free over words of bools), which every tap reaching that sample reuses.
 // - forward (output-stationary): a block of up to 128 outputs of y[n, t] is summed in vector
 //   registers over the kernel rows of the active channels of the samples its taps read, and
-//   written once (with AVX-512, aligned blocks by streaming stores, past the caches). With no
-//   input dilation and no kernel dilation those samples are adjacent and their lists one
-//   range: one loop per block, whatever the number of taps; rows of narrow blocks (64 floats)
-//   are summed two output samples at a time, over the union of their windows.
+//   written once (aligned blocks by streaming stores on AVX and AVX-512, past the caches).
+//   With no input dilation and no kernel dilation those samples are adjacent and their lists
+//   one range: one loop per block, whatever the number of taps; with AVX-512, rows of narrow
+//   blocks (64 floats) are summed two output samples at a time, over the union of their
+//   windows.
 // - kernel gradient: for each active input sample and tap, the dy row it reaches is held in
 //   registers a block at a time and added to the dw rows of its active channels. Both keep
 //   their compacted lists per thread from call to call.
@@ -30,7 +31,7 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -40,26 +41,29 @@
 
 namespace {
 
-// 64 bytes of lanes (one AVX-512 register, two AVX2 ones, four of SSE or NEON).
+// The machine's own vector registers: their width in bytes and how many there are. (Vectors
+// wider than the machine's are split by the compiler, but sums of that type live on the
+// stack: 2.6x slower on AVX2.)
+#if defined(__AVX512F__)
+constexpr int kBytes = 64, kRegisters = 32;
+#elif defined(__AVX__)
+constexpr int kBytes = 32, kRegisters = 16;
+#elif defined(__aarch64__)
+constexpr int kBytes = 16, kRegisters = 32;
+#else
+constexpr int kBytes = 16, kRegisters = 16;
+#endif
+
 template <typename T>
-struct Lanes;
-template <>
-struct Lanes<float> {
-  typedef float type __attribute__((vector_size(64)));
-};
-template <>
-struct Lanes<double> {
-  typedef double type __attribute__((vector_size(64)));
+struct Lanes {
+  typedef T type __attribute__((vector_size(kBytes)));
 };
 
-// Blocks of outputs summed in registers: kWide vectors where the registers hold them
-// (32 of AVX-512 or NEON), else kVectors.
-constexpr int kVectors = 4;
-#if defined(__AVX512F__) || defined(__aarch64__)
-constexpr int kWide = 8;
-#else
-constexpr int kWide = 4;
-#endif
+// Blocks of outputs summed in registers: kVectors registers (256 bytes: 64 float32 outputs),
+// kWide (twice that) where 32 registers of 64 bytes hold them (AVX-512). (On AVX2, two such
+// blocks at once, of two output samples or 128 outputs, spill: measured slower.)
+constexpr int kVectors = 256 / kBytes;
+constexpr int kWide = kRegisters * kBytes >= 2048 ? 2 * kVectors : kVectors;
 
 template <typename T, int kCount>
 struct Block {
@@ -89,13 +93,24 @@ struct Block {
   // once and read by the next operation, not by this one): no read for ownership, and the
   // kernel rows stay cached.
   void store(T* out) const {
-#ifdef __AVX512F__
+#if defined(__AVX512F__)
     if ((reinterpret_cast<uintptr_t>(out) & 63) == 0) {
       for (int i = 0; i < kCount; ++i) {
         if constexpr (std::is_same_v<T, float>) {
           _mm512_stream_ps(out + i * kLanes, reinterpret_cast<const __m512&>(acc[i]));
         } else {
           _mm512_stream_pd(out + i * kLanes, reinterpret_cast<const __m512d&>(acc[i]));
+        }
+      }
+      return;
+    }
+#elif defined(__AVX__)
+    if ((reinterpret_cast<uintptr_t>(out) & 31) == 0) {
+      for (int i = 0; i < kCount; ++i) {
+        if constexpr (std::is_same_v<T, float>) {
+          _mm256_stream_ps(out + i * kLanes, reinterpret_cast<const __m256&>(acc[i]));
+        } else {
+          _mm256_stream_pd(out + i * kLanes, reinterpret_cast<const __m256d&>(acc[i]));
         }
       }
       return;
@@ -159,7 +174,7 @@ void parallel_for(Pool& pool, int64_t count, int64_t threads, const Body& body) 
     static thread_local Scratch scratch;
     for (int64_t item; (item = items->next.fetch_add(1)) < count;) {
       (*shared)(item, scratch);
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX__)
       _mm_sfence();  // streaming stores are ordered before the release below
 #endif
       items->done.fetch_add(1, std::memory_order_release);
