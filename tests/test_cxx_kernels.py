@@ -95,6 +95,28 @@ def test_wide_and_odd_output_blocks(cout, groups):
     np.testing.assert_allclose(np.asarray(grad), np.asarray(dense), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize('cin', [1, 3, 24, 64, 70, 100])
+@pytest.mark.parametrize('fill', ['sparse', 'all', 'last'])
+def test_spikes_read_64_inputs_a_word(cin, fill):
+    # One group of bool input is compacted from words of 64 inputs' bits: samples that
+    # straddle words, a last partial word, every input active, only the very last one.
+    rng = np.random.default_rng(cin)
+    length = 13
+    x = {'sparse': rng.random((2, length, cin)) < 0.2, 'all': np.ones((2, length, cin), bool),
+         'last': np.zeros((2, length, cin), bool)}[fill]
+    x[:, -1, -1] = True
+    w = rng.standard_normal((3, cin, 9)).astype(np.float32)
+    xs, ws = jnp.asarray(x), jnp.asarray(w)
+    y = conv1d(xs, ws, padding='SAME', backend='event')
+    np.testing.assert_allclose(np.asarray(y), reference_conv1d(x, w, padding='SAME'),
+                               rtol=1e-5, atol=1e-4)
+    dy = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    grad = jax.grad(lambda w: jnp.vdot(conv1d(xs, w, padding='SAME', backend='event'), dy))(ws)
+    dense = jax.grad(lambda w: jnp.vdot(conv1d(xs.astype(jnp.float32), w, padding='SAME',
+                                               backend='xla'), dy))(ws)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(dense), rtol=1e-5, atol=1e-4)
+
+
 def test_bfloat16_kernels_are_summed_in_float32():
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.random((2, 40, 16)) < 0.2)

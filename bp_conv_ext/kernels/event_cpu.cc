@@ -7,8 +7,9 @@
 // dilated, padded position q = t * stride + k * rhs - low, which is input sample q / lhs when
 // 0 <= q <= (H - 1) * lhs and lhs divides q.
 //
-// Both kernels first compact, per input sample, the active channels of each group into a list
-// (branch-free over words of bools), which every tap reaching that sample reuses.
+// Both kernels first compact, per input sample, the active channels of each group into a list,
+// which every tap reaching that sample reuses (bool input with one group: 64 inputs a word of
+// bits, read off bit by bit; else branch-free over words of bools).
 // - forward (output-stationary): a block of up to 128 outputs of y[n, t] is summed in vector
 //   registers over the kernel rows of the active channels of the samples its taps read, and
 //   written once (aligned blocks by streaming stores on AVX and AVX-512, past the caches).
@@ -186,6 +187,27 @@ void parallel_for(Pool& pool, int64_t count, int64_t threads, const Body& body) 
   while (items->done.load(std::memory_order_acquire) < count) std::this_thread::yield();
 }
 
+// Bit i set where bytes[i] (a bool: 0 or 1) is 1, for i in [0, 64).
+inline uint64_t bits64(const unsigned char* bytes) {
+#ifdef __AVX2__
+  const __m256i zero = _mm256_setzero_si256();
+  const uint32_t low = ~static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes)), zero)));
+  const uint32_t high = ~static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes + 32)), zero)));
+  return uint64_t(low) | uint64_t(high) << 32;
+#else
+  // Byte k's low bit lands on bit 56 + k of the product, with no carries between them.
+  uint64_t bits = 0;
+  for (int k = 0; k < 8; ++k) {
+    uint64_t word;
+    std::memcpy(&word, bytes + 8 * k, sizeof(word));
+    bits |= ((word * 0x0102040810204080ULL) >> 56) << (8 * k);
+  }
+  return bits;
+#endif
+}
+
 // Writes base + c * step for every active c of x[0:count] to entry[] and, for inputs that are
 // not bool, x[c] to values[]; returns how many. Words of bools that hold a spike are compacted
 // without branches (a spike's position is not predictable).
@@ -261,9 +283,15 @@ struct ActiveRows {
   std::vector<int64_t> start, entry;
   std::vector<T> values;
 
+  std::vector<uint64_t> words;   // bool input, one group: 64 inputs a word
+  std::vector<int64_t> before;   // and the active inputs before each word
+
   void build(const X* x, const Geometry& g) {
     start.resize(g.groups * g.length + 1);
     entry.resize(g.length * g.channels);
+    if constexpr (std::is_same_v<X, bool>) {
+      if (g.groups == 1) return build_flat(x, g);
+    }
     if constexpr (!std::is_same_v<X, bool>) values.resize(g.length * g.channels);
     int64_t m = 0;
     for (int64_t group = 0; group < g.groups; ++group) {
@@ -274,6 +302,35 @@ struct ActiveRows {
       }
     }
     start[g.groups * g.length] = m;
+  }
+
+  // One group: input h * C + c is kernel row (h * C + c) * O, so one sample's lists are one
+  // list, taken 64 inputs at a time from a word of their bits (one unpredictable branch per
+  // word with a spike, not per input); start[h] counts the bits before input h * C.
+  void build_flat(const bool* x, const Geometry& g) {
+    const unsigned char* bytes = reinterpret_cast<const unsigned char*>(x);
+    const int64_t count = g.length * g.channels;
+    const int64_t n = (count + 63) / 64;
+    words.resize(n);
+    before.resize(n + 1);
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t i0 = i * 64;
+      uint64_t word = 0;
+      if (i0 + 64 <= count) {
+        word = bits64(bytes + i0);
+      } else {
+        for (int64_t c = i0; c < count; ++c) word |= uint64_t(bytes[c]) << (c - i0);
+      }
+      words[i] = word;
+      before[i] = m;
+      for (; word; word &= word - 1) entry[m++] = (i0 + __builtin_ctzll(word)) * g.outs;
+    }
+    before[n] = m;
+    for (int64_t h = 0; h <= g.length; ++h) {
+      const int64_t i = h * g.channels / 64, r = h * g.channels % 64;
+      start[h] = r == 0 ? before[i] : before[i] + __builtin_popcountll(words[i] & ((uint64_t(1) << r) - 1));
+    }
   }
 };
 
@@ -339,60 +396,68 @@ void forward_rows(const ActiveRows<X, T>& rows, const T* padded, T* out, const G
   for (int r = 0; r < kRows; ++r) sums[r].store(out + r * g.outs + o0);
 }
 
-// The blocks of output row t of one group (of rows t to t + kRows - 1 where `padded` is
-// given): as wide as registers allow, then the tail; blocks of kVectors for all rows at once.
-template <typename X, typename T>
-void forward_row(const ActiveRows<X, T>& rows, const T* w, const T* padded, T* out,
-                 const Geometry& g, int64_t t, int64_t group) {
-  const int64_t og = g.group_out();
-  const int64_t count = padded ? kRows : 1;
-  int64_t o0 = 0;
-  for (; o0 + Block<T, kWide>::kWidth <= og; o0 += Block<T, kWide>::kWidth) {
-    for (int64_t r = 0; r < count; ++r) {
-      Block<T, kWide> sums;
-      forward_sums<X>(sums, rows, w, g, t + r, group, o0);
-      sums.store(out + r * g.outs + o0);
-    }
-  }
-  for (; o0 + Block<T, kVectors>::kWidth <= og; o0 += Block<T, kVectors>::kWidth) {
-    if (padded) {
-      forward_rows<X, T, kVectors>(rows, padded, out, g, t, group, o0);
-      continue;
-    }
-    Block<T, kVectors> sums;
+// Block y[t, group, o0 : o0 + width] for the output samples t in [t0, t1) (`make` gives the
+// empty sums).
+template <typename X, typename T, typename Make>
+void forward_column(const ActiveRows<X, T>& rows, const T* w, T* out, const Geometry& g,
+                    int64_t group, int64_t o0, int64_t t0, int64_t t1, const Make& make) {
+  for (int64_t t = t0; t < t1; ++t) {
+    auto sums = make();
     forward_sums<X>(sums, rows, w, g, t, group, o0);
-    sums.store(out + o0);
+    sums.store(out + t * g.outs + o0);
   }
-  for (; o0 < og; o0 += Block<T, kVectors>::kWidth) {
-    for (int64_t r = 0; r < count; ++r) {
-      Tail<T> sums(std::min(Block<T, kVectors>::kWidth, og - o0));
-      forward_sums<X>(sums, rows, w, g, t + r, group, o0);
-      sums.store(out + r * g.outs + o0);
+}
+
+// The outputs of one group of one sample (`out` is y[n, 0, group * O / groups]) at the
+// output samples [t0, t1), a block at a time: blocks as wide as registers allow, then the
+// tail; with `padded`, blocks of kVectors kRows output samples at a time.
+template <typename X, typename T>
+void forward_group(const ActiveRows<X, T>& rows, const T* w, const T* padded, T* out,
+                   const Geometry& g, int64_t group, int64_t t0, int64_t t1) {
+  using Wide = Block<T, kWide>;
+  using Narrow = Block<T, kVectors>;
+  const int64_t og = g.group_out();
+  int64_t o0 = 0;
+  for (; o0 + Wide::kWidth <= og; o0 += Wide::kWidth) {
+    forward_column<X>(rows, w, out, g, group, o0, t0, t1, [] { return Wide(); });
+  }
+  for (; o0 + Narrow::kWidth <= og; o0 += Narrow::kWidth) {
+    int64_t t = t0;
+    for (; padded && t + kRows <= t1; t += kRows) {
+      forward_rows<X, T, kVectors>(rows, padded, out + t * g.outs, g, t, group, o0);
     }
+    forward_column<X>(rows, w, out, g, group, o0, t, t1, [] { return Narrow(); });
+  }
+  for (; o0 < og; o0 += Narrow::kWidth) {
+    const int64_t width = std::min(Narrow::kWidth, og - o0);
+    forward_column<X>(rows, w, out, g, group, o0, t0, t1, [width] { return Tail<T>(width); });
   }
 }
 
 template <typename X, typename T, typename Pool>
 void forward(Pool& pool, const X* x, const T* w, T* y, const Geometry& g, int64_t threads) {
-  // kRows output rows at a time where a row has a block of kVectors (see forward_rows).
+  // kRows output samples at a time where a group has a block of kVectors (see forward_rows).
   const int64_t og = g.group_out();
   const bool together = g.stride == 1 && g.lhs == 1 && g.rhs == 1 &&
-                     og % Block<T, kWide>::kWidth >= Block<T, kVectors>::kWidth;
+                        og % Block<T, kWide>::kWidth >= Block<T, kVectors>::kWidth;
   const int64_t tap = g.group_in * g.outs;
   std::vector<T> padded;
   if (together) {
     padded.assign((g.taps + 2 * (kRows - 1)) * tap, T(0));
     std::copy(w, w + g.taps * tap, padded.begin() + (kRows - 1) * tap);
   }
+  // Output samples a group's blocks are summed over before the next block: all where a group
+  // has one block (a tight loop), else one (or kRows) at a time (measured faster: the
+  // compacted lists of the samples in reach are read while cached).
+  const int64_t span = og <= Block<T, kWide>::kWidth ? g.out_len : together ? kRows : 1;
   parallel_for<ActiveRows<X, T>>(pool, g.batch, threads, [&](int64_t n, ActiveRows<X, T>& rows) {
     rows.build(x + n * g.length * g.channels, g);
     T* yn = y + n * g.out_len * g.outs;
-    for (int64_t t = 0; t < g.out_len;) {
-      const T* joint = together && t + kRows <= g.out_len ? padded.data() : nullptr;
+    for (int64_t t = 0; t < g.out_len; t += span) {
       for (int64_t group = 0; group < g.groups; ++group) {
-        forward_row<X>(rows, w, joint, yn + t * g.outs + group * og, g, t, group);
+        forward_group<X>(rows, w, together ? padded.data() : nullptr, yn + group * og, g, group,
+                         t, std::min(t + span, g.out_len));
       }
-      t += joint ? kRows : 1;
     }
   });
 }
