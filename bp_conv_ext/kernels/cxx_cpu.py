@@ -31,7 +31,7 @@ import numpy as np
 NAME = 'c++'
 
 #: ``backend='auto'`` takes these kernels for ``bool`` input at or below this density:
-#: measured 2.0-3.8x faster than the best dense convolution at 0.1, 2.5-6.5x below
+#: measured 2.0-3.3x faster than the best dense convolution at 0.1, 2.4-7.2x below
 #: (docs/performance.md).
 AUTO_DENSITY = 0.1
 
