@@ -60,6 +60,31 @@ struct Lanes {
   typedef T type __attribute__((vector_size(kBytes)));
 };
 
+// Stores one aligned vector past the caches, where the machine has such a store (kStreams).
+#if defined(__AVX512F__) || defined(__AVX__)
+constexpr bool kStreams = true;
+#else
+constexpr bool kStreams = false;
+#endif
+template <typename T>
+inline void stream(T* out, const typename Lanes<T>::type& v) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    _mm512_stream_ps(out, reinterpret_cast<const __m512&>(v));
+  } else {
+    _mm512_stream_pd(out, reinterpret_cast<const __m512d&>(v));
+  }
+#elif defined(__AVX__)
+  if constexpr (std::is_same_v<T, float>) {
+    _mm256_stream_ps(out, reinterpret_cast<const __m256&>(v));
+  } else {
+    _mm256_stream_pd(out, reinterpret_cast<const __m256d&>(v));
+  }
+#else
+  std::memcpy(out, &v, sizeof(v));
+#endif
+}
+
 // Blocks of outputs summed in registers: kVectors registers (256 bytes: 64 float32 outputs),
 // kWide (twice that) where 32 registers of 64 bytes hold them (AVX-512). (On AVX2, two such
 // blocks at once, of two output samples or 128 outputs, spill: measured slower.)
@@ -94,29 +119,10 @@ struct Block {
   // once and read by the next operation, not by this one): no read for ownership, and the
   // kernel rows stay cached.
   void store(T* out) const {
-#if defined(__AVX512F__)
-    if ((reinterpret_cast<uintptr_t>(out) & 63) == 0) {
-      for (int i = 0; i < kCount; ++i) {
-        if constexpr (std::is_same_v<T, float>) {
-          _mm512_stream_ps(out + i * kLanes, reinterpret_cast<const __m512&>(acc[i]));
-        } else {
-          _mm512_stream_pd(out + i * kLanes, reinterpret_cast<const __m512d&>(acc[i]));
-        }
-      }
+    if (kStreams && (reinterpret_cast<uintptr_t>(out) & (kBytes - 1)) == 0) {
+      for (int i = 0; i < kCount; ++i) stream(out + i * kLanes, acc[i]);
       return;
     }
-#elif defined(__AVX__)
-    if ((reinterpret_cast<uintptr_t>(out) & 31) == 0) {
-      for (int i = 0; i < kCount; ++i) {
-        if constexpr (std::is_same_v<T, float>) {
-          _mm256_stream_ps(out + i * kLanes, reinterpret_cast<const __m256&>(acc[i]));
-        } else {
-          _mm256_stream_pd(out + i * kLanes, reinterpret_cast<const __m256d&>(acc[i]));
-        }
-      }
-      return;
-    }
-#endif
     std::memcpy(out, acc, sizeof(acc));
   }
   // out += acc (times scale).
