@@ -51,7 +51,11 @@ def test_conv_multi_step_gradients_equal_stacked_steps(mode):
     folded = loss(conv.multi_step)
     per_step = loss(lambda xs: jnp.stack([conv(x) for x in xs]))
     for g_folded, g_step in zip(folded, per_step):
-        np.testing.assert_allclose(np.asarray(g_folded), np.asarray(g_step), **TOL)
+        # The two sum the same float32 terms (gradients up to ~100) in different orders: their
+        # rounding differs in proportion to the gradient's size, not to 1.
+        scale = float(np.abs(np.asarray(g_step)).max())
+        np.testing.assert_allclose(np.asarray(g_folded), np.asarray(g_step), rtol=1e-5,
+                                   atol=1e-5 * scale)
 
 
 @pytest.mark.parametrize('mode,shape,expected', [
