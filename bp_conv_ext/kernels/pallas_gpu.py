@@ -180,3 +180,77 @@ def kernel_grad(x, dy, params, *, outs, stride, low, lhs_dilation, rhs_dilation,
 #: The kernels as a GPU runs them (compiled through Triton, not interpreted).
 compiled = dict(forward=functools.partial(forward, interpret=False),
                 kernel_grad=functools.partial(kernel_grad, interpret=False))
+
+
+def _batch_block(batch: int):
+    """The rows of one program of :func:`conv_lif`: the widest power of two from 16 to 64
+    that divides the batch (Triton's matrix products need at least 16), or ``None``."""
+    for block in (64, 32, 16):
+        if batch % block == 0:
+            return block
+    return None
+
+
+def _channel_block(channels: int):
+    """The output channels of one program of :func:`conv_lif`: the widest power of two from
+    16 to 128 that divides them, or ``None``."""
+    for block in (128, 64, 32, 16):
+        if channels % block == 0:
+            return block
+    return None
+
+
+def conv_lif_supported(batch: int, out_channels: int, groups: int, stride: int,
+                       lhs_dilation: int) -> bool:
+    """Whether :func:`conv_lif` runs a problem (else the caller computes it unfused)."""
+    return (_batch_block(batch) is not None and _channel_block(out_channels) is not None
+            and groups == stride == lhs_dilation == 1)
+
+
+def conv_lif(xs, w, b, v0, update, *, padding, rhs_dilation, conv_dtype, interpret=True):
+    """A convolution into neurons over a whole sequence, in one kernel.
+
+    ``xs``: ``[T, B, H, C_in]`` (any dtype), ``w``: ``[K, C_in, C_out]``, ``b``: ``[C_out]``,
+    ``v0``: ``[B, H_out, C_out]``; ``update(v, current) -> (spike, v)`` advances the neurons
+    one step. One program per output sample ``h``, block of the batch and block of output
+    channels keeps its neurons' state in registers through all ``T`` steps: at each step it
+    sums the ``K`` taps as matrix products ``[rows, C_in] @ [C_in, channels]`` (in
+    ``float32``), rounds the sums to ``conv_dtype`` as the convolution would, adds the bias,
+    advances the neurons and stores only their spikes. Stride 1, no input dilation, one
+    channel group (:func:`conv_lif_supported`). Returns ``spikes`` (``[T, B, H_out, C_out]``,
+    ``v0``'s dtype) and the final state.
+    """
+    steps, batch, length, channels = xs.shape
+    taps, _, n_out = w.shape
+    low, high = padding
+    out_len = length + low + high - (taps - 1) * rhs_dilation
+    rows, block = _batch_block(batch), _channel_block(n_out)
+    padded_in = max(16, _next_power_of_2(channels))
+    # Spikes travel as one byte each; other inputs in the kernel's dtype.
+    carry = jnp.int8 if xs.dtype == jnp.bool_ else w.dtype
+    x = jnp.pad(xs.astype(carry), ((0, 0), (0, 0), (low, high), (0, padded_in - channels)))
+    w = jnp.pad(w, ((0, 0), (0, padded_in - channels), (0, 0)))
+    total_dtype = jnp.promote_types(w.dtype, jnp.float32)
+
+    def kernel(x_ref, w_ref, b_ref, v0_ref, s_ref, v_ref):
+        h, i, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+        batch_rows, columns = pl.ds(i * rows, rows), pl.ds(j * block, block)
+        bias = b_ref[columns]
+
+        def step(t, v):
+            total = jnp.zeros((rows, block), total_dtype)
+            for k in range(taps):
+                inputs = x_ref[t, batch_rows, h + k * rhs_dilation, :].astype(w_ref.dtype)
+                total += jnp.dot(inputs, w_ref[k, :, columns], preferred_element_type=total_dtype)
+            spike, v = update(v, total.astype(conv_dtype) + bias)
+            s_ref[t, batch_rows, h, columns] = spike.astype(s_ref.dtype)
+            return v
+
+        v_ref[batch_rows, h, columns] = jax.lax.fori_loop(0, steps, step,
+                                                          v0_ref[batch_rows, h, columns])
+
+    shapes = (jax.ShapeDtypeStruct((steps, batch, out_len, n_out), v0.dtype),
+              jax.ShapeDtypeStruct(v0.shape, v0.dtype))
+    grid = (out_len, batch // rows, n_out // block)
+    options = dict(interpret=True) if interpret else dict(compiler_params=_COMPILER_PARAMS)
+    return pl.pallas_call(kernel, grid=grid, out_shape=shapes, **options)(x, w, b, v0)

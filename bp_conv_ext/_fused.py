@@ -1,0 +1,160 @@
+"""A spiking convolution layer over a whole sequence: a 1-D convolution into LIF neurons.
+
+``conv_lif(xs, w, b, v0, lif, ...)`` computes, for every step ``t`` of a sequence,
+``current = conv1d(xs[t], w) + b``, advances leaky integrate-and-fire neurons by one step
+with that current (:func:`lif_update`) and returns their spikes at every step and their final
+membrane potential: the pattern ``Conv1d -> LIF`` of a spiking CNN layer. Two
+implementations give the same numbers:
+
+- ``'jax'``: the convolution folded over time (one call on ``[T * B, H, C]``), then the
+  neurons in a ``lax.scan``;
+- ``'pallas'``: one kernel for the whole sequence (:func:`bp_conv_ext.kernels.pallas_gpu.conv_lif`)
+  that keeps the neurons' state in registers and never stores the convolution's output; on
+  CUDA GPUs through Triton, elsewhere in Pallas's interpreter (slow; for tests).
+
+``'auto'`` takes ``'pallas'`` on CUDA GPUs where the kernel supports the problem, and
+``'jax'`` everywhere else. Differentiation runs through the ``'jax'`` implementation.
+"""
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from . import _args, _conv
+from .kernels import pallas_gpu
+
+IMPLEMENTATIONS = ('auto', 'jax', 'pallas')
+
+
+class LIF(NamedTuple):
+    """Constants of LIF neurons advanced by exponential Euler (exact for a constant current
+    over the step), as ``brainpy.dyn.Lif`` does: ``tau dV/dt = -(V - v_rest) + r I``, a spike
+    when ``V >= v_th``, then ``V = v_reset``."""
+    decay: float          # exp(-dt / tau)
+    v_rest: float
+    v_th: float
+    v_reset: float
+    r: float
+
+    @classmethod
+    def make(cls, *, tau: float, dt: float, v_rest: float = 0., v_th: float = 10.,
+             v_reset: float = 0., r: float = 1.) -> 'LIF':
+        """The constants for time constant ``tau`` and step ``dt`` (``brainpy.dyn.Lif``'s
+        defaults for the rest)."""
+        for name, value in (('tau', tau), ('dt', dt)):
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"`{name}` (={value!r}) must be a positive finite number.")
+        return cls(math.exp(-dt / tau), float(v_rest), float(v_th), float(v_reset), float(r))
+
+
+def lif_update(v, current, lif: LIF):
+    """One step of the neurons: returns ``(spike, v)``, ``spike`` as ``bool``."""
+    v = v + (1. - lif.decay) * (lif.v_rest - v + lif.r * current)
+    spike = v >= lif.v_th
+    return spike, jnp.where(spike, jnp.asarray(lif.v_reset, v.dtype), v)
+
+
+def _reference(xs, w, b, v0, lif, pads, rhs_dilation):
+    def convolve(x):
+        return _conv.conv_explicit(x, w, b, stride=1, padding=pads, lhs_dilation=1,
+                                   rhs_dilation=rhs_dilation, groups=1, backend='dense')
+
+    currents = _conv.fold_time(convolve, xs)
+
+    def step(v, current):
+        spike, v = lif_update(v, current, lif)
+        return v, spike.astype(v.dtype)
+
+    v, spikes = lax.scan(step, v0, currents)
+    return spikes, v
+
+
+def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, interpret):
+    conv_dtype = _conv.compute_dtype(xs.dtype, w.dtype)
+    w = w.astype(conv_dtype)
+    b = (jnp.zeros((w.shape[2],), conv_dtype) if b is None
+         else jnp.reshape(b, (-1,)).astype(conv_dtype))
+    return pallas_gpu.conv_lif(xs, w, b, v0, lambda v, i: lif_update(v, i, lif),
+                               padding=pads, rhs_dilation=rhs_dilation,
+                               conv_dtype=conv_dtype, interpret=interpret)
+
+
+def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
+             implementation: str = 'auto'):
+    """Spikes of LIF neurons driven by a 1-D convolution of ``xs``, at every step.
+
+    Parameters
+    ----------
+    xs : ArrayLike
+        Input sequence ``[T, B, H, C_in]`` (spikes as ``bool``, or any real values).
+    w : ArrayLike
+        Kernel ``[K, C_in, C_out]``.
+    b : ArrayLike or None
+        Bias ``[C_out]``.
+    v0 : ArrayLike
+        Initial membrane potential ``[B, H_out, C_out]`` (floating); its dtype is the
+        state's and the spikes'.
+    lif : LIF
+        The neurons' constants (:meth:`LIF.make`).
+    padding, rhs_dilation
+        As in :func:`bp_conv_ext.conv1d` (stride 1, one channel group).
+    implementation : str
+        ``'auto'``, ``'jax'`` or ``'pallas'`` (see the module).
+
+    Returns
+    -------
+    spikes : jax.Array
+        ``[T, B, H_out, C_out]``, 0/1 in ``v0``'s dtype.
+    v : jax.Array
+        The membrane potential after the last step.
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"`implementation` (={implementation!r}) must be one of "
+                         f"{', '.join(map(repr, IMPLEMENTATIONS))}.")
+    xs, w, v0 = _conv.as_input(xs), jnp.asarray(w), jnp.asarray(v0)
+    if xs.ndim != 4 or w.ndim != 3 or w.shape[1] != xs.shape[3]:
+        raise ValueError(f"`xs` must be [T, B, H, C_in] and `w` [K, C_in, C_out] with the same "
+                         f"C_in; got shapes {xs.shape} and {w.shape}.")
+    rhs_dilation = _args.positive_int('rhs_dilation', rhs_dilation)
+    length, taps = xs.shape[2], w.shape[0]
+    pads = _args.resolve_padding(_args.canonical_padding(padding), length, taps, 1, 1,
+                                 rhs_dilation)
+    out_len = _args.output_length(length, taps, 1, pads, 1, rhs_dilation)
+    expected = (xs.shape[1], out_len, w.shape[2])
+    if v0.shape != expected or not jnp.issubdtype(v0.dtype, jnp.floating):
+        raise ValueError(f"`v0` must be a floating array of shape {expected} (batch, output "
+                         f"length, out channels); got {v0.dtype} {v0.shape}.")
+    args = (xs, w, b, v0, lif, tuple(pads), rhs_dilation)
+    supported = pallas_gpu.conv_lif_supported(xs.shape[1], w.shape[2], 1, 1, 1)
+    if implementation == 'jax' or (implementation == 'pallas' and not supported):
+        return _differentiable(*args, None)
+    if implementation == 'pallas':
+        return _differentiable(*args, jax.default_backend() != 'gpu')
+    if not supported:
+        return _differentiable(*args, None)
+    return lax.platform_dependent(
+        *args[:4], cuda=lambda *a: _differentiable(*a, *args[4:], False),
+        default=lambda *a: _differentiable(*a, *args[4:], None))
+
+
+def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, interpret):
+    """``interpret``: ``None`` for the ``'jax'`` implementation, else the Pallas kernel's
+    mode; gradients always through the ``'jax'`` implementation."""
+    if interpret is None:
+        return _reference(xs, w, b, v0, lif, pads, rhs_dilation)
+
+    @jax.custom_vjp
+    def fused(xs, w, b, v0):
+        return _pallas(xs, w, b, v0, lif, pads, rhs_dilation, interpret)
+
+    def forward(xs, w, b, v0):
+        return fused(xs, w, b, v0), (xs, w, b, v0)
+
+    def backward(residuals, cotangents):
+        _, vjp = jax.vjp(lambda *a: _reference(*a, lif, pads, rhs_dilation), *residuals)
+        return vjp(cotangents)
+
+    fused.defvjp(forward, backward)
+    return fused(xs, w, b, v0)

@@ -1,0 +1,110 @@
+"""The spiking layer Conv1d -> LIF over a sequence (``bp_conv_ext._fused``): the fused Pallas
+kernel (interpreted here) equals the unfused layer, which equals BrainPy's own neurons."""
+import re
+
+import brainpy as bp
+import brainpy.math as bm
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bp_conv_ext import Conv1d, output_length
+from bp_conv_ext._fused import LIF, conv_lif
+
+export = pytest.importorskip('jax.export')
+TRITON = '__gpu$xla.gpu.triton'
+NEURONS = LIF.make(tau=2., dt=1., v_th=1., v_reset=-0.2, v_rest=0.1, r=1.5)
+
+
+def _case(batch=16, length=10, cin=3, cout=32, k=3, steps=4, spikes=True, padding='SAME',
+          rhs_dilation=1, seed=0):
+    rng = np.random.default_rng(seed)
+    xs = rng.random((steps, batch, length, cin)) < 0.3
+    xs = jnp.asarray(xs if spikes else xs * rng.standard_normal(xs.shape), None if spikes
+                     else jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, cin, cout)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(cout) * 0.1, jnp.float32)
+    out_len = output_length(length, k, 1, padding, 1, rhs_dilation)
+    v0 = jnp.asarray(rng.standard_normal((batch, out_len, cout)) * 0.5, jnp.float32)
+    return xs, w, b, v0
+
+
+@pytest.mark.parametrize('options', [dict(), dict(padding='CAUSAL', rhs_dilation=2),
+                                     dict(padding='VALID', spikes=False, k=5),
+                                     dict(batch=3, cout=8)],
+                         ids=['same-spikes', 'causal-dilated', 'valid-float', 'unsupported-shape'])
+def test_fused_kernel_equals_the_unfused_layer(options):
+    conv_options = {k: options[k] for k in ('padding', 'rhs_dilation') if k in options}
+    xs, w, b, v0 = _case(**options)
+    spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation='pallas', **conv_options)
+    expected_spikes, expected_v = conv_lif(xs, w, b, v0, NEURONS, implementation='jax',
+                                           **conv_options)
+    assert 0.05 < float(jnp.mean(expected_spikes)) < 0.95        # the neurons do spike
+    np.testing.assert_array_equal(spikes, expected_spikes)
+    np.testing.assert_allclose(v, expected_v, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_of_the_fused_kernel_are_the_unfused_layers():
+    xs, w, b, v0 = _case(spikes=False)
+
+    def loss(implementation):
+        def f(w, b, v0):
+            spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation=implementation)
+            return jnp.sum(jnp.sin(v)) + jnp.sum(spikes)
+        return jax.grad(f, argnums=(0, 1, 2))(w, b, v0)
+
+    for got, expected in zip(loss('pallas'), loss('jax')):
+        assert float(jnp.max(jnp.abs(expected))) > 0
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_unfused_layer_is_conv1d_into_brainpy_lif():
+    batch, length, cin, cout, steps, dt = 4, 12, 3, 8, 6, 0.5
+    xs, w, b, _ = _case(batch=batch, length=length, cin=cin, cout=cout, steps=steps)
+    mode = bm.BatchingMode(batch)
+    conv = Conv1d(cin, cout, 3, w_initializer=np.asarray(w), b_initializer=np.asarray(b),
+                  mode=mode)
+    lif = bp.dyn.Lif((length, cout), keep_size=True, mode=mode, tau=2., V_th=1., V_reset=-0.2,
+                     V_rest=0.1, R=1.5, V_initializer=bp.init.Constant(0.1))
+    spikes = []
+    for t in range(steps):
+        bp.share.save(t=t * dt, dt=dt)
+        spikes.append(lif(conv(xs[t])))
+    neurons = LIF.make(tau=2., dt=dt, v_th=1., v_reset=-0.2, v_rest=0.1, r=1.5)
+    expected, v = conv_lif(xs, w, b, jnp.full((batch, length, cout), 0.1), neurons,
+                           implementation='jax')
+    assert 0 < float(jnp.mean(expected)) < 1
+    np.testing.assert_array_equal(jnp.stack(spikes).astype(expected.dtype), expected)
+    np.testing.assert_allclose(lif.V.value, v, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('per_step', [False, True], ids=['sequence', 'per-step-scan'])
+def test_cuda_runs_one_fused_kernel(per_step):
+    xs, w, b, v0 = _case()
+
+    def sequence(xs, w, v0):
+        return conv_lif(xs, w, b, v0, NEURONS)
+
+    def steps(xs, w, v0):
+        def step(v, x):
+            s, v = conv_lif(x[None], w, b, v, NEURONS)
+            return v, s[0]
+        return jax.lax.scan(step, v0, xs)
+
+    exported = export.export(jax.jit(steps if per_step else sequence), platforms=['cuda'],
+                             disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON)]
+                             )(xs, w, v0)
+    text = exported.mlir_module()
+    assert re.findall(r'custom_call @"?([\w.$]+)', text) == [TRITON]
+    assert ('while' in text) == per_step and 'convolution' not in text
+
+
+def test_bad_arguments_are_named():
+    xs, w, b, v0 = _case()
+    with pytest.raises(ValueError, match='`implementation`'):
+        conv_lif(xs, w, b, v0, NEURONS, implementation='cuda')
+    with pytest.raises(ValueError, match=r'`v0` must be a floating array of shape \(16, 10, 32\)'):
+        conv_lif(xs, w, b, v0[:, :5], NEURONS)
+    with pytest.raises(ValueError, match='`tau`'):
+        LIF.make(tau=0., dt=1.)
