@@ -61,15 +61,15 @@ tests="tests/test_gpu_kernels.py tests/test_fused.py tests/test_backends.py"
 selection="event or gpu or pallas or fused"
 if [ $dry -eq 1 ]; then
     [[ $wanted == *" memory "* ]] && step memory.md 300 $python benchmarks/gpu_memory.py --dry-run
-    [[ $wanted == *" spiking "* ]] && step spiking_layer.md 120 $python benchmarks/spiking_layer.py --dry-run
+    [[ $wanted == *" spiking "* ]] && step spiking_layer.md 120 $python benchmarks/spiking_layer.py --dry-run --tiles
     [[ $wanted == *" tests "* ]] && step pytest.log 120 $python -m pytest -q -p no:cacheprovider \
         --collect-only $tests -k "$selection"
     [[ $wanted == *" suite "* ]] && step suite.md 60 $python benchmarks/conv_suite.py --help
 else
-    [[ $wanted == *" memory "* ]] && step memory.md 130 $python benchmarks/gpu_memory.py
-    [[ $wanted == *" spiking "* ]] && step spiking_layer.md 240 $python benchmarks/spiking_layer.py --quick
+    [[ $wanted == *" memory "* ]] && step memory.md 110 $python benchmarks/gpu_memory.py
+    [[ $wanted == *" spiking "* ]] && step spiking_layer.md 170 $python benchmarks/spiking_layer.py --quick --tiles
     # Several test processes share the GPU: none takes the usual 75 % of its memory up front.
-    [[ $wanted == *" tests "* ]] && step pytest.log 130 env XLA_PYTHON_CLIENT_PREALLOCATE=false \
+    [[ $wanted == *" tests "* ]] && step pytest.log 80 env XLA_PYTHON_CLIENT_PREALLOCATE=false \
         $python -m pytest -q -p no:cacheprovider -n 4 $tests -k "$selection"
     [[ $wanted == *" suite "* ]] && step suite.md 150 $python benchmarks/conv_suite.py --gpu --quick
 fi

@@ -128,11 +128,39 @@ def row(name, batch, length, cin, cout, k, dtype, *, steps, repeats, rng):
             f"{flops / t['fused seq'] / 1e9:.1f} TFLOP/s |")
 
 
+#: Tiles ``(batch rows, output channels, warps)`` of the fused kernel measured by ``--tiles``.
+TILES = [(64, 128, 4), (64, 128, 8), (32, 128, 4), (32, 128, 8), (64, 64, 4), (32, 64, 4),
+         (16, 64, 4), (16, 32, 4)]
+
+
+def tiles_table(shapes, steps, repeats, rng):
+    """Print the fused sequence kernel's time with each tile of :data:`TILES` that fits."""
+    print("| shape | dtype | rows x channels, warps | fused seq (ms) |\n| --- | --- | --- | ---: |")
+    for name, batch, length, cin, cout, k, dtype in shapes:
+        xs = jnp.asarray(rng.random((steps, batch, length, cin)) < DENSITY)
+        w = jnp.asarray(rng.standard_normal((k, cin, cout)) / np.sqrt(k * cin), dtype)
+        b, v0 = jnp.zeros((cout,), dtype), jnp.zeros((batch, length, cout), dtype)
+        lif = _fused.LIF.make(tau=10., dt=1., v_th=1.)
+        pads = ((k - 1) // 2, k // 2)
+        for rows, channels, warps in TILES:
+            if batch % rows or cout % channels:
+                continue
+            f = jax.jit(lambda xs, w, b, v0, tiles=(rows, channels, warps): _fused._pallas(
+                xs, w, b, v0, lif, pads, 1, jax.default_backend() != 'gpu', tiles))
+            try:
+                ms = f"{median_seconds(lambda: f(xs, w, b, v0), repeats) * 1e3:.2f}"
+            except Exception as error:
+                ms = f"failed: {type(error).__name__}"
+            print(f"| {name} | {dtype} | {rows} x {channels}, {warps} | {ms} |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='fewer repeats')
     parser.add_argument('--dry-run', action='store_true',
                         help='tiny shapes on the CPU (the kernel interpreted)')
+    parser.add_argument('--tiles', action='store_true',
+                        help="also time the fused kernel's tiles on the 64- to 256-channel shapes")
     args = parser.parse_args()
     if not args.dry_run and jax.default_backend() != 'gpu':
         parser.error("needs JAX on a CUDA GPU (or --dry-run)")
@@ -152,6 +180,9 @@ def main():
         except Exception as error:          # one shape's failure does not hide the others
             print(f"| {shape[0]} | {shape[-1]} | failed: {type(error).__name__}: "
                   f"{str(error).splitlines()[0][:300]} |", flush=True)
+    if args.tiles:
+        print("\n## The fused kernel's tiles\n")
+        tiles_table(shapes if args.dry_run else SHAPES[:2] + SHAPES[3:4], steps, repeats, rng)
     stats = jax.devices()[0].memory_stats() or {}
     print(f"\npeak GiB in use: {stats.get('peak_bytes_in_use', 0) / 2 ** 30:.2f}")
 

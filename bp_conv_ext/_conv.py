@@ -41,7 +41,8 @@ class BackendChoice:
         (on GPUs and TPUs, and on BrainPy 2.6, whose taichi kernels lose to it).
         ``'event'``: always event-driven (on the CPU, work proportional to the nonzero
         inputs; any dtype). ``'dense'``: the dense algorithm chosen for the
-        shape; ``'xla'``, ``'xla2d'``, ``'im2col'``: that dense algorithm.
+        shape (on CUDA GPUs ``'im2col'`` for every shape); ``'xla'``, ``'xla2d'``,
+        ``'im2col'``: that dense algorithm.
         ``which_backend`` says which one a call runs.
         """
         return self._backend
@@ -101,6 +102,15 @@ def fold_time(fn, xs, fold: str = 'time'):
     return jnp.swapaxes(y.reshape((batch, steps) + y.shape[1:]), 0, 1)
 
 
+#: The dense algorithm of ``backend='auto'`` and ``'dense'`` on CUDA GPUs, for every shape.
+#: XLA's convolutions are cuDNN's there, and cuDNN's autotuner, trying algorithms when a
+#: program is compiled, took up to 101 GiB of an H200 for a folded sequence (``T * B`` = 3200
+#: samples; forward, input and kernel gradients alike) and kept it in JAX's memory pool; the
+#: ``'im2col'`` matmuls ran as fast in 0.6 GiB (``benchmarks/gpu_memory.py``,
+#: docs/performance.md).
+CUDA_ALGORITHM = 'im2col'
+
+
 def plan(shape, x_dtype, backend: str):
     """The dense algorithm for a problem, and whether ``backend`` checks the density.
 
@@ -135,6 +145,10 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
     def dense(x):
         return _dense.conv(x.astype(dtype), w, spec)
 
+    def dense_cuda(x):
+        return _dense.conv(x.astype(dtype), w,
+                           spec._replace(algorithm=CUDA_ALGORITHM, kernel_grad=CUDA_ALGORITHM))
+
     def event(x):
         out_len = _args.output_length(x.shape[1], w.shape[0], stride, tuple(padding),
                                       lhs_dilation, rhs_dilation)
@@ -144,13 +158,16 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
         threshold = _event.auto_density('cpu')
         return lax.cond(estimate_density(x) <= threshold, event, dense, x)
 
-    platforms = _event.auto_platforms() if checks_density else ()
+    # The density check only where the event kernels win, and CUDA GPUs' own dense
+    # algorithm; the platform is known when the program is lowered, and the other branches
+    # are dropped then.
+    branches = {p: checked for p in (_event.auto_platforms() if checks_density else ())}
+    if backend in ('auto', 'dense') and (algorithm, spec.kernel_grad) != (CUDA_ALGORITHM,) * 2:
+        branches['cuda'] = dense_cuda
     if backend == 'event':
         y = event(x)
-    elif platforms:
-        # The density check only where the event kernels win; the platform is known when
-        # the program is lowered, and the other branch is dropped then.
-        y = lax.platform_dependent(x, **{p: checked for p in platforms}, default=dense)
+    elif branches:
+        y = lax.platform_dependent(x, **branches, default=dense)
     else:
         y = dense(x)
     if b is not None:
@@ -180,7 +197,8 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
         How to compute it (all give the same numbers): ``'auto'`` (event-driven for
         ``bool`` input with at most :func:`event_density_threshold` of its entries
         ``True``, decided at run time, on the platforms whose event kernels beat the dense
-        path there, today the CPU; dense otherwise), ``'dense'``, a dense
+        path there, today the CPU; dense otherwise), ``'dense'`` (the dense algorithm
+        chosen for the shape; on CUDA GPUs ``'im2col'`` for every shape), a dense
         algorithm (``'xla'``, ``'xla2d'``, ``'im2col'``) or ``'event'`` (the event-driven
         path on every platform; any dtype). :func:`bp_conv_ext.which_backend` says which
         one runs.
@@ -287,7 +305,7 @@ def which(x, w, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, g
     if backend == 'event' or (checks_density and platform in _event.auto_platforms() and
                               float(estimate_density(batched)) <= _event.auto_density(platform)):
         return 'event'
-    return algorithm
+    return CUDA_ALGORITHM if platform == 'cuda' and backend in ('auto', 'dense') else algorithm
 
 
 def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 1,

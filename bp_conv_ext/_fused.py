@@ -71,14 +71,14 @@ def _reference(xs, w, b, v0, lif, pads, rhs_dilation):
     return spikes, v
 
 
-def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, interpret):
+def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, interpret, tiles=None):
     conv_dtype = _conv.compute_dtype(xs.dtype, w.dtype)
     w = w.astype(conv_dtype)
     b = (jnp.zeros((w.shape[2],), conv_dtype) if b is None
          else jnp.reshape(b, (-1,)).astype(conv_dtype))
     return pallas_gpu.conv_lif(xs, w, b, v0, lambda v, i: lif_update(v, i, lif),
                                padding=pads, rhs_dilation=rhs_dilation,
-                               conv_dtype=conv_dtype, interpret=interpret)
+                               conv_dtype=conv_dtype, interpret=interpret, tiles=tiles)
 
 
 def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,

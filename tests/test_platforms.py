@@ -307,6 +307,24 @@ def test_auto_is_the_dense_path_on_accelerators_with_no_density_check(platform):
     assert 'stablehlo.reduce' not in _module('dense', (platform,))
 
 
+def test_cuda_convolves_with_matmuls_not_cudnn_unless_asked():
+    # A folded sequence (T * B = 800 samples): XLA's convolution on the CPU, and on CUDA GPUs
+    # the im2col matmuls (cuDNN's autotuner takes ~100 GiB for such programs); in the
+    # forward pass and both gradients.
+    x, w = _input((800, 60, CIN), 'float'), _kernel()
+
+    def convolutions(backend, platform):
+        f = jax.jit(jax.grad(lambda x, w: jnp.sum(conv1d(x, w, backend=backend) ** 2),
+                             argnums=(0, 1)))
+        return export.export(f, platforms=[platform])(x, w).mlir_module().count(
+            'stablehlo.convolution')
+
+    assert which_backend(x, w, platform='cpu') == 'xla'
+    assert which_backend(x, w, platform='cuda') == 'im2col'
+    assert convolutions('auto', 'cpu') == convolutions('xla', 'cuda') == 3
+    assert convolutions('auto', 'cuda') == convolutions('dense', 'cuda') == 0
+
+
 def test_auto_checks_the_density_on_the_cpu_where_the_event_kernels_win():
     cpu = jax.jit(lambda x, w: conv1d(x, w)).lower(*_program('pure', 'forward', 'auto',
                                                              'bool')[1]).as_text()
@@ -368,7 +386,8 @@ def test_which_backend_says_what_auto_runs_on_each_platform(density):
     sparse = 'cpu' in auto_platforms() and density <= event_density_threshold('cpu')
     assert which_backend(x, w, platform='cpu') == ('event' if sparse else dense)
     for platform in ('cuda', 'rocm', 'tpu', 'gpu'):
-        assert which_backend(x, w, platform=platform) == dense
+        assert which_backend(x, w, platform=platform) == (
+            'im2col' if platform in ('cuda', 'gpu') else dense)
         assert which_backend(x, w, backend='event', platform=platform) == 'event'
     assert which_backend(x.astype(jnp.float32), w, platform='cpu') == dense
     layer = Conv1d(CIN, COUT, K, w_initializer=np.asarray(w), mode=bm.BatchingMode())

@@ -33,9 +33,14 @@ from jax.experimental import pallas as pl
 
 try:                          # JAX 0.4.36+
     from jax.experimental.pallas import triton as _triton
-    _COMPILER_PARAMS = _triton.CompilerParams(num_warps=4, num_stages=1)
+
+    def _compiler_params(warps: int):
+        return _triton.CompilerParams(num_warps=warps, num_stages=1)
 except ImportError:           # JAX 0.4.33 (BrainPy 2.6's): the same as a dict
-    _COMPILER_PARAMS = dict(triton=dict(num_warps=4, num_stages=1))
+    def _compiler_params(warps: int):
+        return dict(triton=dict(num_warps=warps, num_stages=1))
+
+_COMPILER_PARAMS = _compiler_params(4)
 
 NAME = 'pallas'
 
@@ -207,7 +212,8 @@ def conv_lif_supported(batch: int, out_channels: int, groups: int, stride: int,
             and groups == stride == lhs_dilation == 1)
 
 
-def conv_lif(xs, w, b, v0, update, *, padding, rhs_dilation, conv_dtype, interpret=True):
+def conv_lif(xs, w, b, v0, update, *, padding, rhs_dilation, conv_dtype, interpret=True,
+             tiles=None):
     """A convolution into neurons over a whole sequence, in one kernel.
 
     ``xs``: ``[T, B, H, C_in]`` (any dtype), ``w``: ``[K, C_in, C_out]``, ``b``: ``[C_out]``,
@@ -218,13 +224,14 @@ def conv_lif(xs, w, b, v0, update, *, padding, rhs_dilation, conv_dtype, interpr
     ``float32``), rounds the sums to ``conv_dtype`` as the convolution would, adds the bias,
     advances the neurons and stores only their spikes. Stride 1, no input dilation, one
     channel group (:func:`conv_lif_supported`). Returns ``spikes`` (``[T, B, H_out, C_out]``,
-    ``v0``'s dtype) and the final state.
+    ``v0``'s dtype) and the final state. ``tiles``: ``(rows, channels, warps)`` of one
+    program, to measure others than the default (the widest blocks, 4 warps).
     """
     steps, batch, length, channels = xs.shape
     taps, _, n_out = w.shape
     low, high = padding
     out_len = length + low + high - (taps - 1) * rhs_dilation
-    rows, block = _batch_block(batch), _channel_block(n_out)
+    rows, block, warps = tiles or (_batch_block(batch), _channel_block(n_out), 4)
     padded_in = max(16, _next_power_of_2(channels))
     # Spikes travel as one byte each; other inputs in the kernel's dtype.
     carry = jnp.int8 if xs.dtype == jnp.bool_ else w.dtype
@@ -252,5 +259,6 @@ def conv_lif(xs, w, b, v0, update, *, padding, rhs_dilation, conv_dtype, interpr
     shapes = (jax.ShapeDtypeStruct((steps, batch, out_len, n_out), v0.dtype),
               jax.ShapeDtypeStruct(v0.shape, v0.dtype))
     grid = (out_len, batch // rows, n_out // block)
-    options = dict(interpret=True) if interpret else dict(compiler_params=_COMPILER_PARAMS)
+    options = (dict(interpret=True) if interpret else
+               dict(compiler_params=_compiler_params(warps)))
     return pl.pallas_call(kernel, grid=grid, out_shape=shapes, **options)(x, w, b, v0)
