@@ -203,8 +203,10 @@ def bptt_table(repeats, rng):
     w = jnp.asarray(w_np)
     mode = bm.TrainingMode()
 
+    # The sequence is an argument, as in training (a constant would be folded into the
+    # program when it is compiled).
     def per_step(layer):
-        def loss(w):
+        def loss(w, xs):
             layer.w.value = w        # the scan body reads it, as in bp.BPTT
 
             def step(v, x):
@@ -216,7 +218,7 @@ def bptt_table(repeats, rng):
 
     ours_layer = bp_conv_ext.Conv1d(cin, cout, k, w_initializer=w_np, b_initializer=None, mode=mode)
 
-    def folded_loss(w):
+    def folded_loss(w, xs):
         ours_layer.w.value = w
         y = ours_layer.multi_step(xs)
 
@@ -232,7 +234,7 @@ def bptt_table(repeats, rng):
         'bp_conv_ext.Conv1d, per step': per_step(ours_layer),
         'bp_conv_ext.Conv1d, folded (multi_step)': jax.jit(jax.grad(folded_loss)),
     }
-    t = measure({name: (lambda f=f: block(f(w))) for name, f in fns.items()}, repeats)
+    t = measure({name: (lambda f=f: block(f(w, xs))) for name, f in fns.items()}, repeats)
     base = t['brainpy.dnn.Conv1d, per step']
     folded = t['bp_conv_ext.Conv1d, folded (multi_step)']
     lines = ["| T=100 B32 L140 16->64 K5 | time (s) | speed-up vs brainpy | vs folded |",
