@@ -121,11 +121,25 @@ def output_length(length: int, kernel_size: int, stride: int, padding: PaddingSp
                   lhs_dilation: int = 1, rhs_dilation: int = 1) -> int:
     """Number of output samples; raises ``ValueError`` when the input is too short.
 
-    With ``(low, high)`` the resolved padding, ``Hd = (length - 1) * lhs_dilation + 1``
-    and ``Kd = (kernel_size - 1) * rhs_dilation + 1``::
+    The arguments are checked as the layers and :func:`bp_conv_ext.conv1d` check them
+    (``padding`` in any of their forms). With ``(low, high)`` the resolved padding,
+    ``Hd = (length - 1) * lhs_dilation + 1`` and ``Kd = (kernel_size - 1) * rhs_dilation + 1``::
 
         out = floor((Hd + low + high - Kd) / stride) + 1
+
+    Examples
+    --------
+    >>> from bp_conv_ext import output_length
+    >>> output_length(10, 3, 1, 'valid'), output_length(10, 3, 2, 'SAME')
+    (8, 5)
     """
+    if not _is_int(length):
+        raise TypeError(f"`length` (={length!r}) must be an int, got {type(length).__name__}.")
+    kernel_size = positive_int('kernel_size', kernel_size)
+    stride = positive_int('stride', stride)
+    lhs_dilation = positive_int('lhs_dilation', lhs_dilation)
+    rhs_dilation = positive_int('rhs_dilation', rhs_dilation)
+    padding = canonical_padding(padding)
     if length < 1:
         raise ValueError(f"the input has {length} samples along the length axis; "
                          f"a convolution needs at least one.")

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _args, _dense, _event
+from . import _args, _dense, _event, _params
 
 #: Values of ``backend``: ``'auto'``; ``'dense'`` (the dense algorithm picked by
 #: :func:`_dense.choose_algorithm`); one dense algorithm by name; ``'event'``.
@@ -53,7 +53,11 @@ class BackendChoice:
 
 
 def as_input(x):
-    """``x`` as a JAX array; a clear ``TypeError`` for strings, objects and the like."""
+    """``x`` as a JAX array; a clear ``TypeError`` for ``None``, strings, objects and the
+    like."""
+    if x is None:
+        raise TypeError("the input is None; expected an array of bool, integer or real "
+                        "floating values.")
     try:
         return jnp.asarray(x)      # also takes brainpy arrays and variables
     except TypeError as err:
@@ -152,7 +156,10 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
     def event(x):
         out_len = _args.output_length(x.shape[1], w.shape[0], stride, tuple(padding),
                                       lhs_dilation, rhs_dilation)
-        return _event.conv(x, w, spec, out_len)
+        # The event path skips zero inputs, but on the dense path 0 * inf and 0 * nan are
+        # NaN: with a kernel that is not all finite, the dense path gives the answer.
+        return lax.cond(jnp.all(jnp.isfinite(w)),
+                        lambda x: _event.conv(x, w, spec, out_len), dense, x)
 
     def checked(x):
         threshold = _event.auto_density('cpu')
@@ -233,11 +240,12 @@ def arguments(x, w, b=None, *, stride, padding, lhs_dilation, rhs_dilation, grou
     """Check the arguments of :func:`conv1d`; returns ``x``, ``w`` (masked), ``b`` as arrays
     and the canonical keyword arguments of :func:`apply`."""
     x = as_input(x)
-    w = jnp.asarray(w)
+    w = _real_floats('w', w)
     if x.ndim not in (2, 3):
         raise ValueError(f"`x` must have shape [H, C] or [B, H, C], got shape {x.shape}.")
-    if w.ndim != 3:
-        raise ValueError(f"`w` must have shape [K, C_in // groups, C_out], got shape {w.shape}.")
+    if w.ndim != 3 or 0 in (w.shape[0], w.shape[2]):
+        raise ValueError(f"`w` must have shape [K, C_in // groups, C_out] with at least one tap "
+                         f"and one output channel, got shape {w.shape}.")
     groups = _args.check_groups(x.shape[-1], w.shape[2], groups)
     if w.shape[1] * groups != x.shape[-1]:
         raise ValueError(f"`w` (shape {w.shape}) expects {w.shape[1] * groups} input channels "
@@ -249,15 +257,33 @@ def arguments(x, w, b=None, *, stride, padding, lhs_dilation, rhs_dilation, grou
     _args.check_padding_mode(padding_mode, lhs_dilation)
     check_backend(backend)
     if mask is not None:
-        w = w * jnp.asarray(mask, dtype=w.dtype)
+        _real_floats('mask', mask)
+        w = w * _params.make_mask(mask, w.shape, w.dtype)
     if b is not None:
-        b = jnp.asarray(b)
+        b = _real_floats('b', b)
         if b.size != w.shape[2]:
             raise ValueError(f"`b` (shape {b.shape}) must hold one value per output channel "
                              f"({w.shape[2]}).")
     return x, w, b, dict(stride=stride, padding=padding, lhs_dilation=lhs_dilation,
                          rhs_dilation=rhs_dilation, groups=groups, backend=backend,
                          padding_mode=padding_mode)
+
+
+def _real_floats(name: str, value):
+    """``value`` as a floating array: ``bool`` and integer values in JAX's default floating
+    dtype (a kernel, bias or mask computes in floating point whatever it holds); a
+    ``TypeError`` naming ``name`` for complex values, strings and other objects."""
+    try:
+        arr = jnp.asarray(value)
+    except (TypeError, ValueError) as err:
+        dtype = getattr(value, 'dtype', None)
+        raise TypeError(f"`{name}` ({type(value).__name__}"
+                        f"{'' if dtype is None else f' of dtype {dtype}'}) must be an array of "
+                        f"real numbers.") from err
+    if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_) or \
+            jnp.issubdtype(arr.dtype, jnp.complexfloating):
+        raise TypeError(f"`{name}` has dtype {arr.dtype}; expected real numbers.")
+    return arr if jnp.issubdtype(arr.dtype, jnp.floating) else arr.astype(jnp.result_type(float))
 
 
 def apply(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, groups: int,

@@ -140,6 +140,25 @@ def delay_kernel(weight, delays, max_delay: int, sigma, interpolation: str = 'ga
     return jnp.einsum('dnco,nco->dco', share, weight)
 
 
+def rounded_flag(interpolation: str):
+    """The layers' state for ``interpolation``: ``True`` for ``'round'`` (so that a checkpoint
+    holds it)."""
+    return jnp.asarray(interpolation == 'round')
+
+
+def interpolation_of(rounded) -> str:
+    """The ``interpolation`` a layer's flag stands for (the flag must be concrete)."""
+    return 'round' if bool(rounded) else 'gauss'
+
+
+def layer_kernel(weight, delays, max_delay: int, sigma, rounded):
+    """:func:`delay_kernel` with the interpolation given by a layer's flag (a ``bool`` array,
+    possibly traced): ``'round'`` where it is set, ``'gauss'`` otherwise."""
+    return jax.lax.cond(
+        rounded, lambda: delay_kernel(weight, delays, max_delay, sigma, 'round'),
+        lambda: delay_kernel(weight, delays, max_delay, sigma, 'gauss'))
+
+
 def _time_kernel(kernel):
     # y[t] = sum_d kernel[d] x[t - d] is a correlation with the taps reversed over a window
     # that ends at t.
@@ -205,11 +224,19 @@ def check_input(label: str, x, in_channels: int, buffer, sequence: bool, step_sh
     if x.shape[-1] != in_channels:
         raise ValueError(f"{label} expects in_channels={in_channels} in the last axis; got an "
                          f"input of shape {x.shape}.")
+    if sequence and x.shape[0] == 0:
+        raise ValueError(f"{label} takes, in multi_step, at least one time step; got an input "
+                         f"of shape {x.shape} (T=0).")
     _conv.compute_dtype(x.dtype, jnp.float32)        # a clear error for complex inputs
     if buffer.dtype == jnp.bool_ and x.dtype != jnp.bool_:
         raise TypeError(f"{label} keeps its past inputs as bool spikes (input_dtype=bool); "
                         f"got an input of dtype {x.dtype}. Pass input_dtype=float (or the "
                         f"input's dtype) to the constructor for other inputs.")
+    if jnp.issubdtype(buffer.dtype, jnp.integer) and not jnp.can_cast(x.dtype, buffer.dtype):
+        raise TypeError(f"{label} keeps its past inputs as {buffer.dtype} "
+                        f"(input_dtype={buffer.dtype}), which cannot hold every value of an "
+                        f"input of dtype {x.dtype} (it would be truncated or wrapped). Pass "
+                        f"input_dtype={x.dtype} (or float) to the constructor for such inputs.")
     if buffer.shape[:-2] != x.shape[sequence:-1]:
         raise ValueError(f"{label} holds the past inputs of a batch of {buffer.shape[0]} "
                          f"samples; got an input of shape {x.shape}. Reset its state for a "

@@ -1,4 +1,5 @@
 """The BrainPy layer: parameters, modes and shape checks around the pure convolution."""
+import numbers
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import brainpy as bp
@@ -379,8 +380,7 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
                                            interpolation, sigma)
         c = self.config
         self.in_channels, self.out_channels = c.in_channels, c.out_channels
-        self.max_delay, self.kernel_count, self.interpolation = \
-            c.max_delay, c.kernel_count, c.interpolation
+        self.max_delay, self.kernel_count = c.max_delay, c.kernel_count
         if delay_initializer is None:
             delay_initializer = bp.init.Uniform(0., float(c.max_delay))
         w, delays, b = _delays.initial_parameters(
@@ -391,6 +391,8 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
         self.delay = var(delays)
         self.b = None if b is None else var(b)
         self.sigma = bm.Variable(jnp.asarray(c.sigma, w.dtype))
+        # In the state, so that a checkpoint taken after round_delays() keeps rounding.
+        self.rounded = bm.Variable(_delays.rounded_flag(c.interpolation))
         if input_dtype is None:
             input_dtype = w.dtype if isinstance(self.mode, bm.TrainingMode) else jnp.bool_
         self.input_dtype = jnp.dtype(input_dtype)
@@ -400,6 +402,8 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
         """Clear the buffer of past inputs (for ``batch_or_mode`` samples: an int, or the
         layer's mode's batch size)."""
         batch = self.mode if batch_or_mode is None else batch_or_mode
+        if isinstance(batch, numbers.Integral):
+            batch = _args.positive_int('batch_or_mode', batch)
         zeros = lambda shape: jnp.zeros(shape, self.input_dtype)
         self.buffer = bp.init.variable_(zeros, (self.max_delay, self.in_channels), batch)
         self.index = bm.Variable(jnp.zeros((), jnp.int32))
@@ -407,8 +411,14 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
     def kernel(self):
         """The kernel over time, ``[max_delay + 1, in_channels, out_channels]``: tap ``d``
         holds what the synapses pass on after ``d`` steps."""
-        return _delays.delay_kernel(self.w.value, self.delay.value, self.max_delay,
-                                    self.sigma.value, self.interpolation)
+        return _delays.layer_kernel(self.w.value, self.delay.value, self.max_delay,
+                                    self.sigma.value, self.rounded.value)
+
+    @property
+    def interpolation(self) -> str:
+        """``'gauss'`` or ``'round'`` (after :meth:`round_delays`); kept in the state
+        (``rounded``)."""
+        return _delays.interpolation_of(self.rounded.value)
 
     def set_sigma(self, sigma: float):
         """Set the Gaussian's width (in time steps, > 0), for example from
@@ -420,7 +430,7 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
         interpolation: each weight then sits on one tap, as a simulated synapse with an
         integer delay."""
         self.delay.value = jnp.round(jnp.clip(self.delay.value, 0, self.max_delay))
-        self.interpolation = 'round'
+        self.rounded.value = _delays.rounded_flag('round')
 
     def update(self, x):
         """One time step: ``[C_in]`` or ``[B, C_in]`` in, ``[C_out]`` or ``[B, C_out]`` out."""

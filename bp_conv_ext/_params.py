@@ -63,6 +63,9 @@ def init_param(name: str, init, shape: Tuple[int, ...],
         value, source = init, 'array'
     elif callable(init):
         value, source = init(shape), 'value returned by the initializer'
+        if value is None:
+            raise TypeError(f"`{name}` ({describe_init(init)}) returned None for shape "
+                            f"{tuple(shape)}; expected an array of that shape.")
         value, quantity = _split_unit(value)
     else:
         raise TypeError(f"`{name}` (={init!r}) must be a brainpy Initializer, a callable "

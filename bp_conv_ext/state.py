@@ -371,8 +371,7 @@ class DelayConv1d(_conv.BackendChoice, brainstate.nn.Module):
         c = self.config
         self.in_channels, self.out_channels = c.in_channels, c.out_channels
         self.in_size, self.out_size = (c.in_channels,), (c.out_channels,)
-        self.max_delay, self.kernel_count, self.interpolation = \
-            c.max_delay, c.kernel_count, c.interpolation
+        self.max_delay, self.kernel_count = c.max_delay, c.kernel_count
         if delay_init is None:
             delay_init = brainstate.nn.init.Uniform(0., float(c.max_delay))
         weight, delays, bias = _delays.initial_parameters(
@@ -382,6 +381,8 @@ class DelayConv1d(_conv.BackendChoice, brainstate.nn.Module):
         self.delay = param_type(delays)
         dtype = delays.dtype
         self.sigma = brainstate.State(jnp.asarray(c.sigma, dtype))
+        # In the state, so that a checkpoint taken after round_delays() keeps rounding.
+        self.rounded = brainstate.State(_delays.rounded_flag(c.interpolation))
         self.input_dtype = jnp.dtype(dtype if input_dtype is None else input_dtype)
         self.init_state()
 
@@ -400,8 +401,14 @@ class DelayConv1d(_conv.BackendChoice, brainstate.nn.Module):
     def kernel(self):
         """The kernel over time, ``[max_delay + 1, in_size, out_size]`` (the weights'
         mantissa)."""
-        return _delays.delay_kernel(_split(self.weight.value['weight'])[0], self.delay.value,
-                                    self.max_delay, self.sigma.value, self.interpolation)
+        return _delays.layer_kernel(_split(self.weight.value['weight'])[0], self.delay.value,
+                                    self.max_delay, self.sigma.value, self.rounded.value)
+
+    @property
+    def interpolation(self) -> str:
+        """``'gauss'`` or ``'round'`` (after :meth:`round_delays`); kept in the state
+        (``rounded``)."""
+        return _delays.interpolation_of(self.rounded.value)
 
     def set_sigma(self, sigma: float):
         """Set the Gaussian's width (in time steps, > 0)."""
@@ -411,7 +418,7 @@ class DelayConv1d(_conv.BackendChoice, brainstate.nn.Module):
         """Round every delay to its nearest whole step and switch to ``'round'``
         interpolation."""
         self.delay.value = jnp.round(jnp.clip(self.delay.value, 0, self.max_delay))
-        self.interpolation = 'round'
+        self.rounded.value = _delays.rounded_flag('round')
 
     def update(self, x):
         """One time step: ``[in_size]`` or ``[B, in_size]``, as the buffer was made."""

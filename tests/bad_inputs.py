@@ -7,7 +7,7 @@ import brainpy.math as bm
 import jax.numpy as jnp
 import numpy as np
 
-from bp_conv_ext import Conv1d, conv1d
+from bp_conv_ext import Conv1d, DelayConv1d, conv1d, output_length
 
 try:
     from brainunit import UnitMismatchError
@@ -139,6 +139,21 @@ ROWS = [
     ('conv1d: kernel of rank 2', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4))), ValueError, r"`w` must have shape \[K, C_in // groups, C_out\]"),
     ('conv1d: kernel for other input channels', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 2, 6))), ValueError, r"`w` \(shape \(3, 2, 6\)\) expects 2 input channels"),
     ('conv1d: bias of the wrong size', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4, 6)), jnp.ones(5)), ValueError, r"`b` \(shape \(5,\)\) must hold one value per output channel"),
+    ('conv1d: input None', lambda: conv1d(None, jnp.ones((3, 4, 6))), TypeError, r"the input is None; expected an array"),
+    ('conv1d: kernel of strings', lambda: conv1d(jnp.ones((10, 4)), np.full((3, 4, 6), 'a')), TypeError, r"`w` \(ndarray of dtype <U1\) must be an array of real numbers"),
+    ('conv1d: complex kernel', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4, 6)) * 1j), TypeError, r"`w` has dtype complex64; expected real numbers"),
+    ('conv1d: complex bias', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4, 6)), jnp.ones(6) * 1j), TypeError, r"`b` has dtype complex64; expected real numbers"),
+    ('conv1d: complex mask', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4, 6)), mask=jnp.ones(6) * 1j), TypeError, r"`mask` has dtype complex64; expected real numbers"),
+    ('conv1d: kernel with zero taps', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((0, 4, 6))), ValueError, r"`w` must have shape \[K, C_in // groups, C_out\] with at least one tap"),
+    ('conv1d: mask of rank 4', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4, 6)), mask=jnp.ones((1, 3, 4, 6))), ValueError, r"`mask` has shape \(1, 3, 4, 6\), which does not broadcast to the kernel shape \(3, 4, 6\)"),
+    ('conv1d: mask that does not broadcast', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4, 6)), mask=jnp.ones(5)), ValueError, r"`mask` has shape \(5,\), which does not broadcast"),
+    ("output_length: padding 'FULL'", lambda: output_length(10, 3, 1, 'FULL'), ValueError, r"`padding` \(='FULL'\) must be one of SAME, VALID, CAUSAL"),
+    ('output_length: stride -1', lambda: output_length(10, 3, -1, 'VALID'), ValueError, r"`stride` \(=-1\) must be a positive integer"),
+    ('output_length: kernel_size 0', lambda: output_length(10, 0, 1, 'VALID'), ValueError, r"`kernel_size` \(=0\) must be a positive integer"),
+    ('output_length: negative padding', lambda: output_length(10, 3, 1, (-5, 0)), ValueError, r"`padding` \(=\(-5, 0\)\) must not be negative"),
+    ('w_initializer returning None', _build(w_initializer=lambda shape: None), TypeError, r"`w_initializer` \(.*\) returned None for shape \(3, 4, 6\)"),
+    ('DelayConv1d.multi_step with T=0', lambda: DelayConv1d(4, 6, 3).multi_step(np.zeros((0, 4), bool)), ValueError, r"takes, in multi_step, at least one time step; got an input of shape \(0, 4\)"),
+    ('DelayConv1d.reset_state(-1)', lambda: DelayConv1d(4, 6, 3).reset_state(-1), ValueError, r"`batch_or_mode` \(=-1\) must be a positive integer"),
 ]
 
 
@@ -147,8 +162,10 @@ def markdown() -> str:
              "Every row is tested (`tests/test_bad_input.py`, from `tests/bad_inputs.py`, which",
              "generates this page). Messages name the argument, echo the value and say what was",
              "expected; the column shows the part the test matches.", "",
-             "NaN and inf are not errors: in the float path they pass through unchanged to the",
-             "outputs whose window contains them, and nowhere else.", "",
+             "NaN and inf are not errors. In the input they pass through unchanged to the",
+             "outputs whose window contains them, and nowhere else; in the kernel they reach",
+             "every output of their output channel (IEEE: 0 * inf and 0 * nan are NaN), on every",
+             "backend, the event-driven one included.", "",
              "| # | mistake | exception | message (matched part) |",
              "| ---: | --- | --- | --- |"]
     for i, (what, _, error, pattern) in enumerate(ROWS, 1):

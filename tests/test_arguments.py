@@ -211,3 +211,24 @@ def test_output_length_formula(length, k, stride, padding, lhs, rhs, expected):
     conv = Conv1d(1, 1, k, stride=stride, padding=padding, lhs_dilation=lhs, rhs_dilation=rhs,
                   mode=bm.NonBatchingMode())
     assert conv(jnp.ones((length, 1))).shape == (expected, 1)
+
+
+@pytest.mark.parametrize('kernel_dtype', ['int8', 'int32', 'bool'])
+@pytest.mark.parametrize('backend', ['xla', 'im2col', 'event'])
+def test_integer_and_bool_kernels_compute_in_floating_point(kernel_dtype, backend):
+    x = np.ones((1, 6, 2), np.int8)
+    w = np.full((3, 2, 1), True if kernel_dtype == 'bool' else 100, kernel_dtype)
+    b = np.array([0.5])
+    y = conv1d(x, w, b, backend=backend)
+    expected = conv1d(x.astype(np.float32), w.astype(np.float32), b, backend='xla')
+    assert jnp.issubdtype(y.dtype, jnp.floating)
+    np.testing.assert_array_equal(y, expected)          # no wrapping, saturation or rounding
+    assert float(y[0, 1, 0]) == 6 * float(w.flat[0]) + 0.5
+
+
+@pytest.mark.parametrize('padding', ['valid', 'same', 'causal', 3, (2, 0)])
+@pytest.mark.parametrize('stride,lhs,rhs', [(1, 1, 1), (2, 1, 3), (3, 2, 1)])
+def test_output_length_is_the_length_conv1d_gives(padding, stride, lhs, rhs):
+    y = conv1d(jnp.ones((13, 1)), jnp.ones((3, 1, 1)), stride=stride, padding=padding,
+               lhs_dilation=lhs, rhs_dilation=rhs)
+    assert output_length(13, 3, stride, padding, lhs, rhs) == y.shape[0]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bad_inputs import ROWS, markdown
-from bp_conv_ext import Conv1d
+from bp_conv_ext import Conv1d, conv1d
 from conftest import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 
 DOC = os.path.join(os.path.dirname(__file__), os.pardir, 'docs', 'bad_input.md')
@@ -44,3 +44,28 @@ def test_nan_and_inf_pass_through_to_their_windows_only(value, backend, runtime)
         assert (y[touched] == value).all()
     assert np.isfinite(y[~touched]).all()
     np.testing.assert_array_equal(y[~touched][:, 0], [2, 3, 3, 3, 3, 2][:(~touched).sum()])
+
+
+@pytest.mark.parametrize('where', ['kernel-nan', 'kernel-inf', 'input-nan', 'input-inf'])
+@pytest.mark.parametrize('density', [0.01, 0.1, 0.5])
+@pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
+def test_event_path_and_auto_give_the_dense_answer_with_nan_and_inf(runtime, density, where):
+    # IEEE: 0 * nan and 0 * inf are NaN, so on the dense path a kernel that is not finite
+    # reaches every output of its channel; the event path, which skips zeros, must agree.
+    rng = np.random.default_rng(0)
+    spikes = rng.random((4, 40, 6)) < density
+    w = rng.standard_normal((3, 6, 5)).astype(np.float32)
+    value = np.nan if where.endswith('nan') else np.inf
+    if where.startswith('kernel'):
+        w[1, 2, 3] = value
+        x = jnp.asarray(spikes)
+    else:
+        x = jnp.asarray(spikes * rng.standard_normal(spikes.shape), jnp.float32)
+        x = x.at[1, 7, 2].set(value)
+    dense = conv1d(x, w, backend='xla')
+    with event_runtime(runtime):
+        event = conv1d(x, w, backend='event')
+        auto = conv1d(x, w)
+    assert not np.isfinite(dense).all()
+    np.testing.assert_allclose(event, dense, rtol=1e-5, atol=1e-5)    # NaN where NaN
+    np.testing.assert_allclose(auto, dense, rtol=1e-5, atol=1e-5)

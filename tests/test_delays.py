@@ -507,3 +507,40 @@ def test_state_twin_bad_inputs():
     spikes = state.DelayConv1d(2, 3, max_delay=4, input_dtype=bool)
     with pytest.raises(TypeError, match='input_dtype=bool'):
         spikes(jnp.zeros(2))
+
+
+@pytest.mark.parametrize('api', ['classic', 'state'])
+def test_rounding_survives_a_checkpoint(api):
+    """round_delays() changes the computation: a fresh layer that loads the saved state
+    computes what the rounded layer does."""
+    xs = sequence('nonbatching', steps=12)
+    if api == 'classic':
+        layers = [DelayConv1d(4, 6, max_delay=5, kernel_count=2) for _ in range(2)]
+        layers[0].round_delays()
+        old, new = layers[0].name, layers[1].name             # BrainPy keys by node name
+        saved = {k.replace(old, new): v for k, v in layers[0].state_dict()[old].items()}
+        assert layers[1].load_state_dict({new: saved}).missing_keys == []
+        run = lambda layer: layer.multi_step(xs)
+    else:
+        state = _state_layers()
+        layers = [state.DelayConv1d(4, 6, max_delay=5, kernel_count=2, input_dtype=bool)
+                  for _ in range(2)]
+        layers[0].round_delays()
+        saved = {k: v.value for k, v in layers[0].states().items()}
+        for k, v in layers[1].states().items():
+            v.value = saved[k]
+        run = lambda layer: jnp.asarray(layer.multi_step(xs))
+    assert layers[1].interpolation == 'round'
+    np.testing.assert_array_equal(run(layers[1]), run(layers[0]))
+
+
+@pytest.mark.parametrize('input_dtype', [jnp.int8, jnp.uint8])
+def test_integer_buffers_refuse_inputs_they_cannot_hold(input_dtype):
+    layer = DelayConv1d(4, 6, max_delay=3, input_dtype=input_dtype)
+    for x in (jnp.full((4,), 0.7), jnp.full((4,), 300, jnp.int32)):
+        with pytest.raises(TypeError, match=rf'keeps its past inputs as {jnp.dtype(input_dtype)}'
+                                            rf'.*cannot hold every value of an input of dtype'):
+            layer(x)
+    counts = jnp.asarray([0, 1, 2, 3], input_dtype)       # an empty buffer: tap 0 alone
+    np.testing.assert_allclose(layer(counts), np.asarray(counts, np.float32)
+                               @ np.asarray(layer.kernel()[0]), rtol=1e-5, atol=1e-5)

@@ -81,6 +81,8 @@ def test_the_unfused_layer_is_conv1d_into_brainpy_lif():
 
 @pytest.mark.parametrize('per_step', [False, True], ids=['sequence', 'per-step-scan'])
 def test_cuda_runs_one_fused_kernel(per_step):
+    if jax.__version_info__ < (0, 5):
+        pytest.skip("JAX 0.4 keeps every platform's branch in a one-platform export")
     xs, w, b, v0 = _case()
 
     def sequence(xs, w, v0):

@@ -321,6 +321,8 @@ def test_cuda_convolves_with_matmuls_not_cudnn_unless_asked():
 
     assert which_backend(x, w, platform='cpu') == 'xla'
     assert which_backend(x, w, platform='cuda') == 'im2col'
+    if jax.__version_info__ < (0, 5):
+        pytest.skip("JAX 0.4 keeps every platform's branch in a one-platform export")
     assert convolutions('auto', 'cpu') == convolutions('xla', 'cuda') == 3
     assert convolutions('auto', 'cuda') == convolutions('dense', 'cuda') == 0
 
