@@ -115,8 +115,9 @@ def _key() -> str:
 
 
 def _library_path() -> pathlib.Path:
-    """Where the library for this source, these flags, this JAX and this CPU is cached."""
-    return cache_dir() / f'event_cpu-{_key()[:16]}.so'
+    """Where the library for this source, these flags, this JAX and this CPU is cached (an
+    absolute path: ``dlopen`` looks a bare file name up in the system's library folders)."""
+    return cache_dir().absolute() / f'event_cpu-{_key()[:16]}.so'
 
 
 def _stamp_path(path: pathlib.Path) -> pathlib.Path:
@@ -224,11 +225,14 @@ def _build(path: pathlib.Path):
     if command is None:
         raise BuildError("no C++ compiler found (set CXX, or install g++ or clang++)")
     shown = shlex.join(command)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Built and checked under a temporary name, then renamed: processes building at once
     # never see a half-written library, and only a library that loaded gets a stamp.
-    handle, partial = tempfile.mkstemp(suffix='.so.partial', dir=path.parent)
-    os.close(handle)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(suffix='.so.partial', dir=path.parent)
+        os.close(handle)
+    except OSError as error:
+        raise BuildError(f"the library cannot be written to {path.parent} ({error})") from None
     try:
         try:
             done = subprocess.run([*command, *_flags(), str(SOURCE), '-o', partial],
@@ -266,7 +270,7 @@ def library():
     """
     if not hasattr(jax, 'ffi'):
         return None
-    reasons = []
+    cached = None           # why the cached library was not used, where there is one
     try:
         path = _library_path()
         lib = None
@@ -275,15 +279,16 @@ def library():
             try:
                 lib = _load(path)
             except BuildError as error:
-                reasons.append(f"the cached library did not load ({error}), rebuilt")
+                cached = str(error)
         elif path.exists():
-            reasons.append(f"the cached library {path} was not loaded: {reason}; rebuilt")
+            cached = f"the cached library {path} was not loaded: {reason}"
         if lib is None:
             lib = _build(path)
     except (BuildError, OSError) as error:
+        problem = f"{cached}, and rebuilding it failed: {error}" if cached else str(error)
         warnings.warn(f"bp_conv_ext: the C++ event-driven kernels are not available: "
-                      f"{'; '.join([*reasons, str(error)])}. The event-driven path uses the "
-                      f"next CPU kernels instead.", RuntimeWarning, stacklevel=2)
+                      f"{problem}. The event-driven path uses the next CPU kernels instead.",
+                      RuntimeWarning, stacklevel=2)
         return None
     for symbol in _SYMBOLS.values():
         jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(lib, symbol)),
