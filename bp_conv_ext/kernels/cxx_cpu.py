@@ -198,18 +198,18 @@ def _load(path):
 @contextlib.contextmanager
 def _locked(path: pathlib.Path):
     """Holds an exclusive lock on ``path``'s lock file while a library and its stamp are put
-    in place, so that processes building at once leave a matching pair."""
+    in place, so that processes building at once leave a matching pair. Where there are no
+    such locks (no ``fcntl``, a file system without them) it goes on unlocked: a mismatched
+    pair fails its check in the next process, which rebuilds it."""
     try:
         import fcntl
-    except ImportError:     # no POSIX locks: the stamp still catches a mismatched pair
-        yield
-        return
+    except ImportError:
+        fcntl = None
     with open(path.with_suffix('.lock'), 'a') as file:
-        fcntl.flock(file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(file, fcntl.LOCK_UN)
+        if fcntl is not None:
+            with contextlib.suppress(OSError):      # e.g. ENOLCK on some network file systems
+                fcntl.flock(file, fcntl.LOCK_EX)
+        yield       # closing the file releases the lock
 
 
 def _build(path: pathlib.Path):
