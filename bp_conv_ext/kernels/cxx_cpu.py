@@ -108,6 +108,7 @@ class BuildError(RuntimeError):
     """The kernels could not be compiled or loaded."""
 
 
+@functools.lru_cache(maxsize=None)
 def _key() -> str:
     """The cache key: a hash of the source, the flags, JAX's version and the CPU."""
     return hashlib.sha256('\0'.join([SOURCE.read_text(), *_flags(), jax.__version__,
