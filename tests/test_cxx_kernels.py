@@ -58,12 +58,15 @@ def test_the_kernels_are_built_once_and_then_loaded_from_the_cache(tmp_path):
     kernel, same, notes, _ = _probe(tmp_path)
     assert (kernel, same, notes) == ('c++', 'True', '0')
     built = sorted(tmp_path.iterdir())
-    assert len(built) == 1 and built[0].suffix == '.so', built   # no partial files left
-    stamp = built[0].stat().st_mtime_ns
-    # A second process loads the library without a compiler.
+    # The library, its stamp and the lock taken to put them in place; no partial files left.
+    assert [path.suffix for path in built] == ['.lock', '.so', '.stamp'], built
+    assert len({path.stem for path in built}) == 1, built
+    modified = [path.stat().st_mtime_ns for path in built]
+    # A second process loads the library without a compiler, and rewrites nothing.
     kernel, same, notes, _ = _probe(tmp_path, CXX='/nonexistent/c++')
     assert (kernel, same, notes) == ('c++', 'True', '0')
-    assert sorted(tmp_path.iterdir()) == built and built[0].stat().st_mtime_ns == stamp
+    assert sorted(tmp_path.iterdir()) == built
+    assert [path.stat().st_mtime_ns for path in built] == modified
 
 
 @pytest.mark.parametrize('cxx', ['/nonexistent/c++', 'false'], ids=['missing', 'failing'])

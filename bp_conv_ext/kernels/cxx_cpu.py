@@ -2,23 +2,33 @@
 
 The source is ``event_cpu.cc`` next to this module (its header comment describes the
 kernels: output-stationary sums in vector registers over compacted spike lists, threads over
-the batch). It is compiled on first use with the machine's C++17 compiler (``$CXX``, else
-``c++``, ``g++`` or ``clang++``) for the machine's own instruction set, and the library is
-cached in ``$BP_CONV_EXT_CACHE`` (default ``~/.cache/bp_conv_ext``) under a key of the source,
-the flags, JAX's version and the CPU, so that later processes load it at once (with or
-without a compiler).
-Where no compiler works, :func:`library` says so once in a warning and the event path uses
-the next CPU runtime of :data:`bp_conv_ext.kernels.CPU` (the numba kernels).
+the batch). It is compiled on first use with the machine's C++17 compiler (``$CXX``, a command
+line such as ``"ccache g++"``, else ``c++``, ``g++`` or ``clang++``) for the machine's own
+instruction set, and the library is cached in ``$BP_CONV_EXT_CACHE`` (default
+``~/.cache/bp_conv_ext``) under a key of the source, the flags, JAX's version and the CPU, so
+that later processes load it at once (with or without a compiler).
+
+A build is written under a temporary name and loaded; only then is it renamed into place, with
+a stamp beside it (its size and SHA-256, written the same way). A later process loads a cached
+library only if it matches its stamp, checked by reading the file, not by mapping it (mapping
+a truncated library kills the process with ``SIGBUS``); one that does not match, or does not
+load, or lacks a kernel symbol, is rebuilt, once. Where no compiler works (or that rebuild
+fails), :func:`library` says so once in a warning and the event path uses the next CPU runtime
+of :data:`bp_conv_ext.kernels.CPU` (the numba kernels).
 
 Needs ``jax.ffi`` (JAX 0.4.36 and later, the BrainPy 2.8 stack); the BrainPy 2.6 stack keeps
 its taichi kernels.
 """
+import _ctypes
+import contextlib
 import ctypes
 import functools
 import hashlib
+import json
 import os
 import pathlib
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -49,13 +59,24 @@ _TYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def compiler():
-    """The C++ compiler used: ``$CXX``, else the first of ``c++``, ``g++``, ``clang++`` found
-    (``None`` if none is)."""
-    if os.environ.get('CXX'):
-        return os.environ['CXX']
+    """The C++ compiler's command line, a list of words: ``$CXX`` split as a shell would split
+    it (``"ccache g++"``, ``"g++ -w"``), else the first of ``c++``, ``g++``, ``clang++`` found;
+    ``None`` if none is.
+
+    Raises
+    ------
+    BuildError
+        If ``$CXX`` is not a command line (an unclosed quote).
+    """
+    if os.environ.get('CXX', '').strip():
+        try:
+            return shlex.split(os.environ['CXX'])
+        except ValueError as error:
+            raise BuildError(f"$CXX (={os.environ['CXX']!r}) is not a command line: "
+                             f"{error}") from None
     for name in ('c++', 'g++', 'clang++'):
         if shutil.which(name):
-            return name
+            return [name]
     return None
 
 
@@ -87,30 +108,152 @@ class BuildError(RuntimeError):
     """The kernels could not be compiled or loaded."""
 
 
+@functools.lru_cache(maxsize=None)
+def _key() -> str:
+    """The cache key: a hash of the source, the flags, JAX's version and the CPU."""
+    return hashlib.sha256('\0'.join([SOURCE.read_text(), *_flags(), jax.__version__,
+                                     _cpu()]).encode()).hexdigest()
+
+
 def _library_path() -> pathlib.Path:
-    """Where the library for this source, these flags, this JAX and this CPU is cached."""
-    key = hashlib.sha256('\0'.join([SOURCE.read_text(), *_flags(), jax.__version__,
-                                    _cpu()]).encode()).hexdigest()[:16]
-    return cache_dir() / f'event_cpu-{key}.so'
+    """Where the library for this source, these flags, this JAX and this CPU is cached (an
+    absolute path: ``dlopen`` looks a bare file name up in the system's library folders)."""
+    return cache_dir().absolute() / f'event_cpu-{_key()[:16]}.so'
+
+
+def _stamp_path(path: pathlib.Path) -> pathlib.Path:
+    """The stamp of the library at ``path``, written after it was built and loaded."""
+    return path.with_suffix('.stamp')
+
+
+def _digest(path) -> dict:
+    """The size and SHA-256 of the file at ``path``, read (not mapped)."""
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, 'rb') as file:
+        for block in iter(lambda: file.read(1 << 20), b''):
+            sha.update(block)
+            size += len(block)
+    return {'size': size, 'sha256': sha.hexdigest()}
+
+
+def _write_stamp(path: pathlib.Path, record: dict):
+    """Writes the stamp of the library at ``path`` under a temporary name and renames it."""
+    handle, partial = tempfile.mkstemp(suffix='.stamp.partial', dir=path.parent)
+    try:
+        with os.fdopen(handle, 'w') as file:
+            json.dump(record, file, indent=1)
+        os.replace(partial, _stamp_path(path))
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _verify(path: pathlib.Path):
+    """Why the cached library at ``path`` must not be loaded, or ``None`` if it may: its stamp
+    must name this cache key and the library's size and SHA-256. Checked by reading the files,
+    never by mapping them: loading a truncated library kills the process (``SIGBUS``)."""
+    if not path.exists():
+        return "it is not built"
+    try:
+        stamp = json.loads(_stamp_path(path).read_text())
+        expected = {name: stamp[name] for name in ('key', 'size', 'sha256')}
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        return f"its stamp {_stamp_path(path)} is missing or unreadable ({error!r})"
+    if expected['key'] != _key():
+        return f"its stamp {_stamp_path(path)} is for another build"
+    try:
+        if path.stat().st_size != expected['size']:
+            return (f"it has {path.stat().st_size} bytes, its stamp says {expected['size']} "
+                    f"(a truncated or replaced file)")
+        if _digest(path)['sha256'] != expected['sha256']:
+            return "its SHA-256 differs from its stamp's (a damaged or replaced file)"
+    except OSError as error:
+        return f"it cannot be read ({error})"
+    return None
+
+
+def _load(path):
+    """The library at ``path`` loaded, once it has every kernel symbol.
+
+    Raises
+    ------
+    BuildError
+        If it does not load or lacks a symbol of :data:`_SYMBOLS`.
+    """
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as error:
+        raise BuildError(f"the library {path} does not load ({error})") from None
+    missing = [symbol for symbol in _SYMBOLS.values() if not hasattr(lib, symbol)]
+    if missing:
+        try:
+            _ctypes.dlclose(lib._handle)
+        except (AttributeError, OSError):
+            pass
+        raise BuildError(f"the library {path} lacks the kernel symbol(s) "
+                         f"{', '.join(missing)}")
+    return lib
+
+
+@contextlib.contextmanager
+def _locked(path: pathlib.Path):
+    """Holds an exclusive lock on ``path``'s lock file while a library and its stamp are put
+    in place, so that processes building at once leave a matching pair. Where there are no
+    such locks (no ``fcntl``, a file system without them) it goes on unlocked: a mismatched
+    pair fails its check in the next process, which rebuilds it."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    with open(path.with_suffix('.lock'), 'a') as file:
+        if fcntl is not None:
+            with contextlib.suppress(OSError):      # e.g. ENOLCK on some network file systems
+                fcntl.flock(file, fcntl.LOCK_EX)
+        yield       # closing the file releases the lock
 
 
 def _build(path: pathlib.Path):
-    cxx = compiler()
-    if cxx is None:
+    """Compiles the library, loads it, then puts it and its stamp at ``path``; returns it.
+
+    Raises
+    ------
+    BuildError
+        If no compiler runs, the compiler fails, or what it wrote does not load or lacks a
+        kernel symbol.
+    """
+    command = compiler()
+    if command is None:
         raise BuildError("no C++ compiler found (set CXX, or install g++ or clang++)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Built under a temporary name and renamed: processes building at once never load a
-    # half-written library.
-    handle, partial = tempfile.mkstemp(suffix='.so.partial', dir=path.parent)
-    os.close(handle)
+    shown = shlex.join(command)
+    # Built and checked under a temporary name, then renamed: processes building at once
+    # never see a half-written library, and only a library that loaded gets a stamp.
     try:
-        done = subprocess.run([cxx, *_flags(), str(SOURCE), '-o', partial],
-                              capture_output=True, text=True, timeout=600)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(suffix='.so.partial', dir=path.parent)
+        os.close(handle)
+    except OSError as error:
+        raise BuildError(f"the library cannot be written to {path.parent} ({error})") from None
+    try:
+        try:
+            done = subprocess.run([*command, *_flags(), str(SOURCE), '-o', partial],
+                                  capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.SubprocessError) as error:
+            raise BuildError(f"the compiler {shown!r} does not run ({error})") from None
         if done.returncode != 0:
-            raise BuildError(f"the compiler {cxx!r} failed: {done.stderr.strip()[-2000:]}")
-        os.replace(partial, path)
-    except (OSError, subprocess.SubprocessError) as error:
-        raise BuildError(f"the compiler {cxx!r} does not run ({error})") from None
+            raise BuildError(f"the compiler {shown!r} failed: {done.stderr.strip()[-2000:]}")
+        try:
+            lib = _load(partial)
+        except BuildError as error:
+            raise BuildError(f"the compiler {shown!r} exited normally, but {error}") from None
+        record = {'key': _key(), **_digest(partial), 'compiler': shown,
+                  'jax': jax.__version__}
+        with _locked(path):
+            os.replace(partial, path)
+            _write_stamp(path, record)
+        return lib
+    except OSError as error:
+        raise BuildError(f"the library cannot be written to {path.parent} ({error})") from None
     finally:
         if os.path.exists(partial):
             os.remove(partial)
@@ -118,18 +261,34 @@ def _build(path: pathlib.Path):
 
 @functools.lru_cache(maxsize=None)
 def library():
-    """The loaded kernel library with its FFI targets registered, built first if it is not
-    cached; ``None`` (after one warning) where it cannot be built or JAX has no ``jax.ffi``."""
+    """The loaded kernel library with its FFI targets registered, built first where the cache
+    holds none that passes its stamp; ``None`` (after one warning) where it cannot be built or
+    JAX has no ``jax.ffi``.
+
+    A cached library is loaded only if its stamp (written after a build that loaded) matches
+    its size and SHA-256. One that fails that check, or fails to load, is rebuilt once; if that
+    fails too the event path falls back to the next CPU kernels.
+    """
     if not hasattr(jax, 'ffi'):
         return None
-    path = _library_path()
+    cached = None           # why the cached library was not used, where there is one
     try:
-        if not path.exists():
-            _build(path)
-        lib = ctypes.cdll.LoadLibrary(str(path))
+        path = _library_path()
+        lib = None
+        reason = _verify(path)
+        if reason is None:
+            try:
+                lib = _load(path)
+            except BuildError as error:
+                cached = str(error)
+        elif path.exists():
+            cached = f"the cached library {path} was not loaded: {reason}"
+        if lib is None:
+            lib = _build(path)
     except (BuildError, OSError) as error:
-        warnings.warn(f"bp_conv_ext: the C++ event-driven kernels are not available: {error}. "
-                      f"The event-driven path uses the next CPU kernels instead.",
+        problem = f"{cached}, and rebuilding it failed: {error}" if cached else str(error)
+        warnings.warn(f"bp_conv_ext: the C++ event-driven kernels are not available: "
+                      f"{problem}. The event-driven path uses the next CPU kernels instead.",
                       RuntimeWarning, stacklevel=2)
         return None
     for symbol in _SYMBOLS.values():
