@@ -146,7 +146,7 @@ def tiles_table(shapes, steps, repeats, rng):
             if batch % rows or cout % channels:
                 continue
             f = jax.jit(lambda xs, w, b, v0, tiles=(rows, channels, warps): _fused._pallas(
-                xs, w, b, v0, lif, pads, 1, jax.default_backend() != 'gpu', tiles))
+                xs, w, b, v0, lif, pads, 1, tiles))
             try:
                 ms = f"{median_seconds(lambda: f(xs, w, b, v0), repeats) * 1e3:.2f}"
             except Exception as error:

@@ -15,12 +15,17 @@ implementations give the same numbers:
 ``'auto'`` takes ``'pallas'`` on CUDA GPUs where the kernel supports the problem, and
 ``'jax'`` everywhere else. Differentiation runs through the ``'jax'`` implementation.
 """
+import contextlib
+import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.core import ShapedArray
+from jax.extend.core import Primitive
+from jax.interpreters import mlir
 
 from . import _args, _conv
 from .kernels import pallas_gpu
@@ -71,14 +76,59 @@ def _reference(xs, w, b, v0, lif, pads, rhs_dilation):
     return spikes, v
 
 
-def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, interpret, tiles=None):
+#: The fused kernel as one primitive: lowered to the compiled Pallas kernel on CUDA GPUs
+#: (for the GPU ``_gpu_target`` names when the machine has none) and to the interpreted one
+#: elsewhere.
+_KERNEL = Primitive('bp_conv_ext_conv_lif')
+_KERNEL.multiple_results = True
+
+
+def _kernel_call(interpret, xs, w, b, v0, *, lif, pads, rhs_dilation, conv_dtype, tiles):
+    return pallas_gpu.conv_lif(xs, w, b, v0, lambda v, i: lif_update(v, i, lif),
+                               padding=pads, rhs_dilation=rhs_dilation, conv_dtype=conv_dtype,
+                               interpret=interpret, tiles=tiles)
+
+
+def _kernel_shapes(xs, w, b, v0, *, pads, rhs_dilation, **unused):
+    out_len = xs.shape[2] + sum(pads) - (w.shape[0] - 1) * rhs_dilation
+    return [ShapedArray(xs.shape[:2] + (out_len, w.shape[2]), v0.dtype),
+            ShapedArray(v0.shape, v0.dtype)]
+
+
+def _kernel_rule(interpret, ctx, *args, **params):
+    context = contextlib.nullcontext() if interpret else _cuda_lowering()
+    with context:
+        return mlir.lower_fun(functools.partial(_kernel_call, interpret),
+                              multiple_results=True)(ctx, *args, **params)
+
+
+def _cuda_lowering():
+    try:
+        from . import _gpu_target
+    except ImportError:
+        return contextlib.nullcontext()
+    return _gpu_target.cuda_lowering()
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(params):
+    return jax.jit(lambda *args: _KERNEL.bind(*args, **dict(params)))
+
+
+_KERNEL.def_abstract_eval(_kernel_shapes)
+_KERNEL.def_impl(lambda *args, **params: _compiled(tuple(sorted(params.items())))(*args))
+mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, True))
+mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, False), platform='cuda')
+
+
+def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, tiles=None):
     conv_dtype = _conv.compute_dtype(xs.dtype, w.dtype)
     w = w.astype(conv_dtype)
     b = (jnp.zeros((w.shape[2],), conv_dtype) if b is None
          else jnp.reshape(b, (-1,)).astype(conv_dtype))
-    return pallas_gpu.conv_lif(xs, w, b, v0, lambda v, i: lif_update(v, i, lif),
-                               padding=pads, rhs_dilation=rhs_dilation,
-                               conv_dtype=conv_dtype, interpret=interpret, tiles=tiles)
+    spikes, v = _KERNEL.bind(xs, w, b, v0, lif=lif, pads=pads, rhs_dilation=rhs_dilation,
+                             conv_dtype=jnp.dtype(conv_dtype), tiles=tiles)
+    return spikes, v
 
 
 def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
@@ -128,26 +178,24 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
                          f"length, out channels); got {v0.dtype} {v0.shape}.")
     args = (xs, w, b, v0, lif, tuple(pads), rhs_dilation)
     supported = pallas_gpu.conv_lif_supported(xs.shape[1], w.shape[2], 1, 1, 1)
-    if implementation == 'jax' or (implementation == 'pallas' and not supported):
-        return _differentiable(*args, None)
+    if implementation == 'jax' or not supported:
+        return _differentiable(*args, fused=False)
     if implementation == 'pallas':
-        return _differentiable(*args, jax.default_backend() != 'gpu')
-    if not supported:
-        return _differentiable(*args, None)
+        return _differentiable(*args, fused=True)
     return lax.platform_dependent(
-        *args[:4], cuda=lambda *a: _differentiable(*a, *args[4:], False),
-        default=lambda *a: _differentiable(*a, *args[4:], None))
+        *args[:4], cuda=lambda *a: _differentiable(*a, *args[4:], fused=True),
+        default=lambda *a: _differentiable(*a, *args[4:], fused=False))
 
 
-def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, interpret):
-    """``interpret``: ``None`` for the ``'jax'`` implementation, else the Pallas kernel's
-    mode; gradients always through the ``'jax'`` implementation."""
-    if interpret is None:
+def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, fused: bool):
+    """The fused kernel (``fused``) or the ``'jax'`` implementation; gradients always through
+    the ``'jax'`` implementation."""
+    if not fused:
         return _reference(xs, w, b, v0, lif, pads, rhs_dilation)
 
     @jax.custom_vjp
     def fused(xs, w, b, v0):
-        return _pallas(xs, w, b, v0, lif, pads, rhs_dilation, interpret)
+        return _pallas(xs, w, b, v0, lif, pads, rhs_dilation)
 
     def forward(xs, w, b, v0):
         return fused(xs, w, b, v0), (xs, w, b, v0)
