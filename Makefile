@@ -5,9 +5,12 @@
 #   STACK=current      BrainPy 2.8 + brainevent + numba   -> .venv      (the default)
 #   STACK=brainpy-2.6  BrainPy 2.6 + brainpylib + taichi  -> .venv-2.6
 #
-# `make test` runs the suite on both stacks, and the event path's tests once more without the
-# C++ kernels (no compiler, empty kernel cache: their numba fallback runs);
-# `make test-stack STACK=...` runs the suite on one stack.
+# `make test` runs the whole suite on the default stack, the event path's tests once more
+# without the C++ kernels (no compiler, empty kernel cache: their numba fallback runs), and on
+# the other stack what differs there (the tests marked `every_stack`; tests/conftest.py says
+# why each is); over the machine's cores (pytest-xdist). Grids are pairwise there;
+# `make test-full` runs every grid whole and the long property profile, on every stack.
+# `make test-stack STACK=...` runs the whole suite on one stack.
 # `make docs` builds the documentation site (docs/_build/html) on the current stack.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STACK ?= current
@@ -27,7 +30,7 @@ endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-stack test-fallback bench docs clean
+.PHONY: demo test test-full test-stack test-fallback bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml $(wildcard constraints/*.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,27 +41,44 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard constraints/*.txt)
 demo: $(STAMP)
 	$(PY) examples/gunpoint.py
 
+# Over every core (pytest-xdist); JOBS=1 runs in this process.
+JOBS ?= auto
+PYTEST = $(PY) -m pytest -q -rs $(if $(filter 1,$(JOBS)),,-n $(JOBS))
+
 test:
 	$(MAKE) --no-print-directory test-stack STACK=current
 	$(MAKE) --no-print-directory test-fallback
-	$(MAKE) --no-print-directory test-stack STACK=brainpy-2.6
+	$(MAKE) --no-print-directory test-stack STACK=brainpy-2.6 PYTEST_ARGS='-m every_stack'
+
+# Every grid whole (BP_CONV_EXT_FULL_GRIDS) and 400 examples per property, on every stack and
+# without the C++ kernels: run it before landing a change to the kernels (over an hour here).
+test-full:
+	BP_CONV_EXT_FULL_GRIDS=1 HYPOTHESIS_PROFILE=nightly $(MAKE) --no-print-directory \
+		test-stack test-fallback STACK=current FALLBACK_ARGS='$(FALLBACK_TESTS_FULL)'
+	BP_CONV_EXT_FULL_GRIDS=1 HYPOTHESIS_PROFILE=nightly $(MAKE) --no-print-directory \
+		test-stack STACK=brainpy-2.6
 
 # pytest exits with 5 when it collected no test: report that as a failure.
 test-stack: $(STAMP)
-	@echo "== tests on the $(STACK) stack ($(VENV)) =="
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS); rc=$$?; \
+	@echo "== tests on the $(STACK) stack ($(VENV)) $(PYTEST_ARGS) =="
+	$(PYTEST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # The C++ kernels are built on first use into $$BP_CONV_EXT_CACHE; with no compiler and an
 # empty cache the event path falls back to the numba kernels, which these tests then check.
-FALLBACK_TESTS := tests/test_backends.py tests/test_padding_modes.py tests/test_bad_input.py \
-	tests/test_properties.py tests/test_gradients.py
+# The numba kernels are also forced through every event-path test of the main run
+# (tests/conftest.py's EVENT_RUNTIMES): here the fallback itself is what is tested, with the
+# kernels' parity, gradients and bad input; `make test-full` adds the padding modes and the
+# properties.
+FALLBACK_TESTS := tests/test_backends.py tests/test_bad_input.py tests/test_gradients.py
+FALLBACK_TESTS_FULL := $(FALLBACK_TESTS) tests/test_padding_modes.py tests/test_properties.py
+FALLBACK_ARGS ?= $(FALLBACK_TESTS)
 test-fallback: $(STAMP)
 	@echo "== event-path tests without the C++ kernels ($(VENV)) =="
 	@cache=$$(mktemp -d); export CXX=/nonexistent/c++ BP_CONV_EXT_CACHE=$$cache; \
 	$(PY) -W ignore -c "import bp_conv_ext as b; k = b.event_kernel('cpu'); \
 	assert k == 'numba', k; print('event-driven CPU kernels:', k)" && \
-	$(PY) -m pytest -q -rs $(FALLBACK_TESTS); rc=$$?; \
+	$(PYTEST) $(FALLBACK_ARGS); rc=$$?; \
 	rm -rf $$cache; exit $$rc
 
 # PyTorch's CPU timings depend on how its idle threads wait, and every contender's on whether
