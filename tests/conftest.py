@@ -176,6 +176,7 @@ def _fresh_brainpy_state():
 EVERY_STACK = {
     'test_backends.py': "the event kernels are each stack's own (C++ or numba; taichi on 2.6)",
     'test_cxx_kernels.py': "the C++ kernels are built against each stack's JAX (XLA FFI)",
+    'test_gpu_kernels.py': "the Pallas kernels lower through each JAX's Triton backend",
     'test_gradients.py': "gradients through each stack's kernels and JAX",
     'test_sharding.py': "the kernels' sharding rules use each JAX's custom_partitioning",
     'test_brainpy_integration.py': "the BrainPy glue: DSRunner, BPTT, checkpoints",
@@ -195,11 +196,23 @@ EVERY_STACK = {
 }
 
 
+#: Parameters that the other stacks leave to the default stack, within the tests they run: the
+#: accelerators' event kernels forced on the CPU (pure JAX, Pallas interpreted: the same code
+#: on every stack; test_gpu_kernels.py checks their lowering with each JAX) and the dense
+#: algorithms by name (XLA's operations; `dense` and `auto` still run).
+_DEFAULT_STACK_ONLY = {'runtime': ('jax', 'pallas'), 'backend': ('xla', 'xla2d', 'im2col')}
+
+
 def _every_stack(item):
     name, test = os.path.basename(str(item.fspath)), getattr(item, 'originalname', None)
+    if name not in EVERY_STACK and f'{name}::{test}' not in EVERY_STACK:
+        return False
+    params = dict(getattr(getattr(item, 'callspec', None), 'params', {}))
+    if 'run' in params:                       # pairwise grids: ((backend, runtime), id)
+        (params['backend'], params['runtime']), _ = params['run']
     if test == 'test_program_exports':
-        return item.callspec.params['backend'] in ('event', 'auto')
-    return name in EVERY_STACK or f'{name}::{test}' in EVERY_STACK
+        return params['backend'] in ('event', 'auto')
+    return not any(params.get(key) in values for key, values in _DEFAULT_STACK_ONLY.items())
 
 
 @pytest.hookimpl(tryfirst=True)     # before `-m` selects by the markers
