@@ -60,6 +60,7 @@ def grid_ids(rows):
     """Test ids of :func:`pairwise` rows: their values joined by '-'."""
     return ['-'.join(getattr(v, '__name__', None) or str(v) for v in row) for row in rows]
 
+
 # Reference comparisons should not depend on reduced-precision matmuls.
 jax.config.update('jax_default_matmul_precision', 'highest')
 
