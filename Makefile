@@ -1,36 +1,62 @@
-# Each target creates the virtual environment of its BrainPy stack if it is missing,
-# installs the project into it (again whenever setup.cfg or the constraints change) and runs.
-# Each stack installs the versions CI tested (constraints/current.txt, constraints/brainpy-2.6.txt).
+# Each target creates the virtual environment of its BrainPy stack if it is missing (or made
+# with another Python), installs the project into it (again whenever setup.cfg or the
+# constraints change) and runs. Each stack installs the versions CI tested (constraints/).
 #
-#   STACK=current      BrainPy 2.8 + brainevent + numba   -> .venv      (the default)
-#   STACK=brainpy-2.6  BrainPy 2.6 + brainpylib + taichi  -> .venv-2.6
+#   STACK=default      BrainPy 2.9 on JAX 0.12, Python 3.12+       -> .venv      (the default)
+#   STACK=brainpy-2.8  BrainPy 2.8 on JAX 0.10, Python 3.11        -> .venv-2.8
+#   STACK=brainpy-2.6  BrainPy 2.6 + brainpylib + taichi, Python 3.11 -> .venv-2.6
 #
-# `make test` runs the suite on both stacks, and the event path's tests once more without the
-# C++ kernels (no compiler, empty kernel cache: their numba fallback runs);
-# `make test-stack STACK=...` runs the suite on one stack.
-# `make docs` builds the documentation site (docs/_build/html) on the current stack.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
-STACK ?= current
+# `make test` runs the whole suite on the default stack; the event path's tests once more
+# without the C++ kernels (no compiler, empty kernel cache: their numba fallback runs); on the
+# other stacks what differs there (the tests marked `every_stack`; tests/conftest.py says why
+# each is); and installs the package from setup.cfg's ranges alone into fresh environments of
+# each Python. The tests run over the machine's cores (pytest-xdist), with pairwise grids;
+# `make test-full` runs every grid whole and the long property profile, on every stack.
+# `make test-stack STACK=...` runs the whole suite on one stack.
+# `make docs` builds the documentation site (docs/_build/html) on the default stack.
+STACK ?= default
 
-ifeq ($(STACK),current)
+# $(call find_python,CONDITION on v = sys.version_info,CANDIDATES): the first candidate that
+# runs and meets the condition (pyenv's installed versions are candidates too).
+find_python = $(firstword $(foreach p,$(2),$(if $(shell $(p) -c 'import sys; v = sys.version_info; sys.exit(not ($(1)))' 2>/dev/null && echo y),$(p))))
+PY312_CHECK := v.major == 3 and v.minor >= 12
+PY311_CHECK := v.major == 3 and v.minor == 11
+PYTHON312 = $(call find_python,$(PY312_CHECK),python3.12 $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) python3)
+PYTHON311 = $(call find_python,$(PY311_CHECK),python3.11 $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3.11) python3)
+
+ifeq ($(STACK),default)
 VENV := .venv
-CONSTRAINTS := -c constraints/dev.txt -c constraints/current.txt
-EXTRAS := test,torch,examples,docs
+CONSTRAINTS := -c constraints/dev.txt -c constraints/default.txt
+# No torch extra: the registry serves PyTorch for Python 3.12 only as its CUDA build; the
+# tests that need PyTorch run on the BrainPy 2.8 stack.
+EXTRAS := test,examples,docs
+PY_CHECK := $(PY312_CHECK)
+PYTHON ?= $(PYTHON312)
+else ifeq ($(STACK),brainpy-2.8)
+VENV := .venv-2.8
+CONSTRAINTS := -c constraints/dev.txt -c constraints/brainpy-2.8.txt
+EXTRAS := test,torch,examples
+PY_CHECK := $(PY311_CHECK)
+PYTHON ?= $(PYTHON311)
 else ifeq ($(STACK),brainpy-2.6)
 VENV := .venv-2.6
 CONSTRAINTS := -c constraints/dev.txt -c constraints/brainpy-2.6.txt
 EXTRAS := brainpylib,test,torch,examples
+PY_CHECK := $(PY311_CHECK)
+PYTHON ?= $(PYTHON311)
 else
-$(error STACK must be 'current' or 'brainpy-2.6', got '$(STACK)')
+$(error STACK must be 'default', 'brainpy-2.8' or 'brainpy-2.6', got '$(STACK)')
 endif
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-stack test-fallback bench docs clean
+.PHONY: demo test test-full test-stack test-fallback test-install bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml $(wildcard constraints/*.txt)
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; v = sys.version_info; sys.exit(not ($(PY_CHECK)))' 2>/dev/null || { \
+		test -n "$(PYTHON)" || { echo "STACK=$(STACK) needs Python $(if $(filter default,$(STACK)),3.12 or later,3.11) (README: Set-up)" >&2; exit 1; }; \
+		rm -rf $(VENV) && echo "$(PYTHON) -m venv $(VENV)" && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet -c constraints/dev.txt --upgrade pip
 	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	touch $(STAMP)
@@ -38,28 +64,65 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard constraints/*.txt)
 demo: $(STAMP)
 	$(PY) examples/gunpoint.py
 
+# Over every core (pytest-xdist); JOBS=1 runs in this process.
+JOBS ?= auto
+PYTEST = $(PY) -m pytest -q -rs --durations=10 $(if $(filter 1,$(JOBS)),,-n $(JOBS))
+
+# $(call timed,COMMAND): runs COMMAND and prints its wall time (CI reads the stages' times).
+timed = @start=$$(date +%s); $(1); rc=$$?; \
+	echo "== [$(1)]: $$(($$(date +%s) - start)) s, exit $$rc"; exit $$rc
+
 test:
-	$(MAKE) --no-print-directory test-stack STACK=current
-	$(MAKE) --no-print-directory test-fallback
-	$(MAKE) --no-print-directory test-stack STACK=brainpy-2.6
+	$(call timed,$(MAKE) --no-print-directory test-stack STACK=default)
+	$(call timed,$(MAKE) --no-print-directory test-fallback STACK=default)
+	$(call timed,$(MAKE) --no-print-directory test-stack STACK=brainpy-2.8 PYTEST_ARGS='-m every_stack')
+	$(call timed,$(MAKE) --no-print-directory test-stack STACK=brainpy-2.6 PYTEST_ARGS='-m every_stack')
+	$(call timed,$(MAKE) --no-print-directory test-install)
+
+# Every grid whole (BP_CONV_EXT_FULL_GRIDS) and 400 examples per property, on every stack and
+# without the C++ kernels: run it before landing a change to the kernels (over an hour here).
+FULL := BP_CONV_EXT_FULL_GRIDS=1 HYPOTHESIS_PROFILE=nightly $(MAKE) --no-print-directory
+test-full:
+	$(FULL) test-stack test-fallback STACK=default FALLBACK_ARGS='$(FALLBACK_TESTS_FULL)'
+	$(FULL) test-stack STACK=brainpy-2.8
+	$(FULL) test-stack STACK=brainpy-2.6
 
 # pytest exits with 5 when it collected no test: report that as a failure.
 test-stack: $(STAMP)
-	@echo "== tests on the $(STACK) stack ($(VENV)) =="
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS); rc=$$?; \
+	@echo "== tests on the $(STACK) stack ($(VENV)) $(PYTEST_ARGS) =="
+	$(PYTEST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # The C++ kernels are built on first use into $$BP_CONV_EXT_CACHE; with no compiler and an
 # empty cache the event path falls back to the numba kernels, which these tests then check.
-FALLBACK_TESTS := tests/test_backends.py tests/test_padding_modes.py tests/test_bad_input.py \
-	tests/test_properties.py tests/test_gradients.py
+# The numba kernels are also forced through every event-path test of the main run
+# (tests/conftest.py's EVENT_RUNTIMES): here the fallback itself is what is tested, with the
+# kernels' parity, gradients and bad input; `make test-full` adds the padding modes and the
+# properties.
+FALLBACK_TESTS := tests/test_backends.py tests/test_bad_input.py tests/test_gradients.py
+FALLBACK_TESTS_FULL := $(FALLBACK_TESTS) tests/test_padding_modes.py tests/test_properties.py
+FALLBACK_ARGS ?= $(FALLBACK_TESTS)
 test-fallback: $(STAMP)
 	@echo "== event-path tests without the C++ kernels ($(VENV)) =="
 	@cache=$$(mktemp -d); export CXX=/nonexistent/c++ BP_CONV_EXT_CACHE=$$cache; \
 	$(PY) -W ignore -c "import bp_conv_ext as b; k = b.event_kernel('cpu'); \
 	assert k == 'numba', k; print('event-driven CPU kernels:', k)" && \
-	$(PY) -m pytest -q -rs $(FALLBACK_TESTS); rc=$$?; \
+	$(PYTEST) $(FALLBACK_ARGS); rc=$$?; \
 	rm -rf $$cache; exit $$rc
+
+# `pip install .` with no constraints, in a fresh environment of each Python the package
+# supports (3.13 where there is one; all at once): the ranges of setup.cfg must resolve to the stack that Python gets
+# (BrainPy 2.9 on Python 3.12+, 2.8 on 3.11) and the package must import with it. (The BrainPy
+# 2.6 stack is installed with its constraints file: the registry serves newer builds that
+# setup.cfg allows.)
+PYTHON313 = $(call find_python,v.major == 3 and v.minor == 13,python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13))
+test-install:
+	@test -n "$(PYTHON312)" -a -n "$(PYTHON311)" || { echo "test-install needs Python 3.12+ and 3.11" >&2; exit 1; }
+	@tests/helpers/check_install.sh $(PYTHON312) 2.9. & new=$$!; \
+	if [ -n "$(PYTHON313)" ]; then tests/helpers/check_install.sh $(PYTHON313) 2.9. & next=$$!; \
+	else echo "no Python 3.13 here: pip install . checked with 3.12 and 3.11 only"; next=; fi; \
+	tests/helpers/check_install.sh $(PYTHON311) 2.8.; old=$$?; \
+	wait $$new && { [ -z "$$next" ] || wait $$next; } && test $$old -eq 0
 
 # PyTorch's CPU timings depend on how its idle threads wait, and every contender's on whether
 # the one before it gave its memory back to the system (fresh pages cost ~1 us each here):
@@ -80,8 +143,8 @@ FIGURES := docs/_build/figures
 SPHINX := $(VENV)/bin/sphinx-build -W --keep-going -E -q
 
 ifneq ($(filter docs,$(MAKECMDGOALS)),)
-ifneq ($(STACK),current)
-$(error the docs build on the current stack only (its `docs` extra): run `make docs`)
+ifneq ($(STACK),default)
+$(error the docs build on the default stack only (its `docs` extra): run `make docs`)
 endif
 endif
 
@@ -102,4 +165,4 @@ docs: $(STAMP) $(FIGURES)/raster.png $(FIGURES)/learning_curve.png $(FIGURES)/le
 	@echo "docs: open docs/_build/html/index.html"
 
 clean:
-	rm -rf .venv .venv-2.6 build *.egg-info docs/_build
+	rm -rf .venv .venv-2.8 .venv-2.6 build *.egg-info docs/_build

@@ -1,6 +1,6 @@
 # Each BrainPy generation has the custom-kernel runtime of one event-driven kernel module, and
-# only the current one has brainstate (the brainpy.state layers): the doctest collector must
-# not import the modules whose package is missing.
+# only 2.8 and 2.9 have brainstate (the brainpy.state layers): the doctest collector must not
+# import the modules whose package is missing.
 import importlib.util
 
 collect_ignore = [f'bp_conv_ext/{module}.py'

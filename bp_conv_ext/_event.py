@@ -42,7 +42,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
-from . import _dense, kernels
+from . import _dense, _gpu_target, kernels
 
 _forced = None
 
@@ -196,8 +196,8 @@ class _Operation:
         self.primitive.def_impl(self._impl)
         self.primitive.def_abstract_eval(_abstract_eval)
         mlir.register_lowering(self.primitive, self._cpu_rule, platform='cpu')
-        for platform, name in kernels.ACCELERATORS.items():
-            rule = functools.partial(self._accelerator_rule, name)
+        for platform in kernels.ACCELERATORS:
+            rule = functools.partial(self._accelerator_rule, platform)
             mlir.register_lowering(self.primitive, rule, platform=platform)
         # The lowering may partition the kernel call, which needs the devices.
         prim_requires_devices_during_lowering.add(self.primitive)
@@ -217,9 +217,12 @@ class _Operation:
         # On the CPU, the kernels of the runtime the call was traced with.
         return self._rule(_module(kernels), ctx, *args, kernels=kernels, **params)
 
-    def _accelerator_rule(self, name, ctx, *args, **params):
-        # The kernel module of an accelerator is imported when a program first needs it.
-        return self._rule(kernels.module(name), ctx, *args, compiled=True, **params)
+    def _accelerator_rule(self, platform, ctx, *args, **params):
+        # The kernel module of an accelerator is imported when a program first needs it; CUDA's
+        # are lowered for a GPU this machine may not have (see ``_gpu_target``).
+        module = kernels.module(kernels.ACCELERATORS[platform])
+        with _gpu_target.cuda_lowering() if platform == 'cuda' else contextlib.nullcontext():
+            return self._rule(module, ctx, *args, compiled=True, **params)
 
     def _rule(self, module, ctx, *args, kernels, compiled=False, **params):
         """Lower to ``module``'s kernel: on an accelerator its compiled form where it has one

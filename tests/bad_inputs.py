@@ -40,7 +40,7 @@ _STATE = dict(in_size=(10, 4), out_channels=6, kernel_size=3)
 
 def _state(call=None, **changes):
     """A row for ``bp_conv_ext.state.Conv1d`` (imported when the row runs: brainstate is on
-    the current stack only)."""
+    BrainPy 2.8 and 2.9 only)."""
     def run():
         from bp_conv_ext.state import Conv1d as StateConv1d
         conv = StateConv1d(**{**_STATE, **changes})

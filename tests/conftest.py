@@ -1,4 +1,5 @@
 import contextlib
+import itertools
 import os
 
 import brainpy.math as bm
@@ -17,6 +18,48 @@ settings.register_profile('nightly', max_examples=400, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow,
                                                  HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
+
+#: ``make test-full`` sets ``BP_CONV_EXT_FULL_GRIDS=1``: every :func:`pairwise` grid then runs
+#: as the full product of its dimensions.
+FULL_GRIDS = os.environ.get('BP_CONV_EXT_FULL_GRIDS') == '1'
+
+
+def pairwise(*dimensions, keep=None):
+    """Rows of a test grid over ``dimensions`` (sequences of values) in which every pair of
+    values of any two dimensions occurs at least once: an all-pairs covering array, built
+    greedily and deterministically (each row the first, in product order, that covers the most
+    pairs not yet covered). ``keep(row)`` leaves out rows that are not valid; pairs that no
+    valid row holds are not asked for. With :data:`FULL_GRIDS`, the whole (kept) product.
+
+    For dimensions that are handled by separate parts of the code, a fault that needs a
+    particular combination of values is almost always a fault of two of them, which every
+    pairwise grid contains; each grid that uses it says why its dimensions qualify.
+    """
+    # Rows as value indices (values may be unhashable or equal across types: 1 and True).
+    indices = [index for index in itertools.product(*(range(len(d)) for d in dimensions))
+               if keep is None or keep(_values(dimensions, index))]
+    if not FULL_GRIDS:
+        covers = [{(i, index[i], j, index[j])
+                   for i, j in itertools.combinations(range(len(index)), 2)}
+                  for index in indices]
+        missing = set().union(*covers)
+        chosen = []
+        while missing:
+            best = max(range(len(indices)), key=lambda r: len(covers[r] & missing))
+            chosen.append(indices[best])
+            missing -= covers[best]
+        indices = chosen
+    return [_values(dimensions, index) for index in indices]
+
+
+def _values(dimensions, index):
+    return tuple(d[i] for d, i in zip(dimensions, index))
+
+
+def grid_ids(rows):
+    """Test ids of :func:`pairwise` rows: their values joined by '-'."""
+    return ['-'.join(getattr(v, '__name__', None) or str(v) for v in row) for row in rows]
+
 
 # Reference comparisons should not depend on reduced-precision matmuls.
 jax.config.update('jax_default_matmul_precision', 'highest')
@@ -126,3 +169,55 @@ def _fresh_brainpy_state():
     bm.random.seed(0)
     yield
     bm.clear_name_cache()
+
+
+#: What runs on every supported stack. ``make test`` runs the whole suite on the default stack
+#: and ``-m every_stack`` on the others: what differs between the stacks, each with the reason.
+#: Keys are test files, or ``file::test`` for single tests.
+EVERY_STACK = {
+    'test_backends.py': "the event kernels are each stack's own (C++ or numba; taichi on 2.6)",
+    'test_cxx_kernels.py': "the C++ kernels are built against each stack's JAX (XLA FFI)",
+    'test_gpu_kernels.py': "the Pallas kernels lower through each JAX's Triton backend",
+    'test_gradients.py': "gradients through each stack's kernels and JAX",
+    'test_sharding.py': "the kernels' sharding rules use each JAX's custom_partitioning",
+    'test_brainpy_integration.py': "the BrainPy glue: DSRunner, BPTT, checkpoints",
+    'test_modes_and_transforms.py': "BrainPy's modes and transforms",
+    'test_multistep.py': "multi_step in BrainPy's modes and runners",
+    'test_delays.py': "the delay layers' BrainPy glue; the taichi kernels refused on 2.6",
+    'test_state.py': "brainpy.state is brainpy_state's on 2.8, brainpy's own from 2.9",
+    'test_examples.py': "the examples' quick runs on each BrainPy",
+    'test_torch_interop.py': "PyTorch (a CPU build) is installed on the Python 3.11 stacks",
+    'test_parity.py::test_matches_brainpy_conv1d': "brainpy.dnn.Conv1d of each BrainPy",
+    'test_parity.py::test_matches_torch_conv1d': "PyTorch: the Python 3.11 stacks",
+    'test_padding_modes.py::test_matches_torch_padding_modes': "PyTorch: the Python 3.11 stacks",
+    'test_properties.py::test_matches_torch': "PyTorch: the Python 3.11 stacks",
+    # Lowering for accelerators with each JAX; of the export grid, the rows of the paths with
+    # this package's own lowering rules (the dense backends are XLA's operations).
+    'test_platforms.py': "lowering for GPUs and TPUs with each JAX",
+}
+
+
+#: Parameters that the other stacks leave to the default stack, within the tests they run: the
+#: accelerators' event kernels forced on the CPU (pure JAX, Pallas interpreted: the same code
+#: on every stack; test_gpu_kernels.py checks their lowering with each JAX) and the dense
+#: algorithms by name (XLA's operations; `dense` and `auto` still run).
+_DEFAULT_STACK_ONLY = {'runtime': ('jax', 'pallas'), 'backend': ('xla', 'xla2d', 'im2col')}
+
+
+def _every_stack(item):
+    name, test = os.path.basename(str(item.fspath)), getattr(item, 'originalname', None)
+    if name not in EVERY_STACK and f'{name}::{test}' not in EVERY_STACK:
+        return False
+    params = dict(getattr(getattr(item, 'callspec', None), 'params', {}))
+    if 'run' in params:                       # pairwise grids: ((backend, runtime), id)
+        (params['backend'], params['runtime']), _ = params['run']
+    if test == 'test_program_exports':
+        return params['backend'] in ('event', 'auto')
+    return not any(params.get(key) in values for key, values in _DEFAULT_STACK_ONLY.items())
+
+
+@pytest.hookimpl(tryfirst=True)     # before `-m` selects by the markers
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _every_stack(item):
+            item.add_marker('every_stack')

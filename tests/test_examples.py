@@ -25,7 +25,7 @@ def test_spike_raster_quick(tmp_path):
 @pytest.mark.parametrize('name', ['gunpoint', 'gunpoint_state'])
 def test_gunpoint_quick(tmp_path, name):
     if name == 'gunpoint_state':
-        pytest.importorskip('brainstate')      # brainpy.state: the current stack
+        pytest.importorskip('brainstate')      # brainpy.state: BrainPy 2.8 and 2.9
     pytest.importorskip('matplotlib')
     pytest.importorskip('aeon')
     result = _load(name).main(['--quick', '--out', str(tmp_path)])

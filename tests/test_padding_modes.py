@@ -10,8 +10,8 @@ import pytest
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d
-from conftest import (EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, random_case,
-                      reference_conv1d, reference_pads)
+from conftest import (EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, grid_ids, pairwise,
+                      random_case, reference_conv1d, reference_pads)
 
 MODES = ('reflect', 'replicate', 'circular')
 NUMPY_MODES = {'reflect': 'reflect', 'replicate': 'edge', 'circular': 'wrap'}
@@ -30,14 +30,17 @@ def padded_reference(x, w, b, mode, padding, stride=1, rhs_dilation=1, groups=1)
                             groups=groups)
 
 
-@pytest.mark.parametrize('backend,runtime', RUNS, ids=RUN_IDS)
-@pytest.mark.parametrize('groups', [1, 2])
-@pytest.mark.parametrize('rhs_dilation', [1, 2])
-@pytest.mark.parametrize('stride', [1, 2])
-@pytest.mark.parametrize('padding', PADDINGS, ids=str)
-@pytest.mark.parametrize('mode', MODES)
-def test_matches_numpy_padding_and_reference(mode, padding, stride, rhs_dilation, groups,
-                                             backend, runtime):
+# A pairwise grid (the full product under `make test-full`): the mode decides the values
+# the pads hold, the padding form and stride and dilation their widths (one formula), and the
+# kernels only ever see the padded input with no padding of their own; every pair of them is
+# in the grid.
+GRID = pairwise(MODES, PADDINGS, [1, 2], [1, 2], [1, 2], list(zip(RUNS, RUN_IDS)))
+
+
+@pytest.mark.parametrize('mode,padding,stride,rhs_dilation,groups,run', GRID,
+                         ids=grid_ids([row[:-1] + (row[-1][1],) for row in GRID]))
+def test_matches_numpy_padding_and_reference(mode, padding, stride, rhs_dilation, groups, run):
+    (backend, runtime), _ = run
     rng = np.random.default_rng(hash((mode, str(padding), stride, rhs_dilation, groups)) % 2**32)
     x, w, b = random_case(rng, 2, 11, 4, 6, 3, groups=groups,
                           density=0.3 if backend == 'event' else None)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import Conv1d, conv1d
-from conftest import random_case, reference_conv1d, reference_pads
+from conftest import grid_ids, pairwise, random_case, reference_conv1d, reference_pads
 
 PADDINGS = ['SAME', 'same', 'VALID', 'CAUSAL', 'causal', 2, (1, 3), [(0, 2)]]
 RTOL = ATOL = 1e-5
@@ -25,12 +25,16 @@ def _layer(cin, cout, k, w, b, mode=bm.BatchingMode(), **options):
     return Conv1d(cin, cout, k, w_initializer=w, b_initializer=b, mode=mode, **options)
 
 
-@pytest.mark.parametrize('bias', [True, False])
-@pytest.mark.parametrize('groups', [1, 2])
-@pytest.mark.parametrize('lhs_dilation', [1, 2])
-@pytest.mark.parametrize('rhs_dilation', [1, 2])
-@pytest.mark.parametrize('padding', PADDINGS)
-@pytest.mark.parametrize('stride', [1, 2, 3])
+# Pairwise grids (the full products under `make test-full`): each option enters the
+# computation at its own place (stride: the output positions; padding: the pads, through
+# `reference_pads`' one formula that reads stride and both dilations; lhs_dilation: the
+# dilated input; rhs_dilation: the taps; groups: the channel blocks; bias: the last sum), so a
+# wrong result needs a wrong option or a wrong pair of them, and every pair is in the grid.
+NUMPY_GRID = pairwise([1, 2, 3], PADDINGS, [1, 2], [1, 2], [1, 2], [True, False])
+
+
+@pytest.mark.parametrize('stride,padding,rhs_dilation,lhs_dilation,groups,bias', NUMPY_GRID,
+                         ids=grid_ids(NUMPY_GRID))
 def test_matches_numpy_reference(stride, padding, rhs_dilation, lhs_dilation, groups, bias):
     x, w, b = _random_case(stride, 2, 11, 4, 6, 3, groups, bias)
     options = dict(stride=stride, padding=padding, lhs_dilation=lhs_dilation,
@@ -51,15 +55,17 @@ def _brainpy_padding(padding, k, rhs_dilation):
     return padding
 
 
-@pytest.mark.parametrize('bias', [True, False])
-@pytest.mark.parametrize('groups', [1, 3])
-@pytest.mark.parametrize('lhs_dilation', [1, 3])
-@pytest.mark.parametrize('rhs_dilation', [1, 2])
-@pytest.mark.parametrize('padding', PADDINGS)
-@pytest.mark.parametrize('stride', [1, 2])
-@pytest.mark.parametrize('mode', [bm.NonBatchingMode(), bm.BatchingMode(), bm.TrainingMode()],
-                         ids=['nonbatching', 'batching', 'training'])
+# The same options, and the mode, which only decides the input's rank and the variables'
+# types, apart from the convolution's options.
+MODES = {'nonbatching': bm.NonBatchingMode(), 'batching': bm.BatchingMode(),
+         'training': bm.TrainingMode()}
+BRAINPY_GRID = pairwise(list(MODES), [1, 2], PADDINGS, [1, 2], [1, 3], [1, 3], [True, False])
+
+
+@pytest.mark.parametrize('mode,stride,padding,rhs_dilation,lhs_dilation,groups,bias',
+                         BRAINPY_GRID, ids=grid_ids(BRAINPY_GRID))
 def test_matches_brainpy_conv1d(mode, stride, padding, rhs_dilation, lhs_dilation, groups, bias):
+    mode = MODES[mode]
     x, w, b = _random_case(7, 3, 13, 6, 9, 4, groups, bias)
     if isinstance(mode, bm.NonBatchingMode):
         x = x[0]
@@ -81,11 +87,12 @@ def test_matches_brainpy_conv1d(mode, stride, padding, rhs_dilation, lhs_dilatio
     np.testing.assert_allclose(np.asarray(ours), expected, rtol=RTOL, atol=ATOL)
 
 
+TORCH_GRID = pairwise([1, 2], [0, 2, (1, 3), 'CAUSAL'], [1, 3], [1, 2])   # as NUMPY_GRID
+
+
 @pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='torch is not installed')
-@pytest.mark.parametrize('groups', [1, 2])
-@pytest.mark.parametrize('rhs_dilation', [1, 3])
-@pytest.mark.parametrize('padding', [0, 2, (1, 3), 'CAUSAL'])
-@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('stride,padding,rhs_dilation,groups', TORCH_GRID,
+                         ids=grid_ids(TORCH_GRID))
 def test_matches_torch_conv1d(stride, padding, rhs_dilation, groups):
     import torch
     import torch.nn.functional as F

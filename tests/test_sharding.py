@@ -43,7 +43,7 @@ def _max_difference(out):
 
 #: JAX 0.4's gloo collectives (the BrainPy 2.6 stack) abort now and then with two processes
 #: (``gloo::EnforceNotMet ... op.preamble.length <= op.nbytes``: the processes' collectives
-#: out of step; about one run in three here). The current stack's JAX runs them reliably.
+#: out of step; about one run in three here). The JAX of BrainPy 2.8 and 2.9 runs them reliably.
 GLOO_RELIABLE = tuple(int(p) for p in jax.__version__.split('.')[:2]) >= (0, 5)
 
 

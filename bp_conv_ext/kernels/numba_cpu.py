@@ -1,4 +1,4 @@
-"""Event-driven kernels for the current BrainPy generation: numba, through brainevent.
+"""Event-driven kernels for BrainPy 2.7 and later: numba, through brainevent.
 
 Scatter form: for every nonzero input ``x[n, h, c]`` the forward kernel adds
 ``x[n, h, c] * w[k, c, :]`` to the output sample that tap ``k`` reaches. The kernels are
