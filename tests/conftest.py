@@ -179,6 +179,9 @@ EVERY_STACK = {
     'test_cxx_kernels.py': "the C++ kernels are built against each stack's JAX (XLA FFI)",
     'test_gpu_kernels.py': "the Pallas kernels lower through each JAX's Triton backend",
     'test_gradients.py': "gradients through each stack's kernels and JAX",
+    'test_fused.py': "the fused kernel in each JAX's Pallas (interpreted; lowered via Triton)",
+    'test_bad_input.py::test_event_path_and_auto_give_the_dense_answer_with_nan_and_inf':
+        "NaN and inf through each stack's event kernels",
     'test_sharding.py': "the kernels' sharding rules use each JAX's custom_partitioning",
     'test_brainpy_integration.py': "the BrainPy glue: DSRunner, BPTT, checkpoints",
     'test_modes_and_transforms.py': "BrainPy's modes and transforms",
