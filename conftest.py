@@ -1,10 +1,9 @@
-# Each BrainPy generation has the custom-kernel runtime of one event-driven kernel module, and
-# only 2.8 and 2.9 have brainstate (the brainpy.state layers): the doctest collector must not
-# import the modules whose package is missing.
+# The numba kernels need brainevent (BrainPy 2.7+), and only 2.8 and 2.9 have brainstate (the
+# brainpy.state layers): the doctest collector must not import the modules whose package is
+# missing.
 import importlib.util
 
 collect_ignore = [f'bp_conv_ext/{module}.py'
                   for package, module in (('brainevent', 'kernels/numba_cpu'),
-                                          ('brainpylib', 'kernels/taichi_cpu'),
                                           ('brainstate', 'state'))
                   if importlib.util.find_spec(package) is None]

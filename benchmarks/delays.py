@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import bp_conv_ext
-import bp_conv_ext._event
 
 bm.set_dt(1.0)
 
@@ -172,9 +171,6 @@ def main():
           f"{max_delay}, bool spikes at 5 %, {sim_steps} steps per run (median of "
           f"{args.repeats})\n")
     backends = ('dense', 'event')
-    if bp_conv_ext._event.runtime_name() == 'brainpylib':
-        backends = ('dense',)
-        print("(the delay layers do not run on the taichi event kernels of this stack)\n")
     fns = {backend: _simulation(sim_batch, sim_steps, sizes[0], sizes[1], max_delay, 0.05,
                                 backend) for backend in backends}
     times = interleaved(fns, args.repeats)

@@ -38,7 +38,7 @@ class BackendChoice:
         ``'auto'`` (default): event-driven for ``bool`` input (spikes) whose fraction of
         ``True`` entries is at most :func:`event_density_threshold` (checked at run time)
         on the platforms whose event kernels beat the dense path (the CPU), dense otherwise
-        (on GPUs and TPUs, and on BrainPy 2.6, whose taichi kernels lose to it).
+        (on GPUs and TPUs).
         ``'event'``: always event-driven (on the CPU, work proportional to the nonzero
         inputs; any dtype). ``'dense'``: the dense algorithm chosen for the
         shape (on CUDA GPUs ``'im2col'`` for every shape); ``'xla'``, ``'xla2d'``,
@@ -371,10 +371,9 @@ def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 
 def event_kernel(platform=None) -> str:
     """The kernel that runs the event-driven path on ``platform`` (default: JAX's default
     backend): ``'c++'`` (CPU: C++ kernels through the XLA FFI, built with the machine's
-    compiler; JAX 0.4.36+), ``'numba'`` (CPU without a working compiler, BrainPy 2.7+ with
-    brainevent), ``'taichi'`` (CPU, BrainPy 2.6 with brainpylib), ``'pallas'`` (Pallas
-    kernels through Triton: NVIDIA GPUs) or ``'jax'`` (the pure-JAX kernels: AMD GPUs, TPUs,
-    and the CPU when no other runtime is available).
+    compiler), ``'numba'`` (CPU without a working compiler, BrainPy 2.7+ with brainevent),
+    ``'pallas'`` (Pallas kernels through Triton: NVIDIA GPUs) or ``'jax'`` (the pure-JAX
+    kernels: AMD GPUs, TPUs, and the CPU when no other runtime is available).
 
     Examples
     --------
@@ -389,9 +388,10 @@ def event_density_threshold(platform=None):
     """The spike density at or below which ``backend='auto'`` runs ``bool`` input
     event-driven on ``platform`` (default: JAX's default backend), estimated at run time from
     a sample of the input; ``None`` where ``'auto'`` always runs the dense path (GPUs and
-    TPUs, whose event kernels are not yet measured to win, and BrainPy 2.6's taichi kernels,
-    which lose). It is a property of the kernels that run there: the C++ kernels 0.1, their
-    numba fallback 0.03 (measured in docs/performance.md).
+    TPUs, whose event kernels are not yet measured to win, and the CPU without a compiler or
+    brainevent, whose pure-JAX kernels do dense work). It is a property of the kernels that
+    run there: the C++ kernels 0.1, their numba fallback 0.03 (measured in
+    docs/performance.md).
 
     Examples
     --------

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _args, _conv, _event, _params
+from . import _args, _conv, _params
 
 #: Values of ``interpolation``.
 INTERPOLATIONS = ('gauss', 'round')
@@ -165,19 +165,9 @@ def _time_kernel(kernel):
     return kernel[::-1]
 
 
-def _check_backend(backend: str) -> None:
-    if backend == 'event' and _event.runtime_name() == 'brainpylib' and \
-            jax.default_backend() == 'cpu':
-        raise NotImplementedError(
-            "backend='event': the delay layers do not run on brainpylib's taichi kernels "
-            "(the BrainPy 2.6 stack's event-driven CPU kernels), which gave wrong gradients, "
-            "crashes and hangs in their programs; use backend='auto' or 'dense' there.")
-
-
 def _convolve(window, kernel, bias, backend: str):
     """The outputs of ``window`` (time on axis -2, oldest first) at each of its samples from
     the ``max_delay + 1``-th on."""
-    _check_backend(backend)
     return _conv.apply(window, _time_kernel(kernel), bias, stride=1, padding=(0, 0),
                        lhs_dilation=1, rhs_dilation=1, groups=1, backend=backend)
 

@@ -12,16 +12,15 @@ abstract evaluation, which keeps the varying manual axes of ``jax.shard_map``, a
 sharding rule under ``jax.jit``. Each platform lowers them to its own kernels, one module per
 runtime and platform in :mod:`bp_conv_ext.kernels` (see there for their common names):
 
-- the CPU to those of the installed BrainPy generation's runtime: ``kernels.numba_cpu`` (numba
-  kernels through ``brainevent.XLACustomKernel``, BrainPy 2.7+) or ``kernels.taichi_cpu``
-  (taichi kernels through ``brainpy.math.XLACustomOp``, run by ``brainpylib``, BrainPy 2.6), or
-  the pure-JAX ``kernels.xla`` when neither is installed;
+- the CPU to the first available of ``kernels.cxx_cpu`` (C++ through the XLA FFI, built with
+  the machine's compiler), ``kernels.numba_cpu`` (numba kernels through
+  ``brainevent.XLACustomKernel``, BrainPy 2.7+) and the pure-JAX ``kernels.xla``;
 - CUDA GPUs to the Pallas (Triton) kernels of ``kernels.pallas_gpu``; ROCm GPUs and TPUs to
   ``kernels.xla``.
 
 The static parameters include the matmul precision the call was made under.
 
-Sharding. Under ``jax.jit`` with sharded inputs, XLA cannot split a custom call, so the numba
+Sharding. Under ``jax.jit`` with sharded inputs, XLA cannot split a custom call, so the C++ and numba
 kernels are wrapped in ``jax.experimental.custom_partitioning``: the forward runs on each
 device's part of the batch, the kernel gradient too, followed by a ``psum`` of the partial
 gradients over the batch axes (other dimensions are gathered first). The pure-JAX kernels are
@@ -57,7 +56,7 @@ def _installed():
 def runtime_name():
     """The runtime whose kernels the event-driven path uses on the CPU, the first available of
     :data:`bp_conv_ext.kernels.CPU`: ``'c++'`` (built with the machine's compiler),
-    ``'brainevent'``, ``'brainpylib'`` or ``'jax'`` (the pure-JAX kernels); inside
+    ``'brainevent'`` or ``'jax'`` (the pure-JAX kernels); inside
     :func:`forced_runtime`, the one forced (also ``'pallas'``)."""
     return _forced or _installed()
 
@@ -227,13 +226,6 @@ class _Operation:
     def _rule(self, module, ctx, *args, kernels, compiled=False, **params):
         """Lower to ``module``'s kernel: on an accelerator its compiled form where it has one
         (``module.compiled``), on the CPU the plain one (Pallas kernels are interpreted)."""
-        devices = _devices(ctx)
-        if devices > 1 and module.SHARDING is None:
-            raise NotImplementedError(
-                f"backend='event' with the {module.NAME} kernels of {kernels} runs on "
-                f"one device only, and this program runs on {devices}: use backend='dense' "
-                f"(what backend='auto' chooses with them), or BrainPy 2.7+ with brainevent, "
-                f"whose kernels run split over the devices.")
         kernel = getattr(module, 'compiled', {}).get(self.kind) if compiled else None
         kernel = kernel or getattr(module, self.kind)
         call = functools.partial(self._call, module, kernel)
@@ -246,14 +238,6 @@ class _Operation:
                                    tuple(sorted(params.items())))
         return partitioned(x, operand, p)
 
-
-def _devices(ctx) -> int:
-    """How many devices the program being lowered runs on."""
-    context = ctx.module_context.axis_context
-    devices = getattr(context, 'device_assignment', None)
-    if devices is None and getattr(context, 'mesh', None) is not None:
-        return context.mesh.size
-    return len(devices) if devices else 1
 
 
 @functools.lru_cache(maxsize=None)

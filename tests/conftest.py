@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from bp_conv_ext import kernels
 from bp_conv_ext._event import forced_runtime, runtime_name
 
 # Property-based tests: a quick profile for CI, a long one for nightly-style runs.
@@ -79,12 +80,15 @@ def event_runtime(package):
     return contextlib.nullcontext() if package is None else forced_runtime(package)
 
 
-#: The event path with the CPU's own kernels; where those are the C++ kernels, also with their
-#: fallback, the numba kernels; then with each accelerator's kernels forced on the CPU through
-#: the same primitives' rules. And their test ids.
-_FALLBACK = ['brainevent'] if runtime_name() == 'c++' else []
+#: The event path with the CPU's own kernels; where those are the C++ kernels and brainevent is
+#: installed (BrainPy 2.7+), also with their fallback, the numba kernels; then with each
+#: accelerator's kernels forced on the CPU through the same primitives' rules. And their ids.
+_FALLBACK = ['brainevent'] if runtime_name() == 'c++' and kernels.available('brainevent') else []
 EVENT_RUNTIMES = [None] + _FALLBACK + ['jax', 'pallas']
 EVENT_IDS = ['event'] + ['event-numba'] * len(_FALLBACK) + ['event-jax', 'event-pallas']
+#: The event kernels that run where the C++ kernels cannot be built: the next CPU runtime's
+#: (numba with brainevent, BrainPy 2.7+; else the pure-JAX kernels).
+CXX_FALLBACK = 'numba' if kernels.available('brainevent') else 'jax'
 
 
 def reference_pads(padding, length, kernel_size, stride=1, lhs_dilation=1, rhs_dilation=1):
@@ -175,7 +179,7 @@ def _fresh_brainpy_state():
 #: and ``-m every_stack`` on the others: what differs between the stacks, each with the reason.
 #: Keys are test files, or ``file::test`` for single tests.
 EVERY_STACK = {
-    'test_backends.py': "the event kernels are each stack's own (C++ or numba; taichi on 2.6)",
+    'test_backends.py': "the event kernels are built against each stack's JAX (C++; numba on 2.8)",
     'test_cxx_kernels.py': "the C++ kernels are built against each stack's JAX (XLA FFI)",
     'test_gpu_kernels.py': "the Pallas kernels lower through each JAX's Triton backend",
     'test_gradients.py': "gradients through each stack's kernels and JAX",
@@ -183,10 +187,14 @@ EVERY_STACK = {
     'test_bad_input.py::test_event_path_and_auto_give_the_dense_answer_with_nan_and_inf':
         "NaN and inf through each stack's event kernels",
     'test_sharding.py': "the kernels' sharding rules use each JAX's custom_partitioning",
+    'test_robustness.py::test_a_deep_network_of_event_convolutions_in_one_program':
+        "many event kernels in one program on each stack's runtime",
+    'test_robustness.py::test_independent_event_convolutions_in_one_program':
+        "many event kernels in one program on each stack's runtime",
     'test_brainpy_integration.py': "the BrainPy glue: DSRunner, BPTT, checkpoints",
     'test_modes_and_transforms.py': "BrainPy's modes and transforms",
     'test_multistep.py': "multi_step in BrainPy's modes and runners",
-    'test_delays.py': "the delay layers' BrainPy glue; the taichi kernels refused on 2.6",
+    'test_delays.py': "the delay layers' BrainPy glue",
     'test_state.py': "brainpy.state is brainpy_state's on 2.8, brainpy's own from 2.9",
     'test_examples.py': "the examples' quick runs on each BrainPy",
     'test_torch_interop.py': "PyTorch (a CPU build) is installed on the Python 3.11 stacks",

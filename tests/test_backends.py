@@ -154,14 +154,13 @@ def test_event_path_inside_scan_gradients_equal_dense(runtime):
 
 
 # The XLA custom call each runtime lowers the event-driven kernels to.
-_CUSTOM_CALLS = {'c++': 'bp_conv_ext_event_forward', 'brainevent': 'brainevent_numba_ffi',
-                 'brainpylib': 'taichi_kernel_aot_call_cpu'}
+_CUSTOM_CALLS = {'c++': 'bp_conv_ext_event_forward', 'brainevent': 'brainevent_numba_ffi'}
 
 
 def test_event_path_lowers_to_the_installed_runtime_custom_call():
     x, w, _ = _case(9, 0.05)
     runtime = runtime_name()
-    assert runtime in _CUSTOM_CALLS, "the test stacks have the C++, numba or taichi kernels"
+    assert runtime in _CUSTOM_CALLS, "the test stacks have the C++ or numba kernels"
     for backend, expected in (('event', {runtime}), ('dense', set())):
         # Lowered for the CPU whatever JAX's default device (the CPU runtime's kernels).
         traced = jax.jit(lambda x, w: conv1d(x, w, backend=backend)).trace(x, w)
@@ -177,7 +176,6 @@ def _primitives(f, *args):
 def test_auto_dispatches_bool_input_through_a_density_check():
     x, w, _ = _case(9, 0.02, batch=16, length=200, cin=16, cout=16)
     text = _primitives(lambda x: conv1d(x, w), x)
-    # With the taichi kernels (BrainPy 2.6), which lose to the dense path, auto stays dense.
     # Conds: the choice by platform (the CPU's density check), the density check, and the
     # event path's own (a kernel that is not finite goes dense).
     wins = 'cpu' in auto_platforms()

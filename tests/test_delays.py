@@ -11,16 +11,7 @@ import pytest
 import bp_conv_ext
 from bp_conv_ext import DelayConv1d, _delays, delay_kernel, sigma_schedule
 
-from bp_conv_ext._event import runtime_name
 from conftest import EVENT_IDS, EVENT_RUNTIMES, event_runtime
-
-#: On the BrainPy 2.6 stack the CPU's event kernels are taichi's, which the delay layers refuse.
-TAICHI = runtime_name() == 'brainpylib'
-
-
-def refused_on_taichi(runtime, backend):
-    """Whether the event path would run the taichi kernels, which the delay layers refuse."""
-    return TAICHI and runtime is None and backend == 'event'
 
 MODES = {'nonbatching': bm.NonBatchingMode, 'batching': bm.BatchingMode,
          'training': bm.TrainingMode}
@@ -165,13 +156,6 @@ def test_every_backend_gives_the_same_outputs(runtime, backend):
     reset(layer, 'batching')
     expected = layer.multi_step(xs)
     layer.backend = backend
-    if refused_on_taichi(runtime, backend):
-        reset(layer, 'batching')
-        with pytest.raises(NotImplementedError, match="taichi kernels"):
-            layer.multi_step(xs)
-        with pytest.raises(NotImplementedError, match="use backend='auto' or 'dense'"):
-            layer(xs[0])
-        return
     with event_runtime(runtime):
         reset(layer, 'batching')
         folded = jax.jit(lambda v: layer.multi_step(v))(xs)
@@ -218,8 +202,6 @@ def _loss_steps(layer, xs):
 @pytest.mark.parametrize('backend', ['dense', 'event'])
 @pytest.mark.parametrize('spikes', [True, False], ids=['spikes', 'floats'])
 def test_gradients_of_both_forms_agree_with_finite_differences(backend, spikes):
-    if refused_on_taichi(None, backend):
-        pytest.skip('the delay layers refuse the taichi kernels (checked above)')
     layer = make_layer('training', spikes=False, sigma=1.5)
     layer.backend = backend
     xs = sequence('training', steps=10, spikes=spikes).astype(jnp.float32)
@@ -277,8 +259,6 @@ class _Net(bp.DynamicalSystem):
 
 @pytest.mark.parametrize('backend', ['dense', 'event'])
 def test_dsrunner_step_by_step_equals_layer_by_layer(backend):
-    if refused_on_taichi(None, backend):
-        pytest.skip('the delay layers refuse the taichi kernels (checked above)')
     bm.random.seed(3)
     net = _Net(bm.NonBatchingMode(), backend)
     xs = sequence('nonbatching', steps=30, seed=4)

@@ -18,6 +18,7 @@ import pytest
 
 from bp_conv_ext import (Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d,
                          event_density_threshold, event_kernel, which_backend)
+from bp_conv_ext import kernels
 from bp_conv_ext._conv import BACKENDS
 from bp_conv_ext._event import auto_platforms, forced_runtime, runtime_name
 from conftest import pairwise
@@ -365,13 +366,13 @@ def test_forced_pure_jax_kernels_run_on_the_cpu_without_custom_calls():
 
 def test_forced_runtime_must_name_a_runtime():
     with pytest.raises(ValueError, match=r"`package` \(='cupy'\) must be one of 'c\+\+', "
-                                         r"'brainevent', 'brainpylib', 'jax', 'pallas'"):
+                                         r"'brainevent', 'jax', 'pallas'"):
         with forced_runtime('cupy'):
             pass
 
 
 def test_event_kernel_on_each_platform():
-    native = {'c++': 'c++', 'brainevent': 'numba', 'brainpylib': 'taichi'}[runtime_name()]
+    native = {'c++': 'c++', 'brainevent': 'numba'}[runtime_name()]
     assert event_kernel('cpu') == native
     assert [event_kernel(p) for p in ('cuda', 'rocm', 'tpu', 'gpu')] == \
         ['pallas', 'jax', 'jax', 'pallas']
@@ -382,10 +383,10 @@ def test_event_kernel_on_each_platform():
 
 def test_the_auto_threshold_belongs_to_the_kernels_of_each_platform():
     # Measured per kernel (docs/performance.md); None: 'auto' stays dense there.
-    native = {'c++': 0.1, 'brainevent': 0.03, 'brainpylib': None}[runtime_name()]
+    native = {'c++': 0.1, 'brainevent': 0.03}[runtime_name()]
     assert event_density_threshold('cpu') == native == event_density_threshold()
     assert [event_density_threshold(p) for p in ('cuda', 'rocm', 'tpu', 'gpu')] == [None] * 4
-    if runtime_name() == 'c++':
+    if runtime_name() == 'c++' and kernels.available('brainevent'):
         with forced_runtime('brainevent'):
             assert event_density_threshold('cpu') == 0.03
     with forced_runtime('jax'):

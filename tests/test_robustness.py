@@ -109,15 +109,37 @@ def test_long_memory_efficient_simulation_runs_in_bounded_memory():
 
 
 @pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
+def test_a_deep_network_of_event_convolutions_in_one_program(runtime):
+    """What ten ``Conv1d(backend='event')`` layers on spikes run: a jitted gradient through ten
+    event-driven convolutions (thirty event kernels in one program, some independent),
+    computed several times, equals the dense one every time."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.random((4, 32, 8)) < 0.2)
+    weights = [jnp.asarray(rng.standard_normal((3, 8, 8)).astype(np.float32) / 3)
+               for _ in range(10)]
+
+    def loss(weights, backend):
+        total, spikes = 0., x
+        for w in weights:
+            y = conv1d(spikes, w, padding='SAME', backend=backend)
+            total = total + jnp.sum(jnp.sin(y))
+            spikes = y > 0.5
+        return total
+
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    expected = grad(weights, 'dense')
+    with event_runtime(runtime):
+        for _ in range(4):
+            for a, b in zip(grad([w + 0. for w in weights], 'event'), expected):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
 def test_independent_event_convolutions_in_one_program(runtime):
     """XLA may run the independent operations of one program at once: a jitted gradient
     through ten steps of a delay layer (twenty event-driven kernels), computed several times,
     equals the dense one every time."""
     from bp_conv_ext import _delays
-    from bp_conv_ext._event import runtime_name
-    if runtime is None and runtime_name() == 'brainpylib':
-        pytest.skip("brainpylib's taichi kernels: wrong numbers, crashes or hangs in such "
-                    "programs (the delay layers refuse them; docs/installation.md)")
     rng = np.random.default_rng(0)
     xs = jnp.asarray((rng.random((10, 3, 4)) < 0.3).astype(np.float32))
     weight = jnp.asarray(rng.standard_normal((2, 4, 6)).astype(np.float32))

@@ -14,7 +14,6 @@ import sys
 import jax
 import pytest
 
-from bp_conv_ext._event import _module, runtime_name
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 FOUR_DEVICES = '--xla_force_host_platform_device_count=4'
@@ -53,9 +52,7 @@ def test_data_parallel_example_gives_the_loss_of_one_device(processes):
     if processes > 1 and not GLOO_RELIABLE:
         pytest.skip(f"JAX {jax.__version__}'s gloo collectives abort now and then in two "
                     f"processes")
-    # The event path where its kernels run on several devices (numba); else 'auto' (dense).
-    backend = 'event' if _module(runtime_name()).SHARDING else 'auto'
-    out = _run([os.path.join('examples', 'data_parallel.py'), '--quick', '--backend', backend,
+    out = _run([os.path.join('examples', 'data_parallel.py'), '--quick', '--backend', 'event',
                 '--processes', str(processes), '--timeout', '600'], timeout=900)
     assert '2 series per device and batch' in out
     assert _max_difference(out) < 1e-5

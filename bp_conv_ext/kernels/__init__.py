@@ -8,7 +8,7 @@ only compute. Each has the same names:
   ``bool`` input (measured against the dense path on their platform), or ``None``: never;
 - ``SHARDING``: how they run on several devices: ``'split'`` by the sharding rule of
   ``_event`` (each device on its part of the batch), ``'xla'`` by XLA itself (XLA's own
-  operations), ``None``: on one device only (a program for several raises an error);
+  operations);
 - ``forward(x, w, params, outs=[...], **static)`` and ``kernel_grad(x, dy, params,
   outs=[...], **static)``, each returning a list; ``params`` is an ``int32`` vector
   ``(stride, low, lhs_dilation, rhs_dilation, groups, threads())`` and the static keywords
@@ -18,13 +18,12 @@ only compute. Each has the same names:
 =============== ============================ ====================================
 module          platform (runtime)           kernels
 =============== ============================ ====================================
-``cxx_cpu``     CPU (a C++17 compiler,       C++ through the XLA FFI, compacted
-                ``jax.ffi``: BrainPy 2.8)    spikes, sums in registers
-``numba_cpu``   CPU (brainevent, BrainPy 2.8) numba, scatter over the spikes
-``taichi_cpu``  CPU (brainpylib, BrainPy 2.6) taichi, gather per output sample
+``cxx_cpu``     CPU (a C++17 compiler)       C++ through the XLA FFI, compacted
+                                             spikes, sums in registers
+``numba_cpu``   CPU (brainevent)             numba, scatter over the spikes
 ``pallas_gpu``  CUDA GPUs                    Pallas/Triton, compacted spikes
 ``xla``         ROCm GPUs, TPUs; the CPU     XLA's convolution (dense work)
-                without either runtime
+                without the others
 =============== ============================ ====================================
 
 A new platform adds a module and a line in :data:`CPU` or :data:`ACCELERATORS`.
@@ -36,8 +35,7 @@ import importlib.util
 #: The CPU runtimes in the order they are preferred: (runtime, module). A runtime is the package
 #: that must be installed, or ``'c++'``: the kernels of ``cxx_cpu``, built with the machine's
 #: compiler. The last needs nothing beyond JAX.
-CPU = (('c++', 'cxx_cpu'), ('brainevent', 'numba_cpu'), ('brainpylib', 'taichi_cpu'),
-       ('jax', 'xla'))
+CPU = (('c++', 'cxx_cpu'), ('brainevent', 'numba_cpu'), ('jax', 'xla'))
 
 #: The kernel module of each accelerator platform.
 ACCELERATORS = {'cuda': 'pallas_gpu', 'rocm': 'xla', 'tpu': 'xla'}

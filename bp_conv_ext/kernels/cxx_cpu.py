@@ -16,8 +16,8 @@ load, or lacks a kernel symbol, is rebuilt, once. Where no compiler works (or th
 fails), :func:`library` says so once in a warning and the event path uses the next CPU runtime
 of :data:`bp_conv_ext.kernels.CPU` (the numba kernels).
 
-Needs ``jax.ffi`` (JAX 0.4.36 and later, the BrainPy 2.8 stack); the BrainPy 2.6 stack keeps
-its taichi kernels.
+Runs with the XLA FFI of every supported JAX: ``jax.ffi`` (0.4.36 and later) or
+``jax.extend.ffi`` (0.4.33, the BrainPy 2.6 stack).
 """
 import _ctypes
 import contextlib
@@ -37,6 +37,11 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+try:
+    from jax import ffi as _ffi
+except ImportError:              # JAX 0.4.33 (the BrainPy 2.6 stack)
+    from jax.extend import ffi as _ffi
 
 NAME = 'c++'
 
@@ -91,7 +96,7 @@ def cache_dir() -> pathlib.Path:
 
 def _flags():
     return ['-O3', '-std=c++17', '-shared', '-fPIC', '-pthread', '-march=native',
-            f'-I{jax.ffi.include_dir()}']
+            f'-I{_ffi.include_dir()}']
 
 
 def _cpu():
@@ -262,15 +267,12 @@ def _build(path: pathlib.Path):
 @functools.lru_cache(maxsize=None)
 def library():
     """The loaded kernel library with its FFI targets registered, built first where the cache
-    holds none that passes its stamp; ``None`` (after one warning) where it cannot be built or
-    JAX has no ``jax.ffi``.
+    holds none that passes its stamp; ``None`` (after one warning) where it cannot be built.
 
     A cached library is loaded only if its stamp (written after a build that loaded) matches
     its size and SHA-256. One that fails that check, or fails to load, is rebuilt once; if that
     fails too the event path falls back to the next CPU kernels.
     """
-    if not hasattr(jax, 'ffi'):
-        return None
     cached = None           # why the cached library was not used, where there is one
     try:
         path = _library_path()
@@ -292,8 +294,7 @@ def library():
                       RuntimeWarning, stacklevel=2)
         return None
     for symbol in _SYMBOLS.values():
-        jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(lib, symbol)),
-                                    platform='cpu')
+        _ffi.register_ffi_target(symbol, _ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
     return lib
 
 
@@ -302,6 +303,13 @@ def threads() -> int:
     if hasattr(os, 'sched_getaffinity'):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def _call(name, result):
+    """``jax.ffi.ffi_call(name, result)``; JAX 0.4.33's takes the operands in the same call."""
+    if hasattr(jax, 'ffi'):
+        return jax.ffi.ffi_call(name, result)
+    return lambda *args, **attrs: _ffi.ffi_call(name, result, *args, **attrs)
 
 
 def _kernel(kind):
@@ -316,7 +324,7 @@ def _kernel(kind):
         dtype = out.dtype if np.dtype(out.dtype) in _TYPES else np.dtype(np.float32)
         if x.dtype != jnp.bool_:
             x = x.astype(dtype)
-        result = jax.ffi.ffi_call(_SYMBOLS[kind], jax.ShapeDtypeStruct(out.shape, dtype))(
+        result = _call(_SYMBOLS[kind], jax.ShapeDtypeStruct(out.shape, dtype))(
             x, operand.astype(dtype), stride=np.int64(stride), low=np.int64(low),
             lhs_dilation=np.int64(lhs_dilation), rhs_dilation=np.int64(rhs_dilation),
             groups=np.int64(groups), threads=np.int64(threads()))

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <thread>
 #include <type_traits>
@@ -170,6 +171,17 @@ struct Geometry {
 // left. A task that starts after the last item was claimed returns at once, touching only the
 // shared counters, so the caller never waits for a task to start. Each thread keeps its
 // Scratch from call to call (no allocation, no fresh pages); a thread runs one task at a time.
+// The threads of XLA's pool (at least 1); older XLA (JAX before 0.4.36) does not say, and
+// then the caller's thread count stands.
+template <typename Pool>
+auto pool_size(Pool& pool, int) -> decltype(int64_t(pool.num_threads())) {
+  return std::max<int64_t>(pool.num_threads(), 1);
+}
+template <typename Pool>
+int64_t pool_size(Pool&, long) {
+  return std::numeric_limits<int64_t>::max();
+}
+
 template <typename Scratch, typename Pool, typename Body>
 void parallel_for(Pool& pool, int64_t count, int64_t threads, const Body& body) {
   struct Items {
@@ -187,7 +199,7 @@ void parallel_for(Pool& pool, int64_t count, int64_t threads, const Body& body) 
       items->done.fetch_add(1, std::memory_order_release);
     }
   };
-  const int64_t helpers = std::min({threads, count, std::max<int64_t>(pool.num_threads(), 1)}) - 1;
+  const int64_t helpers = std::min({threads, count, pool_size(pool, 0)}) - 1;
   for (int64_t i = 0; i < helpers; ++i) pool.Schedule(decltype(run)(run));
   run();
   while (items->done.load(std::memory_order_acquire) < count) std::this_thread::yield();

@@ -18,12 +18,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bp_conv_ext import Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d
 from bp_conv_ext._conv import BACKENDS
-from bp_conv_ext._event import _module, runtime_name
 from conftest import event_runtime
 
-#: How the installed CPU event kernels run on several devices: 'split' (numba), or on one
-#: device only (None: taichi, on BrainPy 2.6), where a program for several raises an error.
-EVENT_SHARDING = _module(runtime_name()).SHARDING
 #: ``jax.shard_map`` and its type check (``check_vma``); JAX 0.4 has them under
 #: ``jax.experimental.shard_map`` as ``check_rep``.
 if hasattr(jax, 'shard_map'):
@@ -42,23 +38,6 @@ def mesh():
     if jax.device_count() < 4:
         pytest.fail("run with XLA_FLAGS=--xla_force_host_platform_device_count=4")
     return Mesh(np.array(jax.devices()[:4]), ('data',))
-
-
-def _event_on_one_device_only(backend):
-    """Skip a check of ``backend='event'`` where its kernels run on one device only; the
-    error they raise instead is checked below."""
-    if backend == 'event' and EVENT_SHARDING is None:
-        pytest.skip("the installed event kernels (taichi) run on one device only")
-
-
-def test_event_kernels_for_one_device_only_refuse_several(mesh):
-    if EVENT_SHARDING is not None:
-        pytest.skip("the installed event kernels run on several devices")
-    x, w, _ = _data()
-    xs, = split(mesh, x)
-    with pytest.raises(NotImplementedError, match=r"runs on one device only, and this program "
-                                                  r"runs on 4: use backend='dense'"):
-        jax.jit(lambda x: conv1d(x, w, backend='event'))(xs)
 
 
 def split(mesh, *arrays, spec=P('data')):
@@ -81,7 +60,6 @@ def _data(seed=0, float_input=False):
 
 @pytest.mark.parametrize('backend', BACKENDS)
 def test_conv1d_under_jit_with_a_split_batch_equals_one_device(mesh, backend):
-    _event_on_one_device_only(backend)
     x, w, cot = _data(float_input=True)
     loss = lambda x, w, c: jnp.sum(conv1d(x, w, backend=backend) * c)
     f = jax.jit(lambda x: conv1d(x, w, backend=backend))
@@ -97,7 +75,6 @@ def test_conv1d_under_jit_with_a_split_batch_equals_one_device(mesh, backend):
 @pytest.mark.parametrize('backend', BACKENDS_SHARDED)
 @pytest.mark.parametrize('spec', [P(None, 'data'), P(None, None, 'data')], ids=['length', 'channels'])
 def test_conv1d_with_other_dimensions_split_equals_one_device(mesh, backend, spec):
-    _event_on_one_device_only(backend)
     x, w, cot = _data()
     g = jax.jit(jax.grad(lambda w, x, c: jnp.sum(conv1d(x, w, backend=backend) * c)))
     xs, cs = split(mesh, x, cot, spec=spec)
@@ -107,7 +84,6 @@ def test_conv1d_with_other_dimensions_split_equals_one_device(mesh, backend, spe
 @pytest.mark.parametrize('check_vma', [True, False])
 @pytest.mark.parametrize('backend', BACKENDS)
 def test_kernel_gradient_under_shard_map_equals_one_device(mesh, backend, check_vma):
-    _event_on_one_device_only(backend)
     x, w, cot = _data()
 
     def local_grad(w, x, c):
@@ -129,7 +105,6 @@ def test_kernel_gradient_under_shard_map_equals_one_device(mesh, backend, check_
 
 @pytest.mark.parametrize('backend', BACKENDS)
 def test_layer_and_multi_step_under_jit_equal_one_device(mesh, backend):
-    _event_on_one_device_only(backend)
     conv = Conv1d(C, 8, 3, mode=bm.TrainingMode())
     conv.backend = backend
     xs = jnp.asarray(np.random.default_rng(1).random((T, B, L, C)) < 0.1)
@@ -186,7 +161,6 @@ def _weights(model):
 @pytest.mark.parametrize('kind', ['layer_by_layer', 'bptt'])
 @pytest.mark.parametrize('backend', BACKENDS_SHARDED)
 def test_training_on_a_split_batch_equals_one_device(mesh, backend, kind):
-    _event_on_one_device_only(backend)
     xs, ys = _batches()
     one_model, one = _trainer(kind, backend)
     losses = _train(kind, one, xs, ys)
@@ -218,7 +192,6 @@ def _compiled_step(kind, trainer, xs, ys):
 @pytest.mark.parametrize('kind', ['layer_by_layer', 'bptt'])
 @pytest.mark.parametrize('backend', BACKENDS_SHARDED)
 def test_a_training_step_communicates_only_the_gradients(mesh, backend, kind):
-    _event_on_one_device_only(backend)
     xs, ys = _batches()
     _, trainer = _trainer(kind, backend)
     found = collectives(_compiled_step(kind, trainer, *split(mesh, xs, ys)))
@@ -276,7 +249,6 @@ def _state_training(backend, whole, xs, ys, steps=3):
 
 @pytest.mark.parametrize('backend', BACKENDS_SHARDED)
 def test_state_layer_on_a_split_batch_equals_one_device(mesh, backend):
-    _event_on_one_device_only(backend)
     brainstate = _brainstate()
     from bp_conv_ext.state import Conv1d as StateConv1d
     conv = StateConv1d((L, C), 8, 3, b_init=brainstate.nn.init.Normal())
@@ -295,7 +267,6 @@ def test_state_layer_on_a_split_batch_equals_one_device(mesh, backend):
 @pytest.mark.parametrize('whole', [True, False], ids=['layer_by_layer', 'per_step'])
 @pytest.mark.parametrize('backend', BACKENDS_SHARDED)
 def test_state_training_on_a_split_batch_equals_one_device(mesh, backend, whole):
-    _event_on_one_device_only(backend)
     xs, ys = _batches()
     xs = jnp.swapaxes(xs, 0, 1)                        # [T, B, L, C]
     losses, weights = _state_training(backend, whole, xs, ys)
