@@ -104,7 +104,7 @@ def markdown(report) -> str:
     lines.append(f"Test accuracy (150 test series) after {epochs} epochs of "
                  f"`{report['example']}`, per step and layer by layer from the same initial "
                  f"weights, and the largest absolute differences between the two loops "
-                 f"(Δ). {m['cpu']}, "
+                 f"(Δ). {m['cpu']} ({m['cores']} core{'s' * (m['cores'] != 1)}), "
                  f"{'AVX-512' if m['avx512f'] else 'no AVX-512'}"
                  f"{', XLA_FLAGS=' + m['xla_flags'] if m['xla_flags'] else ''}, "
                  f"JAX {m['jax']}, BrainPy {m['brainpy']}, {report['date'][:10]}; "

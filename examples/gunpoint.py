@@ -276,7 +276,8 @@ def machine() -> dict:
     model = fields.get('model name') or platform.processor() or platform.machine()
     flags = set(fields.get('flags', '').split())
     return {'cpu': model, 'avx512f': 'avx512f' in flags, 'avx2': 'avx2' in flags,
-            'cores': os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+            'cores': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+            else os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
             'jax': jax.__version__, 'brainpy': bp.__version__}
 
 
