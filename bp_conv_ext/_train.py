@@ -108,8 +108,10 @@ class LayerByLayerTrainer:
         """Train for ``num_epoch`` passes over ``train_data``.
 
         ``train_data`` is an iterable of ``(inputs, targets)`` batches, or a callable that
-        returns a fresh one for every epoch (as ``bp.BPTT.fit`` takes). Returns the mean
-        training loss of each epoch.
+        returns a fresh one for every epoch (as ``bp.BPTT.fit`` takes). After every epoch the
+        optimizer's learning-rate scheduler advances by one epoch
+        (``optimizer.lr.step_epoch()``), as in ``bp.BPTT.fit``, so an epoch-based schedule
+        runs the same under both trainers. Returns the mean training loss of each epoch.
         """
         history = []
         epochs = tqdm(range(num_epoch), desc='layer-by-layer training', unit='epoch',
@@ -120,5 +122,6 @@ class LayerByLayerTrainer:
             if not losses:
                 raise ValueError("`train_data` gave no batches.")
             history.append(float(np.mean(losses)))
+            self.optimizer.lr.step_epoch()
             epochs.set_postfix(loss=f"{history[-1]:.4f}")
         return history

@@ -9,11 +9,13 @@ with ``bp_conv_ext.state.Conv1d`` (kernels in mA, so the convolutions feed the n
 input current), ``brainpy.state.LIF`` neurons, ``brainstate.transform`` for the loop and the
 gradient and ``braintools.optim.Adam``. The network is trained twice from the same initial
 weights: per step (``brainstate.transform.for_loop`` over the whole network, surrogate
-gradients through time) and layer by layer (``LayerByLayer.multi_step``); the second is
-saved with ``braintools.file.msgpack_save``, loaded into a freshly built network and
-evaluated again.
+gradients through time) and layer by layer (``LayerByLayer.multi_step``), with the recipe
+of ``gunpoint.py`` (``RECIPE``: warm-up and cosine decay of the learning rate, gradients
+clipped to a global norm); the second is saved with ``braintools.file.msgpack_save``, loaded
+into a freshly built network and evaluated again. The outcome goes to
+``gunpoint_state.json`` beside the figure.
 
-    python examples/gunpoint_state.py [--quick] [--epochs N] [--out DIR]
+    python examples/gunpoint_state.py [--quick] [--epochs N] [--seed S] [--out DIR]
 """
 import os
 import sys
@@ -22,12 +24,13 @@ import brainpy.state
 import brainstate
 import braintools
 import brainunit as u
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gunpoint import (LENGTH, arguments, encoded_data, plot_learning_curves,  # noqa: E402
-                      run_epochs, summary, training_options)
+from gunpoint import (LENGTH, RECIPE, arguments, encoded_data, learning_rate,  # noqa: E402
+                      plot_learning_curves, run_epochs, summary, training_options, write_json)
 
 from bp_conv_ext.state import Conv1d, LayerByLayer  # noqa: E402
 
@@ -50,13 +53,27 @@ def build_network(length: int = LENGTH):
         brainstate.nn.Linear(length // 4 * 32, 2))
 
 
-class Trainer:
-    """Training and prediction with brainstate's transforms and a braintools optimizer."""
+class WarmupCosine(braintools.optim.LRScheduler):
+    """``gunpoint.learning_rate`` as a braintools scheduler; ``step()`` after every epoch."""
 
-    def __init__(self, net, method: str, lr: float):
+    def __init__(self, epochs: int, recipe=RECIPE):
+        self.epochs, self.recipe = epochs, recipe
+        super().__init__(base_lr=recipe['peak_lr'])
+
+    def get_lr(self):
+        return [learning_rate(self.last_epoch.value, self.epochs, self.recipe)]
+
+
+class Trainer:
+    """Training and prediction with brainstate's transforms and a braintools optimizer
+    (``epochs=None``: prediction only)."""
+
+    def __init__(self, net, method: str, epochs=None, recipe=RECIPE):
         self.net, self.per_step = net, method == 'per step'
         self.params = net.states(brainstate.ParamState)
-        self.optimizer = braintools.optim.Adam(lr=lr)
+        self.schedule = WarmupCosine(epochs or 1, recipe)
+        self.optimizer = braintools.optim.Adam(lr=self.schedule,
+                                               grad_clip_norm=recipe['clip_global_norm'])
         self.optimizer.register_trainable_weights(self.params)
         self._step = brainstate.transform.jit(self._train_step)
         self._predict = brainstate.transform.jit(self._outputs)
@@ -86,14 +103,31 @@ class Trainer:
         return float((logits.argmax(-1) == y).mean())
 
 
-def train(method, data, epochs, lr, batch_size, seed, eval_every):
-    """Train a freshly built network; returns its trainer, history and wall time."""
+def parameters(trainer) -> dict:
+    """The trainable parameters, as NumPy arrays (units dropped) by name."""
+    leaves = jax.tree_util.tree_leaves_with_path(
+        {'.'.join(map(str, path)): state.value for path, state in trainer.params.items()},
+        is_leaf=u.math.is_quantity)
+    return {jax.tree_util.keystr(path): np.asarray(u.get_mantissa(leaf))
+            for path, leaf in leaves}
+
+
+def train(method, data, epochs, batch_size, seed, eval_every, recipe=RECIPE, on_epoch=None):
+    """Train a freshly built network; returns its trainer, history and wall time.
+    ``on_epoch(epoch, trainer)``, if given, is called after every epoch."""
     brainstate.random.seed(seed)
-    trainer = Trainer(build_network(), method, lr)
+    trainer = Trainer(build_network(), method, epochs, recipe)
     (x_train, y_train), (x_test, y_test) = data['train'], data['test']
+
+    def end_epoch(epoch):
+        trainer.schedule.step()
+        if on_epoch is not None:
+            on_epoch(epoch, trainer)
+
     history, seconds = run_epochs(method, trainer.fit_epoch,
                                   lambda: trainer.accuracy(x_test, y_test),
-                                  x_train, y_train, epochs, batch_size, seed, eval_every)
+                                  x_train, y_train, epochs, batch_size, seed, eval_every,
+                                  end_epoch)
     return trainer, history, seconds
 
 
@@ -114,9 +148,12 @@ def main(argv=None):
         final_accuracy = trainer.accuracy(x_test, y_test)
         fresh = build_network()
         braintools.file.msgpack_load(checkpoint, target=fresh.states(brainstate.ParamState))
-        reloaded_accuracy = Trainer(fresh, 'layer by layer', lr=0.0).accuracy(x_test, y_test)
-    return summary({m: r[1:] for m, r in results.items()}, epochs, checkpoint,
-                   (final_accuracy, reloaded_accuracy), figure)
+        reloaded_accuracy = Trainer(fresh, 'layer by layer').accuracy(x_test, y_test)
+    results = {m: r[1:] for m, r in results.items()}
+    report = os.path.join(args.out, 'gunpoint_state.json')
+    write_json(report, results, epochs, args.seed, {'api': 'brainpy.state'})
+    return summary(results, epochs, checkpoint, (final_accuracy, reloaded_accuracy), figure,
+                   report)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,7 @@
 """The examples run end to end in their --quick form and write what they promise."""
+import datetime
 import importlib.util
+import json
 import os
 
 import pytest
@@ -34,6 +36,17 @@ def test_gunpoint_quick(tmp_path, name):
     assert result['reloaded_accuracy'] == result['test_accuracy']
     assert set(result['seconds']) == {'per step', 'layer by layer'}
     assert all(0.0 <= acc <= 1.0 for acc in result['test_accuracy_by_method'].values())
+    with open(result['report']) as f:
+        report = json.load(f)
+    assert os.path.basename(result['report']) == f'{name}.json'
+    assert report['epochs'] == 2 and report['seed'] == 0
+    for method, key in (('per step', 'per_step'), ('layer by layer', 'layer_by_layer')):
+        assert report[key]['test_accuracy'] == result['test_accuracy_by_method'][method]
+    assert report['difference']['test_accuracy'] == abs(
+        report['per_step']['test_accuracy'] - report['layer_by_layer']['test_accuracy'])
+    assert report['recipe']['clip_global_norm'] > 0
+    assert isinstance(report['machine']['avx512f'], bool) and report['machine']['cpu']
+    datetime.datetime.fromisoformat(report['date'])
 
 
 def test_delays_quick(tmp_path):

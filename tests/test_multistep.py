@@ -172,6 +172,24 @@ def test_layer_by_layer_trainer_learns():
     assert (np.asarray(trainer.predict(xs)).mean(axis=1).argmax(-1) == ys).mean() > 0.9
 
 
+def test_fit_steps_the_epoch_scheduler_as_bptt():
+    xs, ys = _inputs(), np.array([0, 1, 2, 1])
+    loss = lambda p, t: bp.losses.cross_entropy_loss(p.mean(axis=1), t)
+    rates = {}
+    for name in ('bptt', 'layer by layer'):
+        bm.clear_name_cache()
+        net = _network(bm.TrainingMode())
+        optimizer = bp.optim.SGD(lr=bp.optim.StepLR(0.1, step_size=1, gamma=0.5))
+        if name == 'bptt':
+            bp.BPTT(net, loss_fun=loss, optimizer=optimizer, progress_bar=False).fit(
+                [(xs, ys)], num_epoch=3)
+        else:
+            LayerByLayerTrainer(net, loss, optimizer).fit([(xs, ys)], num_epoch=3,
+                                                           progress_bar=False)
+        rates[name] = (int(optimizer.lr.last_epoch.value), float(optimizer.lr()))
+    assert rates['layer by layer'] == rates['bptt'] == (2, pytest.approx(0.1 * 0.5 ** 3))
+
+
 @pytest.mark.parametrize('kwargs,error,match', [
     (dict(model=bp.Sequential()), TypeError, r"`model` must be a bp_conv_ext.LayerByLayer"),
     (dict(mode=bm.BatchingMode()), ValueError, r"`model` must be in TrainingMode"),
