@@ -99,7 +99,8 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
     w_init : initializer, callable, array or number
         The kernel, shape ``(K, C_in // groups, C_out)``; default: brainstate's
         ``XavierNormal()``. An initializer with a ``unit`` (or a quantity) gives a kernel
-        with that unit.
+        with that unit. ``brainpy.state`` neurons take a current: to feed one, give the kernel
+        a current unit, ``w_init=brainstate.nn.init.XavierNormal(unit=u.mA)``.
     b_init : initializer, callable, array, number or None
         The bias, shape ``(1, C_out)`` (``(1, C_out, 1)`` with ``channel_first=True``;
         ``(C_out,)`` is accepted); ``None`` (the default) means no bias.
