@@ -11,7 +11,9 @@ PyTorch runs with 2 threads; set ``OMP_WAIT_POLICY`` before starting (``make ben
 sets ``passive``), and ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` so that memory
 one contender frees is not handed back to the system only for the next one to fault it in
 again (``make bench`` sets both); the header prints them. ``--figure PATH`` draws the
-event-driven speed-ups against spike density (forward and kernel gradient).
+event-driven speed-ups against spike density (forward and kernel gradient);
+``--figure PATH --figure-from SAVED`` draws it again, without measuring, from the tables of a
+saved run (its printed output, or docs/performance.md where they are copied).
 
 ``--gpu`` runs the same tables on a CUDA GPU (JAX's default device; PyTorch on ``cuda``,
 synchronised after every call): the batched shapes at batch 32 and 256, the event-driven
@@ -401,11 +403,18 @@ def kernel_grad_table(repeats, rng, densities, shapes):
 
 def density_figure(path, forward, kernel_grad, kernel_name):
     """Best dense / event-driven time against spike density, one line per batched shape:
-    the forward and the kernel gradient, the default kernels solid, their fallback dashed."""
+    the forward and the kernel gradient, the default kernels solid, their fallback dashed.
+
+    Drawn at the width the docs show it (about 9 inches at 110 dpi fills their body), with
+    plain numbers on the log axes and the legend below the panels, clear of the lines."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    plt.rcParams.update({'font.size': 12, 'axes.titlesize': 13, 'axes.labelsize': 12,
+                         'xtick.labelsize': 11, 'ytick.labelsize': 11, 'legend.fontsize': 11})
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4.8), sharey=True)
+    plain = FuncFormatter(lambda value, _: f'{value:g}')
     for ax, ratios, title in ((axes[0], forward, 'forward'), (axes[1], kernel_grad,
                                                               'kernel gradient')):
         for i, (name, points) in enumerate(ratios.items()):
@@ -419,15 +428,54 @@ def density_figure(path, forward, kernel_grad, kernel_name):
         ax.axhline(1, color='black', linewidth=0.8)
         ax.set_xscale('log')
         ax.set_yscale('log')
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel('spike density p')
-        ax.set_title(f'{title}: best dense / event-driven time')
+        ax.set_title(title)
         ax.grid(True, which='both', alpha=0.3)
-    axes[0].set_ylabel(f'speed-up ({kernel_name} solid, numba dashed)')
-    axes[0].legend(fontsize=8)
-    figure.tight_layout()
+    axes[0].set_ylabel('best dense / event-driven time')
+    handles, labels = axes[0].get_legend_handles_labels()
+    kernels = {'c++': 'C++'}.get(kernel_name, kernel_name)
+    figure.legend(handles, labels, loc='lower center', ncol=3, frameon=False,
+                  title=f'{kernels} kernels solid, numba dashed; above 1 the event path is '
+                        f'faster')
+    figure.tight_layout(rect=(0, 0.18, 1, 1))
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     figure.savefig(path, dpi=110)
     print(f"\nfigure: {path}")
+
+
+def saved_ratios(path):
+    """The figure's data from a saved run: the event-driven tables that this script printed
+    (``## Event-driven forward ...`` and ``## Event-driven kernel gradient ...``, at any
+    heading level, e.g. as copied into docs/performance.md), as ratios of their times in ms
+    (best dense / event and best dense / numba), per shape and density."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+
+    def table(heading):
+        start = next(i for i, line in enumerate(lines)
+                     if line.startswith('#') and line.lstrip('#').strip().startswith(heading))
+        rows = []
+        for line in lines[start + 1:]:
+            if line.startswith('|'):
+                rows.append([cell.strip() for cell in line.strip('|').split('|')])
+            elif rows:             # the line after the table
+                break
+        header, body = rows[0], rows[2:]
+        column = {name: header.index(name) for name in header}
+        ratios = {}
+        for row in body:
+            best, event = float(row[column['best dense (ms)']]), float(row[column['event (ms)']])
+            numba = (best / float(row[column['numba (ms)']])) if 'numba (ms)' in column else None
+            ratios.setdefault(row[column['shape']], []).append(
+                (float(row[column['p']]), best / event, numba))
+        return ratios
+
+    return table('Event-driven forward on bool spikes'), \
+        table('Event-driven kernel gradient on bool spikes')
 
 
 def main():
@@ -438,7 +486,16 @@ def main():
                         help="the GPU tables, on JAX's default device (a CUDA GPU)")
     parser.add_argument('--figure', metavar='PATH',
                         help='draw the event-driven speed-ups against spike density there')
+    parser.add_argument('--figure-from', metavar='SAVED',
+                        help="with --figure: draw it from the event-driven tables of a saved "
+                             "run's output (e.g. docs/performance.md) instead of measuring")
     args = parser.parse_args()
+    if args.figure_from:
+        if not args.figure:
+            parser.error('--figure-from needs --figure PATH')
+        density_figure(args.figure, *saved_ratios(args.figure_from),
+                       bp_conv_ext.event_kernel('gpu' if args.gpu else 'cpu'))
+        return
     if args.gpu and jax.default_backend() != 'gpu':
         parser.error(f"--gpu needs JAX on a GPU; its default backend is {jax.default_backend()!r}")
     shapes, densities = (GPU_SHAPES, GPU_DENSITIES) if args.gpu else (SHAPES, DENSITIES)

@@ -5,8 +5,10 @@ Every function here either returns a canonical value or raises ``TypeError`` /
 what was expected.
 """
 import dataclasses
+import functools
+import inspect
 import numbers
-from typing import Tuple, Union
+from typing import Mapping, Sequence, Tuple, Union
 
 PaddingSpec = Union[str, Tuple[int, int]]
 
@@ -88,6 +90,67 @@ def canonical_padding(padding) -> PaddingSpec:
                          f"sequence holding one such pair (one spatial dimension).")
     raise TypeError(f"`padding` (={padding!r}) must be a str, an int or a sequence, "
                     f"got {type(padding).__name__}.")
+
+
+def layout_hint(shape: Sequence[int], in_channels: int, length=None,
+                channels_last: bool = True) -> str:
+    """A sentence to add to a shape error when ``shape`` would fit with its last two axes
+    swapped (a channels-first ``[..., C, H]`` input for a channels-last layer, or the other
+    way round); ``''`` otherwise.
+
+    ``length`` (optional) is the length the layer expects; ``channels_last`` says the
+    layer's layout.
+    """
+    if len(shape) < 2:
+        return ''
+    channels, samples = (shape[-1], shape[-2]) if channels_last else (shape[-2], shape[-1])
+    fits = channels == in_channels and (length is None or samples == length)
+    swapped = samples == in_channels and (length is None or channels == length)
+    if fits or not swapped:
+        return ''
+    if channels_last:
+        return (f" The layer is channels-last ([..., H, C], BrainPy's layout) and this input "
+                f"has the {in_channels} channels in its second-to-last axis, as in PyTorch's "
+                f"channels-first [..., C, H]: transpose it with x.swapaxes(-1, -2).")
+    return (f" The layer is channels-first (channel_first=True: [..., C, L]) and this input "
+            f"has the {in_channels} channels in its last axis: transpose it with "
+            f"x.swapaxes(-1, -2), or build the layer with channel_first=False.")
+
+
+#: PyTorch's keyword arguments (``torch.nn.Conv1d``, ``torch.nn.functional.conv1d``) that
+#: every entry point spells differently, and what to write instead (``{value!r}``: the value
+#: given); each entry point adds its own (``bias``, ``dtype``, ...).
+PYTORCH_NAMES = {
+    'dilation': "here it is `rhs_dilation` (the kernel's dilation; `lhs_dilation` dilates "
+                "the input): write rhs_dilation={value!r}",
+    'device': "there is no device argument here: JAX computes on its default device, or "
+              "where the arrays are (choose it with jax.default_device, move arrays with "
+              "jax.device_put)",
+}
+
+
+def refuse_pytorch_names(names: Mapping[str, str]):
+    """Decorate a layer's ``__init__`` or a function so that a keyword it does not take but
+    its PyTorch equivalent does (``dilation=``, ``bias=``, ...) raises a ``TypeError`` that
+    names both spellings, instead of Python's bare "unexpected keyword argument".
+
+    ``names`` maps each PyTorch keyword to a clause saying what to write here (``{value!r}``
+    is replaced by the value given); keywords that the decorated function takes are left to it.
+    """
+    def decorate(fn):
+        taken = inspect.signature(fn).parameters
+        foreign = {key: text for key, text in names.items() if key not in taken}
+        owner = fn.__qualname__.replace('.__init__', '')
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            for key in foreign.keys() & kwargs.keys():
+                value = kwargs[key]
+                raise TypeError(f"{owner}() got PyTorch's keyword `{key}` (={value!r}); "
+                                f"{foreign[key].format(value=value)}.")
+            return fn(*args, **kwargs)
+        return checked
+    return decorate
 
 
 def dilated_length(length: int, dilation: int) -> int:

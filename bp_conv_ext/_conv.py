@@ -182,6 +182,14 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
     return y
 
 
+_PYTORCH_NAMES = {
+    **_args.PYTORCH_NAMES,
+    'input': "here it is `x`", 'weight': "here it is `w`",
+    'bias': "here it is `b` (the bias array, one value per output channel)",
+}
+
+
+@_args.refuse_pytorch_names(_PYTORCH_NAMES)
 def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int = 1,
            rhs_dilation: int = 1, groups: int = 1, mask=None, backend: str = 'auto',
            padding_mode: str = 'zeros'):
@@ -249,7 +257,8 @@ def arguments(x, w, b=None, *, stride, padding, lhs_dilation, rhs_dilation, grou
     groups = _args.check_groups(x.shape[-1], w.shape[2], groups)
     if w.shape[1] * groups != x.shape[-1]:
         raise ValueError(f"`w` (shape {w.shape}) expects {w.shape[1] * groups} input channels "
-                         f"with groups={groups}, but `x` (shape {x.shape}) has {x.shape[-1]}.")
+                         f"with groups={groups}, but `x` (shape {x.shape}) has {x.shape[-1]}." +
+                         _args.layout_hint(x.shape, w.shape[1] * groups))
     stride = _args.positive_int('stride', stride)
     lhs_dilation = _args.positive_int('lhs_dilation', lhs_dilation)
     rhs_dilation = _args.positive_int('rhs_dilation', rhs_dilation)
@@ -334,6 +343,7 @@ def which(x, w, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, g
     return CUDA_ALGORITHM if platform == 'cuda' and backend in ('auto', 'dense') else algorithm
 
 
+@_args.refuse_pytorch_names(_PYTORCH_NAMES)
 def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 1,
                   rhs_dilation: int = 1, groups: int = 1, backend: str = 'auto',
                   padding_mode: str = 'zeros', platform=None) -> str:

@@ -128,6 +128,13 @@ class Conv1d(_conv.BackendChoice, bp.dnn.Layer):
 
     supported_modes = (bm.NonBatchingMode, bm.BatchingMode, bm.TrainingMode)
 
+    @_args.refuse_pytorch_names({
+        **_args.PYTORCH_NAMES,
+        'bias': "here it is `b_initializer`: b_initializer=None for no bias (bias=False); "
+                "the default is a zero-initialised bias",
+        'dtype': "there is no dtype argument here: the parameters take BrainPy's default "
+                 "float type (bm.set_dfloat), or the dtype of a w_initializer array",
+    })
     def __init__(
         self,
         in_channels: int,
@@ -199,7 +206,8 @@ class Conv1d(_conv.BackendChoice, bp.dnn.Layer):
                              f"shape {shape} (rank {rank}); got an input of shape {x.shape}.")
         if x.shape[-1] != self.in_channels:
             raise ValueError(f"{self.name} expects in_channels={self.in_channels} in the last "
-                             f"axis; got an input of shape {x.shape}.")
+                             f"axis; got an input of shape {x.shape}." +
+                             _args.layout_hint(x.shape, self.in_channels))
         return x
 
     def which_backend(self, x, platform=None) -> str:

@@ -99,7 +99,8 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
     w_init : initializer, callable, array or number
         The kernel, shape ``(K, C_in // groups, C_out)``; default: brainstate's
         ``XavierNormal()``. An initializer with a ``unit`` (or a quantity) gives a kernel
-        with that unit.
+        with that unit. ``brainpy.state`` neurons take a current: to feed one, give the kernel
+        a current unit, ``w_init=brainstate.nn.init.XavierNormal(unit=u.mA)``.
     b_init : initializer, callable, array, number or None
         The bias, shape ``(1, C_out)`` (``(1, C_out, 1)`` with ``channel_first=True``;
         ``(C_out,)`` is accepted); ``None`` (the default) means no bias.
@@ -145,6 +146,16 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
     (8, 50, 16)
     """
 
+    @_args.refuse_pytorch_names({
+        **_args.PYTORCH_NAMES,
+        'in_channels': "here it is `in_size`, the shape of one sample: "
+                       "in_size=(length, {value!r}) (or ({value!r}, length) with "
+                       "channel_first=True)",
+        'bias': "here it is `b_init`: b_init=brainstate.nn.init.ZeroInit() for a bias "
+                "(bias=True); the default, None, is no bias",
+        'dtype': "there is no dtype argument here: the parameters take brainstate's default "
+                 "float type, or the dtype of a w_init array",
+    })
     def __init__(
         self,
         in_size: Sequence[int],
@@ -272,11 +283,13 @@ class Conv1d(_conv.BackendChoice, brainstate.nn.Module):
         ranks = (3, 4) if sequence else (2, 3)
         if x.ndim not in ranks or x.shape[x.ndim - 2:] != self.in_size:
             what = 'multi_step' if sequence else 'a call'
+            length = self.in_size[1 if self.channel_first else 0]
             raise ValueError(
                 f"{self._label} has in_size={self.in_size}, so {what} accepts inputs of shape "
                 f"[{lead}{', '.join(map(str, self.in_size))}] or "
                 f"[{lead}B, {', '.join(map(str, self.in_size))}]; got an input of shape "
-                f"{x.shape}.")
+                f"{x.shape}." + _args.layout_hint(x.shape, self.config.in_channels, length,
+                                                   channels_last=not self.channel_first))
         return x, unit
 
     @property

@@ -69,7 +69,13 @@ html_theme_options = {
     'description': 'A 1-D convolution layer for spiking neural networks in BrainPy',
     'fixed_sidebar': True,
     'show_relbars': True,
+    # A wider page than the theme's 940px: the code blocks' lines and the tables' columns fit
+    # at a desktop width (docs/_static/custom.css makes anything wider scroll in its box).
+    'page_width': '1180px',
+    'body_max_width': 'none',
 }
+html_static_path = ['_static']
+html_css_files = ['custom.css']
 html_sidebars = {'**': ['about.html', 'navigation.html', 'relations.html', 'searchbox.html']}
 html_math_renderer = 'mathml'
 html_show_sourcelink = False

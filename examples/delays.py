@@ -165,7 +165,8 @@ def draw(path, net, accuracies):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     delays = np.asarray(net.first.delay.value[0])              # [channels, hidden]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw=dict(width_ratios=[2.2, 1]))
+    plt.rcParams.update({'font.size': 11})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw=dict(width_ratios=[2, 1]))
     image = axes[0].imshow(delays, aspect='auto', cmap='viridis', interpolation='nearest')
     fig.colorbar(image, ax=axes[0], label='delay (steps)')
     axes[0].set(xlabel='hidden neuron', ylabel='input channel',
@@ -176,8 +177,12 @@ def draw(path, net, accuracies):
         axes[1].bar(np.arange(len(tasks)) + (i - 0.5) * 0.38, values, 0.38, label=label)
     axes[1].axhline(0.25, color='k', lw=0.8, ls=':', label='chance (4 classes)')
     axes[1].set(xticks=range(len(tasks)), xticklabels=tasks, ylim=(0, 1.05),
-                ylabel='test accuracy', title='the same network, delays learned or zero')
-    axes[1].legend(fontsize=8, loc='lower right')
+                ylabel='test accuracy', title='delays learned or zero')
+    # Below the panel, clear of the bars whatever their heights.
+    handles, labels = axes[1].get_legend_handles_labels()
+    order = [labels.index(label) for label in ('with delays', 'no delays', 'chance (4 classes)')]
+    axes[1].legend([handles[i] for i in order], [labels[i] for i in order], loc='upper center',
+                   bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False, fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -23,7 +23,7 @@ LENGTH, CHANNELS = 64, 2
 class ConvLifStack(bp.DynSysGroup):
     def __init__(self):
         super().__init__()
-        lif = dict(keep_size=True, tau=2.0, V_th=1.0, V_reset=0.0)
+        lif = dict(keep_size=True, tau=2.0, V_th=1.0, V_reset=0.0)      # BrainPy's units: ms, mV
         self.conv1 = bp_conv_ext.Conv1d(CHANNELS, 8, 5, w_initializer=bp.init.Uniform(0.0, 4.0))
         self.lif1 = bp.dyn.Lif((LENGTH, 8), **lif)
         self.conv2 = bp_conv_ext.Conv1d(8, 8, 3, stride=2,
@@ -64,7 +64,8 @@ def plot(runner, spikes_in, path):
         for rank, neuron in enumerate(np.argsort(counts)[::-1][:2]):   # the two busiest
             axes[3].plot(time_ms, v[:, neuron], color=color, alpha=1.0 - 0.4 * rank, lw=0.8,
                          label=f"{layer} neuron {neuron}")
-    axes[3].set(xlabel='time (ms)', ylabel='membrane potential', title='membrane potentials')
+    axes[3].set(xlabel='time (ms)', ylabel='membrane potential (mV)',
+               title='membrane potentials')
     axes[3].legend(fontsize=7, loc='upper right')
     fig.tight_layout()
     fig.savefig(path, dpi=110)

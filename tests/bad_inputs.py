@@ -48,6 +48,11 @@ def _state(call=None, **changes):
     return run
 
 
+def _state_in_channels():
+    from bp_conv_ext.state import Conv1d as StateConv1d
+    return StateConv1d(in_channels=4, out_channels=6, kernel_size=3)
+
+
 def _bias_in_another_unit():
     import brainunit as u
     from bp_conv_ext.state import Conv1d as StateConv1d
@@ -113,6 +118,12 @@ ROWS = [
     ('call: unbatched input in TrainingMode', _call(jnp.ones((10, 4)), mode=bm.TrainingMode()), ValueError, r"is in TrainingMode, where a call accepts inputs of shape \[B, H, C\] \(rank 3\); got an input of shape \(10, 4\)"),
     ('call: a scalar', _call(jnp.ones(())), ValueError, r"accepts inputs of shape \[H, C\] \(rank 2\); got an input of shape \(\)"),
     ('call: wrong channel count', _call(jnp.ones((10, 3))), ValueError, r"expects in_channels=4 in the last axis; got an input of shape \(10, 3\)"),
+    ('call: channels-first input [C, H]', _call(jnp.ones((4, 10))), ValueError, r"got an input of shape \(4, 10\)\. The layer is channels-last \(\[\.\.\., H, C\], BrainPy's layout\) and this input has the 4 channels in its second-to-last axis, as in PyTorch's channels-first \[\.\.\., C, H\]: transpose it with x\.swapaxes\(-1, -2\)"),
+    ('call: channels-first batch [B, C, H]', _call(jnp.ones((2, 4, 10)), mode=bm.BatchingMode()), ValueError, r"got an input of shape \(2, 4, 10\)\. The layer is channels-last .* transpose it with x\.swapaxes\(-1, -2\)"),
+    ("`dilation` (PyTorch's name)", _build(dilation=2), TypeError, r"Conv1d\(\) got PyTorch's keyword `dilation` \(=2\); here it is `rhs_dilation` .*: write rhs_dilation=2"),
+    ("`bias` (PyTorch's name)", _build(bias=False), TypeError, r"got PyTorch's keyword `bias` \(=False\); here it is `b_initializer`: b_initializer=None for no bias"),
+    ("`device` (PyTorch's name)", _build(device='cpu'), TypeError, r"got PyTorch's keyword `device` \(='cpu'\); there is no device argument here"),
+    ("`dtype` (PyTorch's name)", _build(dtype='float16'), TypeError, r"got PyTorch's keyword `dtype` \(='float16'\); there is no dtype argument here: the parameters take BrainPy's default float type"),
     ('call: complex input', _call(jnp.ones((10, 4), jnp.complex64)), TypeError, r"the input has dtype complex64; expected bool, integer or real floating"),
     ('call: strings', _call(np.full((10, 4), 'a')), TypeError, r"the input must hold bool, integer or real floating values; got ndarray with dtype <U1"),
     ('call: Python objects', _call([[object()] * 4] * 10), TypeError, r"the input must hold bool, integer or real floating values; got list with dtype object"),
@@ -133,12 +144,20 @@ ROWS = [
     ('state.Conv1d: `backend` unknown', _state(lambda conv: setattr(conv, 'backend', 'gpu')), ValueError, r"`backend` \(='gpu'\) must be one of 'auto', 'dense'"),
     ('state.Conv1d call: input not of `in_size`', _state(lambda conv: conv(jnp.ones((2, 12, 4)))), ValueError, r"has in_size=\(10, 4\), so a call accepts inputs of shape \[10, 4\] or \[B, 10, 4\]; got an input of shape \(2, 12, 4\)"),
     ('state.Conv1d multi_step: one step instead of a sequence', _state(lambda conv: conv.multi_step(jnp.ones((10, 4)))), ValueError, r"so multi_step accepts inputs of shape \[T, 10, 4\] or \[T, B, 10, 4\]; got an input of shape \(10, 4\)"),
+    ('state.Conv1d call: channels-first input [B, C, L]', _state(lambda conv: conv(jnp.ones((2, 4, 10)))), ValueError, r"got an input of shape \(2, 4, 10\)\. The layer is channels-last .* transpose it with x\.swapaxes\(-1, -2\)"),
+    ('state.Conv1d call: channels-last input with `channel_first=True`', _state(lambda conv: conv(jnp.ones((10, 4))), in_size=(4, 10), channel_first=True), ValueError, r"The layer is channels-first \(channel_first=True: \[\.\.\., C, L\]\) and this input has the 4 channels in its last axis: transpose it with x\.swapaxes\(-1, -2\)"),
+    ("state.Conv1d: `dilation` (PyTorch's name)", _state(dilation=2), TypeError, r"Conv1d\(\) got PyTorch's keyword `dilation` \(=2\); here it is `rhs_dilation` .*: write rhs_dilation=2"),
+    ("state.Conv1d: `in_channels` (PyTorch's name)", _state_in_channels, TypeError, r"got PyTorch's keyword `in_channels` \(=4\); here it is `in_size`, the shape of one sample: in_size=\(length, 4\)"),
+    ("state.Conv1d: `bias` (PyTorch's name)", _state(bias=True), TypeError, r"got PyTorch's keyword `bias` \(=True\); here it is `b_init`: b_init=brainstate\.nn\.init\.ZeroInit\(\) for a bias"),
     ('state.Conv1d call: complex input', _state(lambda conv: conv(jnp.ones((10, 4), jnp.complex64))), TypeError, r"the input has dtype complex64; expected bool, integer or real floating"),
     ('state.Conv1d call: a bias in another unit than the output', _bias_in_another_unit, UnitMismatchError, r"the bias has unit mV, but the output has unit mA \(the input's unit 1 times the kernel's mA\)"),
     ('conv1d: input of rank 4', lambda: conv1d(jnp.ones((1, 2, 10, 4)), jnp.ones((3, 4, 6))), ValueError, r"`x` must have shape \[H, C\] or \[B, H, C\]"),
     ('conv1d: kernel of rank 2', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4))), ValueError, r"`w` must have shape \[K, C_in // groups, C_out\]"),
     ('conv1d: kernel for other input channels', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 2, 6))), ValueError, r"`w` \(shape \(3, 2, 6\)\) expects 2 input channels"),
     ('conv1d: bias of the wrong size', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4, 6)), jnp.ones(5)), ValueError, r"`b` \(shape \(5,\)\) must hold one value per output channel"),
+    ('conv1d: channels-first input [C, H]', lambda: conv1d(jnp.ones((4, 10)), jnp.ones((3, 4, 6))), ValueError, r"but `x` \(shape \(4, 10\)\) has 10\. The layer is channels-last \(\[\.\.\., H, C\], BrainPy's layout\) and this input has the 4 channels in its second-to-last axis, as in PyTorch's channels-first \[\.\.\., C, H\]: transpose it with x\.swapaxes\(-1, -2\)"),
+    ("conv1d: `dilation` (PyTorch's name)", lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4, 6)), dilation=2), TypeError, r"conv1d\(\) got PyTorch's keyword `dilation` \(=2\); here it is `rhs_dilation` .*: write rhs_dilation=2"),
+    ("conv1d: `bias` (PyTorch's name)", lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4, 6)), bias=jnp.zeros(6)), TypeError, r"conv1d\(\) got PyTorch's keyword `bias` \(=.*\); here it is `b` \(the bias array"),
     ('conv1d: input None', lambda: conv1d(None, jnp.ones((3, 4, 6))), TypeError, r"the input is None; expected an array"),
     ('conv1d: kernel of strings', lambda: conv1d(jnp.ones((10, 4)), np.full((3, 4, 6), 'a')), TypeError, r"`w` \(ndarray of dtype <U1\) must be an array of real numbers"),
     ('conv1d: complex kernel', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4, 6)) * 1j), TypeError, r"`w` has dtype complex64; expected real numbers"),

@@ -200,6 +200,18 @@ def test_auto_skips_the_check_for_tiny_problems_and_one_input_channel():
     assert text.count('cond[') == 1
 
 
+def test_auto_stays_dense_under_2_mflop_and_backend_event_forces_the_event_path():
+    # The README's example: one unbatched [100, 16] step into 16 channels, K = 5, is
+    # 2 * 100 * 16 * 16 * 5 = 0.26 MFLOP, under the 2 MFLOP below which auto does not check
+    # the density; 64 such samples (16 MFLOP) are checked.
+    from bp_conv_ext import which_backend
+    spikes = np.random.default_rng(0).random((64, 100, 16)) < 0.01
+    w = np.ones((5, 16, 16), np.float32)
+    assert which_backend(spikes[0], w, platform='cpu') != 'event'
+    assert which_backend(spikes[0], w, backend='event', platform='cpu') == 'event'
+    assert (which_backend(spikes, w, platform='cpu') == 'event') == ('cpu' in auto_platforms())
+
+
 def test_density_estimate_is_close_on_large_inputs():
     from bp_conv_ext._conv import estimate_density
     x = np.random.default_rng(0).random((32, 700, 16)) < 0.07

@@ -1,4 +1,6 @@
 """Conv1d inside BrainPy's simulators, trainers and checkpoints."""
+import os
+
 import brainpy as bp
 import brainpy.math as bm
 import jax.numpy as jnp
@@ -99,6 +101,42 @@ def test_checkpoint_round_trip_into_fresh_instance(tmp_path, mode):
     assert not result.missing_keys and not result.unexpected_keys
     np.testing.assert_array_equal(np.asarray(fresh.conv.w.value), saved_w)
     np.testing.assert_array_equal(np.asarray(fresh.conv.b.value), saved_b)
+
+
+def test_a_parameters_only_checkpoint_round_trips_and_is_much_smaller(tmp_path):
+    # docs/tutorial.md's two lines: in TrainingMode the parameters are the network's TrainVars;
+    # state_dict() also holds the neurons' states for the batch the network last ran.
+    def build():
+        bm.clear_name_cache()   # as in a new process: the same construction gives the same names
+        return SpikingClassifier(bm.TrainingMode(batch_size=64))
+
+    net = build()
+    net.conv.w.value = net.conv.w.value + 1.0   # a state no fresh initialisation reproduces
+    xs, _ = _two_classes(np.random.default_rng(1), 64)
+
+    def predict(model):
+        trainer = bp.BPTT(model, loss_fun=bp.losses.cross_entropy_loss,
+                          optimizer=bp.optim.Adam(lr=1e-3), progress_bar=False)
+        return np.asarray(trainer.predict(jnp.asarray(xs), reset_state=True))
+
+    before = predict(net)
+    params_path, full_path = str(tmp_path / 'params.bp'), str(tmp_path / 'full.bp')
+    bp.checkpoints.save_pytree(params_path, net.train_vars().unique().dict(), verbose=False)
+    bp.checkpoints.save_pytree(full_path, net.state_dict(), verbose=False)
+    assert os.path.getsize(params_path) < os.path.getsize(full_path) / 10
+
+    fresh = build()
+    assert not np.allclose(np.asarray(fresh.conv.w.value), np.asarray(net.conv.w.value))
+    result = fresh.load_state_dict(bp.checkpoints.load_pytree(params_path), compatible='v1',
+                                   warn=False)
+    assert not result.unexpected_keys
+    # What is left out is the neurons' state, which a run resets anyway.
+    states = set(fresh.vars().unique().keys()) - set(fresh.train_vars().unique().keys())
+    assert states and set(result.missing_keys) == states
+    for key, var in fresh.train_vars().unique().items():
+        np.testing.assert_array_equal(np.asarray(var.value),
+                                      np.asarray(net.train_vars().unique()[key].value))
+    np.testing.assert_allclose(predict(fresh), before, rtol=1e-6, atol=1e-6)
 
 
 def test_layer_state_survives_save_and_load_state():

@@ -168,6 +168,25 @@ def test_units_multiply_and_the_bias_takes_the_output_unit():
         Conv1d((10, 2), 3, 3, w_init=0.5 * u.mA, b_init=0.1 * u.mV)(x)
 
 
+@pytest.mark.parametrize('unit', [None, u.mA], ids=['no_unit', 'mA'])
+def test_a_lif_takes_the_output_of_a_kernel_in_a_current_unit(unit):
+    # docs/state.md's recipe: brainpy.state neurons add R * I (ohm times the input) to a
+    # membrane potential in mV, so the kernel needs a current unit; without one (the default
+    # w_init, as brainstate.nn.Conv1d's) the neuron's update raises UnitMismatchError.
+    conv = Conv1d((20, 2), 4, 3, w_init=brainstate.nn.init.XavierNormal(unit=unit))
+    lif = brainpy.state.LIF((20, 4), tau=1.0 * u.ms)
+    brainstate.nn.init_all_states(lif, 3)
+    spikes = _random((3, 20, 2), density=0.3)
+    with brainstate.environ.context(dt=DT):
+        if unit is None:
+            assert not isinstance(conv(spikes), u.Quantity)
+            with pytest.raises(u.UnitMismatchError):
+                lif(conv(spikes))
+        else:
+            assert u.get_unit(conv(spikes)) == u.mA
+            assert lif(conv(spikes)).shape == (3, 20, 4)
+
+
 # ---------------------------------------------------------------- whole sequences
 
 @pytest.mark.parametrize('fold', _conv.FOLDS)
