@@ -4,6 +4,7 @@ from ._conv import conv1d, event_density_threshold, event_kernel, which_backend
 from ._delays import delay_kernel, sigma_schedule
 from ._layer import Conv1d, DelayConv1d
 from ._multistep import LayerByLayer
+from ._params import spike_drive
 from ._torch import from_torch
 from ._train import LayerByLayerTrainer
 
@@ -20,4 +21,4 @@ def __getattr__(name):
 
 __all__ = ['Conv1d', 'DelayConv1d', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d',
            'delay_kernel', 'event_density_threshold', 'event_kernel', 'from_torch',
-           'output_length', 'sigma_schedule', 'which_backend', '__version__']
+           'output_length', 'sigma_schedule', 'spike_drive', 'which_backend', '__version__']

@@ -111,3 +111,64 @@ def describe_init(init) -> str:
     if '\n' in text or len(text) > 60:
         return f"{type(init).__name__}(...)"
     return text
+
+
+def spike_drive(kernel_size: int, in_channels: int, rate: float, current: float, *,
+                groups: int = 1, drive: float = 1.0, spread: float = 0.5) -> Tuple[float, float]:
+    r"""The mean and standard deviation of a normal kernel that drives spiking neurons.
+
+    Fed by ``bool`` spikes, an output of ``Conv1d`` sums the kernel taps of the inputs that
+    spiked: with ``n = kernel_size * in_channels // groups`` inputs per output, each spiking
+    with probability ``rate`` per step, and taps drawn from :math:`N(\mu, \sigma^2)`, the
+    output's expected value is :math:`p n \mu` and it differs from output to output by
+    :math:`p \sqrt{n} \sigma` (standard deviation over the drawn kernels). This returns
+    :math:`(\mu, \sigma)` that make these ``drive * current`` and ``spread * current``.
+
+    For a leaky integrate-and-fire neuron, ``current`` is the constant input that holds the
+    membrane at the threshold, :math:`(V_{th} - V_{rest}) / R`: with the defaults, half the
+    outputs receive more than that on average and fire from the first steps, and the others
+    fire when their input fluctuates up. Zero-mean initializers (BrainPy's default
+    ``XavierNormal``) give sparse spikes an output of a few hundredths of the threshold, and
+    the neurons after them stay silent.
+
+    Parameters
+    ----------
+    kernel_size, in_channels, groups : int
+        The convolution's arguments.
+    rate : float
+        The input's spike probability per element and step, in ``(0, 1]``.
+    current : float
+        The current that holds the neurons at their threshold, in the unit the kernel will
+        have (positive).
+    drive, spread : float
+        The expected output, and its spread between outputs, in units of ``current``.
+
+    Returns
+    -------
+    (mean, std) : tuple of float
+        For ``bp.init.Normal(mean, std)`` (classic API) or
+        ``brainstate.nn.init.Normal(mean, std, unit=...)`` (brainpy.state).
+
+    Examples
+    --------
+    >>> import bp_conv_ext
+    >>> mean, std = bp_conv_ext.spike_drive(5, 16, rate=0.05, current=20.)
+    >>> round(mean, 3), round(std, 3)
+    (5.0, 22.361)
+    """
+    for name, value in (('kernel_size', kernel_size), ('in_channels', in_channels),
+                        ('groups', groups)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"`{name}` (={value!r}) must be a positive int.")
+    if in_channels % groups:
+        raise ValueError(f"`in_channels` (={in_channels}) must be divisible by `groups` "
+                         f"(={groups}).")
+    checks = (('rate', rate, lambda v: 0 < v <= 1, 'a spike probability in (0, 1]'),
+              ('current', current, lambda v: v > 0, 'a positive current'),
+              ('drive', drive, lambda v: v >= 0, 'a number >= 0'),
+              ('spread', spread, lambda v: v >= 0, 'a number >= 0'))
+    for name, value, ok, expected in checks:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
+            raise ValueError(f"`{name}` (={value!r}) must be {expected}.")
+    n = kernel_size * (in_channels // groups)
+    return float(drive * current / (rate * n)), float(spread * current / (rate * n ** 0.5))

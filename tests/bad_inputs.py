@@ -7,7 +7,7 @@ import brainpy.math as bm
 import jax.numpy as jnp
 import numpy as np
 
-from bp_conv_ext import Conv1d, DelayConv1d, conv1d, output_length
+from bp_conv_ext import Conv1d, DelayConv1d, conv1d, output_length, spike_drive
 
 try:
     from brainunit import UnitMismatchError
@@ -170,6 +170,10 @@ ROWS = [
     ('output_length: stride -1', lambda: output_length(10, 3, -1, 'VALID'), ValueError, r"`stride` \(=-1\) must be a positive integer"),
     ('output_length: kernel_size 0', lambda: output_length(10, 0, 1, 'VALID'), ValueError, r"`kernel_size` \(=0\) must be a positive integer"),
     ('output_length: negative padding', lambda: output_length(10, 3, 1, (-5, 0)), ValueError, r"`padding` \(=\(-5, 0\)\) must not be negative"),
+    ('spike_drive: rate 0', lambda: spike_drive(5, 2, rate=0., current=20.), ValueError, r"`rate` \(=0.0\) must be a spike probability in \(0, 1\]"),
+    ('spike_drive: rate as a percentage', lambda: spike_drive(5, 2, rate=5, current=20.), ValueError, r"`rate` \(=5\) must be a spike probability in \(0, 1\]"),
+    ('spike_drive: negative current', lambda: spike_drive(5, 2, rate=0.05, current=-20.), ValueError, r"`current` \(=-20.0\) must be a positive current"),
+    ('spike_drive: in_channels not divisible by groups', lambda: spike_drive(5, 3, rate=0.05, current=20., groups=2), ValueError, r"`in_channels` \(=3\) must be divisible by `groups` \(=2\)"),
     ('w_initializer returning None', _build(w_initializer=lambda shape: None), TypeError, r"`w_initializer` \(.*\) returned None for shape \(3, 4, 6\)"),
     ('DelayConv1d.multi_step with T=0', lambda: DelayConv1d(4, 6, 3).multi_step(np.zeros((0, 4), bool)), ValueError, r"takes, in multi_step, at least one time step; got an input of shape \(0, 4\)"),
     ('DelayConv1d.reset_state(-1)', lambda: DelayConv1d(4, 6, 3).reset_state(-1), ValueError, r"`batch_or_mode` \(=-1\) must be a positive integer"),

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bp_conv_ext import Conv1d, conv1d, output_length
+from bp_conv_ext import Conv1d, conv1d, output_length, spike_drive
 
 
 @pytest.mark.parametrize('name', ['in_channels', 'out_channels', 'kernel_size', 'stride',
@@ -232,3 +232,22 @@ def test_output_length_is_the_length_conv1d_gives(padding, stride, lhs, rhs):
     y = conv1d(jnp.ones((13, 1)), jnp.ones((3, 1, 1)), stride=stride, padding=padding,
                lhs_dilation=lhs, rhs_dilation=rhs)
     assert output_length(13, 3, stride, padding, lhs, rhs) == y.shape[0]
+
+
+@pytest.mark.parametrize('kernel_size,in_channels,groups,rate', [(5, 2, 1, 0.01), (3, 16, 4, 0.2)])
+def test_spike_drive_gives_the_promised_current(kernel_size, in_channels, groups, rate):
+    # Many outputs and samples: the mean output over both is drive * current, and the outputs'
+    # own means (over samples) differ by spread * current.
+    current, outputs, samples = 20., 4000, 400
+    mean, std = spike_drive(kernel_size, in_channels, rate=rate, current=current,
+                            groups=groups, drive=1.5, spread=0.5)
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.normal(mean, std, (kernel_size, in_channels // groups, outputs)),
+                    jnp.float32)
+    x = jnp.asarray(rng.random((samples, kernel_size, in_channels)) < rate)
+    y = np.asarray(conv1d(x, w, padding='VALID', groups=groups))[:, 0]      # (samples, outputs)
+    # Each output's expected value, p * (the sum of its taps), over the drawn kernels.
+    expected = rate * np.asarray(w).sum((0, 1))
+    assert abs(expected.mean() / (1.5 * current) - 1) < 0.05
+    assert abs(expected.std() / (0.5 * current) - 1) < 0.05
+    assert abs(y.mean() / (1.5 * current) - 1) < 0.1

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bp_conv_ext import Conv1d, conv1d
+from bp_conv_ext import Conv1d, conv1d, spike_drive
 
 LENGTH, CIN, COUT = 24, 2, 3
 
@@ -192,3 +192,32 @@ def test_bptt_fit_over_data_loader_then_predict():
     predictions = np.asarray(trainer.predict(xs, reset_state=True))
     assert predictions.shape == (48, 8, 2)
     assert (predictions.mean(axis=1).argmax(-1) == labels).mean() > 0.9
+
+
+class _QuickstartNet(bp.DynSysGroup):
+    """The network of docs/quickstart.md, with the input spikes returned as well."""
+
+    def __init__(self, w_initializer):
+        super().__init__()
+        self.lif_in = bp.dyn.Lif((100, 2), keep_size=True)
+        self.conv = Conv1d(2, 16, kernel_size=5, padding='CAUSAL', w_initializer=w_initializer)
+        self.lif_out = bp.dyn.Lif((100, 16), keep_size=True)
+
+    def update(self, current):
+        spikes = self.lif_in(current)
+        return spikes, self.lif_out(self.conv(spikes))
+
+
+def test_the_quickstart_network_spikes_with_a_spike_drive_kernel_only():
+    currents = jnp.stack([jnp.linspace(20., 60., 200).reshape(100, 2)] * 300)
+    mean, std = spike_drive(5, 2, rate=0.01, current=20.)
+    rates = {}
+    for name, init in (('drive', bp.init.Normal(mean, std)), ('default', bp.init.XavierNormal())):
+        spikes_in, spikes_out = bp.DSRunner(_QuickstartNet(init), progress_bar=False).run(
+            inputs=currents)
+        rates[name] = (float(spikes_in.mean()), float(spikes_out.mean()),
+                       float(spikes_out.any(axis=0).mean()))
+    rate_in, rate_out, fired = rates['drive']
+    assert 0.005 < rate_in < 0.02                    # the rate the kernel was drawn for
+    assert 0.5 < fired < 1 and 0.2 * rate_in < rate_out < 5 * rate_in
+    assert rates['default'][1] == 0                  # the zero-mean kernel drives nothing

@@ -187,6 +187,37 @@ def test_a_lif_takes_the_output_of_a_kernel_in_a_current_unit(unit):
             assert lif(conv(spikes)).shape == (3, 20, 4)
 
 
+class _TenLinesNet(brainstate.nn.Module):
+    """The network of docs/state.md ("Ten lines"), with the input spikes returned as well."""
+
+    def __init__(self, w_init):
+        super().__init__()
+        self.lif_in = brainpy.state.LIF((100, 2), tau=1. * u.ms)
+        self.conv = Conv1d((100, 2), 16, 5, padding='CAUSAL', w_init=w_init)
+        self.lif_out = brainpy.state.LIF((100, 16), tau=1. * u.ms)
+
+    def update(self, current):
+        spikes = self.lif_in(current)
+        return spikes, self.lif_out(self.conv(spikes))
+
+
+def test_the_docs_network_spikes_with_a_spike_drive_kernel_only():
+    mean, std = bp_conv_ext.spike_drive(5, 2, rate=0.1, current=1.)
+    rates = {}
+    for name, init in (('drive', brainstate.nn.init.Normal(mean, std, unit=u.mA)),
+                       ('default', brainstate.nn.init.XavierNormal(unit=u.mA))):
+        net = brainstate.nn.init_all_states(_TenLinesNet(init))
+        with brainstate.environ.context(dt=DT):
+            spikes_in, spikes_out = brainstate.transform.for_loop(
+                net, jnp.full((50, 100, 2), 2.0) * u.mA)
+        rates[name] = (float(spikes_in.mean()), float(spikes_out.mean()),
+                       float(spikes_out.any(axis=0).mean()))
+    rate_in, rate_out, fired = rates['drive']
+    assert 0.05 < rate_in < 0.2                      # the rate the kernel was drawn for
+    assert 0.5 < fired <= 1 and 0.2 * rate_in < rate_out < 5 * rate_in
+    assert rates['default'][1] == 0                  # the zero-mean kernel drives nothing
+
+
 # ---------------------------------------------------------------- whole sequences
 
 @pytest.mark.parametrize('fold', _conv.FOLDS)
