@@ -129,11 +129,18 @@ test-install:
 # the suite runs with passive OpenMP threads and a malloc that keeps freed memory, and prints
 # both settings. It also draws the event-driven speed-ups against spike density for
 # docs/performance.md.
+# Each run writes what it prints into a folder of its own, BENCH_OUT: the pages include a run's
+# files by their path, and `make docs` fails on a number that a page quotes and the result
+# files it names do not hold (docs/_ext/measured.py).
 BENCH_ENV := OMP_WAIT_POLICY=passive MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824
+BENCH_OUT ?= benchmarks/results/cpu-$(shell date +%F)
+# $(call bench_to,FILE,SCRIPT ARGS): runs a benchmark, printing its output and writing it to FILE.
+bench_to = $(BENCH_ENV) bash -o pipefail -c '$(PY) $(2) | tee $(BENCH_OUT)/$(1)'
 bench: $(STAMP)
-	$(BENCH_ENV) $(PY) benchmarks/conv_suite.py --figure docs/figures/event_density.png $(BENCH_ARGS)
-	$(BENCH_ENV) $(PY) benchmarks/layer_by_layer.py $(BENCH_ARGS)
-	$(BENCH_ENV) $(PY) benchmarks/delays.py $(BENCH_ARGS)
+	mkdir -p $(BENCH_OUT)
+	$(call bench_to,suite.md,benchmarks/conv_suite.py --figure docs/figures/event_density.png $(BENCH_ARGS))
+	$(call bench_to,layer_by_layer.md,benchmarks/layer_by_layer.py $(BENCH_ARGS))
+	$(call bench_to,delays_speed.md,benchmarks/delays.py $(BENCH_ARGS))
 
 # The examples draw the tutorial's figures (the raster from a --quick run, the learning curves
 # from 100 of the 400 GunPoint epochs, in both BrainPy APIs), then the site is built and every

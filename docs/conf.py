@@ -26,6 +26,7 @@ extensions = [
     'sphinx.ext.doctest',
     'sphinx.ext.viewcode',
     'mathml',
+    'measured',
 ]
 
 source_suffix = {'.md': 'markdown'}
