@@ -13,7 +13,7 @@ one contender frees is not handed back to the system only for the next one to fa
 again (``make bench`` sets both); the header prints them. ``--figure PATH`` draws the
 event-driven speed-ups against spike density (forward and kernel gradient);
 ``--figure PATH --figure-from SAVED`` draws it again, without measuring, from the tables of a
-saved run (its printed output, or docs/performance.md where they are copied).
+saved run (its printed output, as `make bench` writes it to benchmarks/results/cpu-<date>/suite.md).
 
 ``--gpu`` runs the same tables on a CUDA GPU (JAX's default device; PyTorch on ``cuda``,
 synchronised after every call): the batched shapes at batch 32 and 256, the event-driven
@@ -450,7 +450,7 @@ def density_figure(path, forward, kernel_grad, kernel_name):
 def saved_ratios(path):
     """The figure's data from a saved run: the event-driven tables that this script printed
     (``## Event-driven forward ...`` and ``## Event-driven kernel gradient ...``, at any
-    heading level, e.g. as copied into docs/performance.md), as ratios of their times in ms
+    heading level, as `make bench` writes them to benchmarks/results/), as ratios of their times in ms
     (best dense / event and best dense / numba), per shape and density."""
     with open(path) as f:
         lines = f.read().splitlines()
