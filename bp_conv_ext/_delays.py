@@ -110,7 +110,9 @@ def sigma_schedule(epoch: int, epochs: int, start: float, end: float = 0.5) -> f
 
     Wide Gaussians at first let every delay feel the taps around it; narrow ones at the end
     make the kernel what rounding the delays gives. ``end = 0.5`` is the width the reference
-    implementation (DCLS) ends with.
+    implementation (DCLS) ends with; at that width a fifth of each weight still lies on the
+    taps beside its delay, so pass a smaller ``end`` (0.2, say) when the delays will be
+    rounded (:meth:`DelayConv1d.round_delays`) for simulation.
     """
     start, end = check_sigma(start), check_sigma(end)
     epochs = _args.positive_int('epochs', epochs)

@@ -10,14 +10,24 @@
 
 The same network, input -> DelayConv1d -> LIF -> DelayConv1d -> time-summed readout, is
 trained twice on each: with delays learned (Gaussian interpolation, sigma annealed by
-``bp_conv_ext.sigma_schedule``, rounded to whole steps at the end) and with every delay held
-at zero (the same layers, delays not trained). It prints the test accuracies and wall times,
+``bp_conv_ext.sigma_schedule`` down to 0.2 step, then the delays rounded to whole steps and
+the weights alone trained for the last tenth of the epochs) and with every delay held at zero
+(the same layers, delays not trained). It prints the test accuracies and wall times,
 and draws the synthetic task's learned delays and the accuracies.
 
-    python examples/delays.py [--quick] [--figure PATH]   (default docs/figures/learned_delays.png)
+    python examples/delays.py [--quick] [--figure PATH] [--out DIR]
+
+The figure goes to ``PATH`` (default docs/figures/learned_delays.png); with ``--out``, the
+accuracies, training times, settings, machine, versions, date and command go to
+``DIR/delays.json``, and their table to ``DIR/delays.md``.
 """
 import argparse
+import datetime
+import json
 import os
+import platform
+import shlex
+import sys
 import time
 
 import brainpy as bp
@@ -28,7 +38,21 @@ import numpy as np
 
 import bp_conv_ext
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gunpoint import machine  # noqa: E402  (the CPU, its cores and the versions)
+
 bm.set_dt(1.0)          # one step per time bin: tau below is in steps
+
+# The recipe's end. Sigma falls to 0.2 step (not sigma_schedule's default 0.5): a Gaussian
+# that narrow puts all but ~1e-5 of a weight on its nearest tap, so the kernel the training
+# ends with is already the rounded one (at 0.5 a fifth of each weight still sits on the taps
+# beside its delay, and rounding it away costs accuracy). Then the delays are rounded and the
+# last tenth of the epochs trains the weights alone, on the whole-step delays the network keeps
+# (what remains, such as delays near a half step, is learned around). The number of epochs,
+# and so the run time, is unchanged.
+MAX_DELAY = 25
+SIGMA_END = 0.2
+FINE_TUNE_SHARE = 0.1
 
 
 def synthetic(samples, rng, channels=8, classes=4, steps=60, noise=0.01):
@@ -86,8 +110,15 @@ class Network(bp.DynamicalSystem):
         return self.net.multi_step(jnp.swapaxes(x, 0, 1)).mean(axis=0)
 
 
-def train(x_train, y_train, x_test, y_test, learn_delays, epochs, max_delay=25, hidden=32,
-          batch=64, seed=0):
+def train(x_train, y_train, x_test, y_test, learn_delays, epochs, max_delay=MAX_DELAY,
+          hidden=32, batch=64, seed=0, fine_tune=None, sigma_end=SIGMA_END):
+    """Train for ``epochs`` epochs. With ``learn_delays``, the first ``epochs - fine_tune``
+    move weights and delays while sigma falls from ``max_delay / 2`` to ``sigma_end``; then
+    the delays are rounded and the last ``fine_tune`` epochs train the weights alone, on the
+    whole-step delays the network will keep (``None``: ``FINE_TUNE_SHARE`` of the epochs, at
+    least one). Without, all epochs train the weights."""
+    if fine_tune is None:
+        fine_tune = max(1, round(FINE_TUNE_SHARE * epochs))
     bm.random.seed(seed)
     rng = np.random.default_rng(seed)
     net = Network(x_train.shape[-1], hidden, int(y_train.max()) + 1, max_delay, learn_delays)
@@ -98,22 +129,26 @@ def train(x_train, y_train, x_test, y_test, learn_delays, epochs, max_delay=25, 
     delays = bm.VarDict({f'{layer.name}.delay': layer.delay for layer in net.layers()})
     opt_w = bp.optim.Adam(lr=1e-2, train_vars=weights)
     opt_d = bp.optim.Adam(lr=0.1, train_vars=delays)   # positions move faster than weights
-    trained = list(weights) + (list(delays) if learn_delays else [])
 
     def loss(x, y):
         return bp.losses.cross_entropy_loss(net.logits(x), y)
 
-    grad = bm.grad(loss, grad_vars=[{**weights, **delays}[k] for k in trained],
-                   return_value=True)
+    def make_step(with_delays):
+        # Weights alone after rounding: Adam's momentum would otherwise keep moving the
+        # rounded delays (their gradient is zero), off the whole steps.
+        names = list(weights) + (list(delays) if with_delays else [])
+        grad = bm.grad(loss, grad_vars=[{**weights, **delays}[k] for k in names],
+                       return_value=True)
 
-    @bm.jit
-    def step(x, y):
-        grads, value = grad(x, y)
-        grads = dict(zip(trained, grads))
-        opt_w.update({k: grads[k] for k in weights})
-        if learn_delays:
-            opt_d.update({k: grads[k] for k in delays})
-        return value
+        @bm.jit
+        def step(x, y):
+            grads, value = grad(x, y)
+            grads = dict(zip(names, grads))
+            opt_w.update({k: grads[k] for k in weights})
+            if with_delays:
+                opt_d.update({k: grads[k] for k in delays})
+            return value
+        return step
 
     @bm.jit
     def predict(x):
@@ -126,13 +161,7 @@ def train(x_train, y_train, x_test, y_test, learn_delays, epochs, max_delay=25, 
             correct += int(jnp.sum(predict(x[i:i + batch]) == y[i:i + batch]))
         return correct / len(x)
 
-    start = time.perf_counter()
-    losses = []
-    for epoch in range(epochs):
-        if learn_delays:
-            sigma = bp_conv_ext.sigma_schedule(epoch, epochs, start=max_delay / 2)
-            for layer in net.layers():
-                layer.set_sigma(sigma)
+    def run_epoch(step):
         order = rng.permutation(len(x_train))
         total = 0.
         for i in range(0, len(order) - batch + 1, batch):
@@ -140,12 +169,30 @@ def train(x_train, y_train, x_test, y_test, learn_delays, epochs, max_delay=25, 
             net.reset(batch)
             total += float(step(x_train[take].astype(np.float32), y_train[take]))
         losses.append(total / (len(order) // batch))
+
+    result, losses = {}, []
+    gauss_epochs = epochs - fine_tune if learn_delays else epochs
+    start = time.perf_counter()
+    step = make_step(learn_delays)
+    for epoch in range(gauss_epochs):
+        if learn_delays:
+            sigma = bp_conv_ext.sigma_schedule(epoch, gauss_epochs, start=max_delay / 2,
+                                               end=sigma_end)
+            for layer in net.layers():
+                layer.set_sigma(sigma)
+        run_epoch(step)
     wall = time.perf_counter() - start
-    result = dict(loss=losses[-1], wall=wall)
     if learn_delays:
         result['test_gauss'] = accuracy(x_test.astype(np.float32), y_test)
         for layer in net.layers():
             layer.round_delays()
+        result['test_rounded'] = accuracy(x_test.astype(np.float32), y_test)
+        start = time.perf_counter()           # the evaluations above are not training time
+        step = make_step(False)
+        for epoch in range(fine_tune):
+            run_epoch(step)
+        wall += time.perf_counter() - start
+    result.update(loss=losses[-1], wall=wall)
     result['test'] = accuracy(x_test.astype(np.float32), y_test)
     result['train'] = accuracy(x_train.astype(np.float32), y_train)
     return net, result
@@ -153,7 +200,8 @@ def train(x_train, y_train, x_test, y_test, learn_delays, epochs, max_delay=25, 
 
 def report(name, results):
     for label, r in results.items():
-        extra = f", before rounding {r['test_gauss']:.3f}" if 'test_gauss' in r else ''
+        extra = (f", before rounding {r['test_gauss']:.3f}, rounded before fine-tuning "
+                 f"{r['test_rounded']:.3f}" if 'test_gauss' in r else '')
         print(f"  {name:13s} {label:13s} train {r['train']:.3f}  test {r['test']:.3f}{extra}  "
               f"({r['wall']:.1f} s training, final loss {r['loss']:.3f})")
 
@@ -189,37 +237,95 @@ def draw(path, net, accuracies):
     print(f"figure: {path}")
 
 
+TASKS = {'synthetic': 'synthetic', 'basic_motions': 'BasicMotions'}
+
+
+def markdown(report) -> str:
+    """The table of ``report`` (what :func:`main` returns and writes), with a caption naming
+    the run: settings, machine, versions, date and command."""
+    header = ['task', 'with learned delays (rounded)', 'before rounding',
+              'just rounded (before fine-tuning)', 'delays held at 0',
+              'training time (delays / none)']
+    lines = ['| ' + ' | '.join(header) + ' |', '| --- |' + ' ---: |' * (len(header) - 1)]
+    for key, name in TASKS.items():
+        delays, none = report[key]['with delays'], report[key]['no delays']
+        cells = [name] + [f"{v:.3f}" for v in (delays['test'], delays['test_gauss'],
+                                                 delays['test_rounded'], none['test'])]
+        cells.append(f"{delays['wall']:.1f} s / {none['wall']:.1f} s")
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    m, s = report['machine'], report['settings']
+    epochs = '; '.join(f"{TASKS[key]}: {v['train_samples']} training and {v['test_samples']} "
+                       f"test samples, {v['epochs']} epochs, the last {v['fine_tune']} on the "
+                       f"rounded delays" for key, v in s['tasks'].items())
+    lines.append('')
+    lines.append(f"Test accuracies of one run of `examples/delays.py` ({epochs}; sigma from "
+                 f"{s['sigma_start']:g} to {s['sigma_end']:g} steps). Training time includes "
+                 f"compilation. {m['cpu']} ({m['cores']} core{'s' * (m['cores'] != 1)}), "
+                 f"JAX {m['jax']}, BrainPy {m['brainpy']}, Python {report['python']}, "
+                 f"{report['date'][:10]}; `{report['command']}`.")
+    return '\n'.join(lines) + '\n'
+
+
+def write(folder, report):
+    """``folder/delays.json`` (the report) and ``folder/delays.md`` (its table)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, 'delays.json'), 'w') as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(folder, 'delays.md'), 'w') as f:
+        f.write(markdown(report))
+    print(f"wrote {os.path.join(folder, 'delays')}.json and .md")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='few samples and epochs (a check)')
     parser.add_argument('--figure', default='docs/figures/learned_delays.png')
+    parser.add_argument('--out', help='folder for delays.json and delays.md (the table)')
     args = parser.parse_args(argv)
-    epochs = 3 if args.quick else 120
+    epochs = {'synthetic': 3, 'basic_motions': 3} if args.quick else \
+        {'synthetic': 120, 'basic_motions': 60}
     rng = np.random.default_rng(0)
     n_train, n_test = (128, 64) if args.quick else (1024, 512)
     x, y, patterns = synthetic(n_train + n_test, rng)
     x_train, y_train, x_test, y_test = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
     print(f"synthetic task: {n_train} training and {n_test} test samples, "
           f"{x.shape[1]} steps, {x.shape[2]} channels, {patterns.shape[0]} classes")
+    sizes = {'synthetic': (n_train, n_test)}
     results, nets = {}, {}
     for label, learn in [('with delays', True), ('no delays', False)]:
-        nets[label], results[label] = train(x_train, y_train, x_test, y_test, learn, epochs)
+        nets[label], results[label] = train(x_train, y_train, x_test, y_test, learn,
+                                            epochs['synthetic'])
     report('synthetic', results)
     synthetic_results = results
 
     x_train, y_train, x_test, y_test = basic_motions()
     if args.quick:
         x_train, y_train = x_train[:16], y_train[:16]
+    sizes['basic_motions'] = (len(x_train), len(x_test))
     print(f"BasicMotions: {len(x_train)} training and {len(x_test)} test samples, "
           f"{x_train.shape[1]} steps, {x_train.shape[2]} spike channels")
-    results = {label: train(x_train, y_train, x_test, y_test, learn, 3 if args.quick else 60,
+    results = {label: train(x_train, y_train, x_test, y_test, learn, epochs['basic_motions'],
                             batch=8)[1]
                for label, learn in [('with delays', True), ('no delays', False)]}
     report('BasicMotions', results)
     draw(args.figure, nets['with delays'],
-         {task: {label: r['test'] for label, r in runs.items()}
-          for task, runs in (('synthetic', synthetic_results), ('BasicMotions', results))})
-    return dict(synthetic=synthetic_results, basic_motions=results, figure=args.figure)
+         {name: {label: r['test'] for label, r in runs.items()}
+          for name, runs in (('synthetic', synthetic_results), ('BasicMotions', results))})
+    outcome = {
+        'synthetic': synthetic_results, 'basic_motions': results, 'figure': args.figure,
+        'settings': {'sigma_start': MAX_DELAY / 2, 'sigma_end': SIGMA_END,
+                     'tasks': {key: {'train_samples': sizes[key][0],
+                                     'test_samples': sizes[key][1], 'epochs': epochs[key],
+                                     'fine_tune': max(1, round(FINE_TUNE_SHARE * epochs[key]))}
+                               for key in TASKS}},
+        'machine': machine(), 'python': platform.python_version(),
+        'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+        'command': ' '.join(['python', 'examples/delays.py']
+                            + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)]),
+    }
+    if args.out:
+        write(args.out, outcome)
+    return outcome
 
 
 if __name__ == '__main__':

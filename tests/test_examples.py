@@ -53,10 +53,18 @@ def test_delays_quick(tmp_path):
     pytest.importorskip('matplotlib')
     pytest.importorskip('aeon')
     figure = str(tmp_path / 'delays.png')
-    result = _load('delays').main(['--quick', '--figure', figure])
+    result = _load('delays').main(['--quick', '--figure', figure, '--out', str(tmp_path)])
     assert os.path.getsize(result['figure']) > 10_000
     for task in ('synthetic', 'basic_motions'):
         assert set(result[task]) == {'with delays', 'no delays'}
         for run in result[task].values():
             assert 0.0 <= run['test'] <= 1.0 and run['wall'] > 0
-        assert 'test_gauss' in result[task]['with delays']
+        assert {'test_gauss', 'test_rounded'} <= set(result[task]['with delays'])
+        assert result['settings']['tasks'][task]['fine_tune'] >= 1
+    with open(tmp_path / 'delays.json') as f:
+        report = json.load(f)
+    assert report['command'].startswith('python examples/delays.py --quick')
+    assert set(report['machine']) >= {'cpu', 'cores', 'jax', 'brainpy'}
+    table = (tmp_path / 'delays.md').read_text()
+    rows = [line for line in table.splitlines() if line.startswith('| ')]
+    assert len(rows) == 4 and report['command'] in table      # header, rule, the two tasks
