@@ -23,7 +23,8 @@ def test_every_measured_number_a_page_quotes_is_in_a_result_file_it_names(page):
 def results(tmp_path):
     folder = tmp_path / 'benchmarks' / 'results' / 'cpu-2000-01-01'
     folder.mkdir(parents=True)
-    (folder / 'suite.md').write_text("| shape | ours (ms) | ratio |\n| B32 | 0.5861 | 5.48x |\n"
+    (folder / 'suite.md').write_text("| shape | ours (ms) | ours/lax |\n| --- | ---: | ---: |\n"
+                                     "| B32 | 0.5861 | 5.48 |\n"
                                      "accuracy 0.9600, 12.5 % of the time\n")
     return tmp_path
 
@@ -37,7 +38,10 @@ def test_a_number_the_named_files_hold_passes_and_a_stale_one_is_named(results):
     assert _stale(cites + "5.5x faster, 0.586 ms, accuracy 0.96 (96 %), 12.5 %.", results) == []
     found = _stale(cites + "now 5.8x faster, and 0.97 accurate.", results)
     assert [token for token, _ in found] == ['5.8x', '0.97']
-    assert 'held by none of the 1 result files' in found[0][1]
+    assert found[0][1] == '5.8: held as a ratio by none of the 1 result files the page names'
+    # A number is held with its kind: a time is not a ratio, a ratio column holds ratios.
+    assert [token for token, _ in _stale(cites + "0.59x, 5.48 ms.", results)] == ['0.59x',
+                                                                                 '5.48 ms']
     # A folder names every file in it.
     assert _stale("See `benchmarks/results/cpu-2000-01-01/`: 5.5x.", results) == []
 

@@ -62,8 +62,24 @@ def prose_lines(text):
         yield number, line
 
 
+#: Units as one kind each: a quoted number must be held with its kind.
+_KINDS = {'x': 'x', '×': 'x', 'ms': 'ms', 'µs': 'us', 'us': 'us', 's': 's', 'seconds': 's',
+          'min': 'min', 'minutes': 'min', 'h': 'h', 'hours': 'h', 'GiB': 'GiB', 'MiB': 'MiB',
+          'KiB': 'KiB', 'GB': 'GB', 'MB': 'MB', 'kB': 'kB', 'TFLOP/s': 'TFLOP/s',
+          'GFLOP/s': 'GFLOP/s', 'MFLOP/s': 'MFLOP/s', '%': '%'}
+_UNIT_AFTER = re.compile(r'\s?(x(?![\w])|×|%|ms|µs|us|s|seconds|min|minutes|h|hours|GiB|MiB|KiB'
+                         r'|GB|MB|kB|TFLOP/s|GFLOP/s|MFLOP/s)(?![\w/])')
+
+
+def _kind(token):
+    """The kind of a quoted token: its unit's, or ``None`` for a bare number."""
+    match = _UNIT_AFTER.search(token)
+    return _KINDS[match.group(1)] if match else None
+
+
 def quoted(text):
-    """``(line number, token, [numbers])`` of every measurement the prose of ``text`` quotes."""
+    """``(line number, token, [numbers], kind)`` of every measurement the prose of ``text``
+    quotes; ``kind`` is its unit's (``'x'`` for ratios), ``None`` for a bare number."""
     for number, line in prose_lines(text):
         for match in _TOKEN.finditer(line):
             before = line[:match.start()]
@@ -71,7 +87,8 @@ def quoted(text):
             if _SETTING.search(before) or (not has_unit and _VERSION.search(before)):
                 continue
             values = [v for v in match.groups() if v is not None]
-            yield number, match.group(0).strip(), values, '%' in match.group(0)
+            token = match.group(0).strip()
+            yield number, token, values, _kind(token) if has_unit else None
 
 
 def named_files(text, root=ROOT):
@@ -87,31 +104,79 @@ def named_files(text, root=ROOT):
     return sorted(files)
 
 
-def _numbers(paths, _cache={}):
+def _column_kind(header):
+    """The kind of a table column's numbers, from its header: ``time (ms)`` -> ``'ms'``, a
+    ratio (``a/b``, ``vs``, ``speed-up``) -> ``'x'``."""
+    unit = re.search(r'\(([^)]*)\)\s*$', header)
+    if unit and unit.group(1).strip() in _KINDS:
+        return _KINDS[unit.group(1).strip()]
+    if re.search(r'/|\bvs\b|speed|ratio|faster', header):
+        return 'x'
+    return None
+
+
+def held_values(content):
+    """``{(kind, value)}`` of the numbers in a result file: every number as a bare one
+    (``None``), with its unit where one follows it, and in a markdown table with the kind of
+    its column."""
+    values = set()
+    header, rows = None, content.splitlines()
+    for i, line in enumerate(rows):
+        for match in _NUMBER_IN_FILE.finditer(line):
+            value = float(match.group(0))
+            values.add((None, value))
+            unit = _UNIT_AFTER.match(line, match.end())
+            if unit:
+                values.add((_KINDS[unit.group(1)], value))
+        if not line.startswith('|'):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
+        if i + 1 < len(rows) and re.match(r'^\|\s*:?-{3,}', rows[i + 1]):
+            header = [_column_kind(cell) for cell in cells]
+            continue
+        if header is not None:
+            for kind, cell in zip(header, cells):
+                for match in _NUMBER_IN_FILE.finditer(cell):
+                    if kind is not None:
+                        values.add((kind, float(match.group(0))))
+    return values
+
+
+def _values(paths, _cache={}):
     values = set()
     for path in paths:
         if path not in _cache:
             with open(path, errors='replace') as f:
-                _cache[path] = {float(v) for v in _NUMBER_IN_FILE.findall(f.read())}
+                _cache[path] = held_values(f.read())
         values |= _cache[path]
     return values
 
 
-def _held(value, held, percent):
+def _held(value, kind, held):
+    """Whether a number of ``held`` of ``kind`` rounds to ``value`` (the digits quoted);
+    a percentage may be held as a fraction, a bare number as any."""
     digits = len(value.partition('.')[2])
     target, tolerance = float(value), 0.5 * 10 ** -digits + 1e-9
-    return any(abs(v - target) <= tolerance or (percent and abs(100 * v - target) <= tolerance)
-               for v in held)
+    for held_kind, v in held:
+        if kind is None or kind == '%':
+            if held_kind is None and (abs(v - target) <= tolerance or
+                                      (kind == '%' and abs(100 * v - target) <= tolerance)):
+                return True
+        elif held_kind == kind and abs(v - target) <= tolerance:
+            return True
+    return False
 
 
 def stale(text, root=ROOT):
     """``(line number, token, why)`` of every quoted measurement no named result file holds."""
     files = named_files(text, root)
-    held = _numbers(files)
-    for number, token, values, percent in quoted(text):
-        missing = [v for v in values if not _held(v, held, percent)]
+    held = _values(files)
+    for number, token, values, kind in quoted(text):
+        missing = [v for v in values if not _held(v, kind, held)]
         if missing:
-            where = (f"held by none of the {len(files)} result files the page names"
+            what = {None: 'a number', '%': 'a number', 'x': 'a ratio'}.get(kind, f'a value in {kind}')
+            where = (f"held as {what} by none of the {len(files)} result files the page names"
                      if files else f"the page names no result file under {RESULTS}")
             yield number, token, f"{', '.join(missing)}: {where}"
 
