@@ -34,7 +34,6 @@ import numpy as np
 from jax import lax
 
 import bp_conv_ext
-from bp_conv_ext import _event
 
 try:
     import torch
@@ -278,19 +277,20 @@ def spiking_bptt_table(repeats, rng, densities):
 
 
 def fallback_runtime():
-    """The CPU runtime whose event kernels are measured beside the default ones: the numba
-    kernels (``'brainevent'``) where the C++ kernels are the default, else ``None``."""
-    return 'brainevent' if _event.runtime_name() == 'c++' and TORCH_DEVICE == 'cpu' else None
+    """The CPU kernel set measured beside the default one: the numba kernels (``'numba'``)
+    where the C++ kernels are the default and the numba ones available, else ``None``."""
+    cpu = [k.name for k in bp_conv_ext.event_kernels('cpu')]
+    return 'numba' if cpu[:2] == ['c++', 'numba'] and TORCH_DEVICE == 'cpu' else None
 
 
 def event_jit(fn, runtime):
-    """``jax.jit(fn)``, traced (at its first call) with the kernels of ``runtime``."""
+    """``jax.jit(fn)``, traced (at its first call) with the kernel set ``runtime``."""
     jitted = jax.jit(fn)
     if runtime is None:
         return jitted
 
     def call(*args):
-        with _event.forced_runtime(runtime):
+        with bp_conv_ext.use_event_kernels(runtime):
             return jitted(*args)
     return call
 

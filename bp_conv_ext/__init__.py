@@ -1,6 +1,7 @@
 """bp_conv_ext: a 1-D convolution layer for spiking neural networks in BrainPy."""
 from ._args import output_length
-from ._conv import conv1d, event_density_threshold, event_kernel, which_backend
+from ._conv import (conv1d, event_density_threshold, event_kernel, event_kernels,
+                    use_event_kernels, which_backend)
 from ._delays import delay_kernel, sigma_schedule
 from ._layer import Conv1d, DelayConv1d
 from ._multistep import LayerByLayer
@@ -20,5 +21,6 @@ def __getattr__(name):
 
 
 __all__ = ['Conv1d', 'DelayConv1d', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d',
-           'delay_kernel', 'event_density_threshold', 'event_kernel', 'from_torch',
-           'output_length', 'sigma_schedule', 'spike_drive', 'which_backend', '__version__']
+           'delay_kernel', 'event_density_threshold', 'event_kernel', 'event_kernels',
+           'from_torch', 'output_length', 'sigma_schedule', 'spike_drive',
+           'use_event_kernels', 'which_backend', '__version__']

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _args, _dense, _event, _params
+from . import _args, _dense, _event, _params, kernels
 
 #: Values of ``backend``: ``'auto'``; ``'dense'`` (the dense algorithm picked by
 #: :func:`_dense.choose_algorithm`); one dense algorithm by name; ``'event'``.
@@ -162,13 +162,13 @@ def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilat
                         lambda x: _event.conv(x, w, spec, out_len), dense, x)
 
     def checked(x):
-        threshold = _event.auto_density('cpu')
+        threshold = kernels.running('cpu').auto_density
         return lax.cond(estimate_density(x) <= threshold, event, dense, x)
 
     # The density check only where the event kernels win, and CUDA GPUs' own dense
     # algorithm; the platform is known when the program is lowered, and the other branches
     # are dropped then.
-    branches = {p: checked for p in (_event.auto_platforms() if checks_density else ())}
+    branches = {p: checked for p in (kernels.auto_platforms() if checks_density else ())}
     if backend in ('auto', 'dense') and (algorithm, spec.kernel_grad) != (CUDA_ALGORITHM,) * 2:
         branches['cuda'] = dense_cuda
     if backend == 'event':
@@ -337,8 +337,9 @@ def which(x, w, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, g
     batched = x if x.ndim == 3 else x[None]
     algorithm, checks_density = plan(batched.shape + (w.shape[2], w.shape[0], groups), x.dtype,
                                      backend)
-    if backend == 'event' or (checks_density and platform in _event.auto_platforms() and
-                              float(estimate_density(batched)) <= _event.auto_density(platform)):
+    if backend == 'event' or (checks_density and platform in kernels.auto_platforms() and
+                              float(estimate_density(batched)) <=
+                              kernels.running(platform).auto_density):
         return 'event'
     return CUDA_ALGORITHM if platform == 'cuda' and backend in ('auto', 'dense') else algorithm
 
@@ -391,7 +392,81 @@ def event_kernel(platform=None) -> str:
     >>> event_kernel('cuda'), event_kernel('tpu')
     ('pallas', 'jax')
     """
-    return _event.kernel_name(check_platform(platform))
+    return kernels.running(check_platform(platform)).name
+
+
+def event_kernels(platform=None) -> tuple:
+    """The kernel sets that can run the event-driven path on ``platform`` here (default: JAX's
+    default backend), one record each.
+
+    On the CPU: the available ones in the order the CPU prefers them (``'c++'``, ``'numba'``,
+    ``'jax'``; the first runs unless :func:`use_event_kernels` chooses another), then
+    ``'pallas'``, the NVIDIA GPUs' kernels, which run there in Pallas's interpreter (slowly:
+    for tests). On an accelerator: the one set that runs there.
+
+    Returns
+    -------
+    tuple of KernelSet
+        Frozen records with the fields ``name`` (what :func:`event_kernel` reports and
+        :func:`use_event_kernels` takes), ``module`` (in ``bp_conv_ext.kernels``),
+        ``platforms`` (those it serves), ``auto_density`` (its :func:`event_density_threshold`;
+        ``None``: ``'auto'`` stays dense), ``sharding`` (``'split'``: over the batch by the
+        event primitives' sharding rule; ``'xla'``: by XLA), ``package`` (the package it
+        needs, if any), ``builds`` (whether it needs its library built with the machine's
+        C++17 compiler) and ``forceable`` (whether :func:`use_event_kernels` takes it).
+
+    Raises
+    ------
+    ValueError
+        For a platform that is not ``'cpu'``, ``'cuda'``, ``'rocm'``, ``'tpu'``, ``'gpu'`` or
+        ``None``.
+
+    Examples
+    --------
+    >>> from bp_conv_ext import event_kernels
+    >>> [k.name for k in event_kernels('tpu')]
+    ['jax']
+    >>> cuda, = event_kernels('cuda')
+    >>> cuda.name, cuda.auto_density, cuda.sharding
+    ('pallas', None, 'split')
+    >>> [k.name for k in event_kernels('cpu')][-2:]
+    ['jax', 'pallas']
+    """
+    return kernels.runnable(check_platform(platform))
+
+
+def use_event_kernels(name: str):
+    """A context manager: the event-driven path runs on the CPU with the kernel set ``name``
+    for the programs traced inside its ``with`` block.
+
+    ``name`` is one of ``'c++'``, ``'numba'``, ``'jax'`` or ``'pallas'`` (the NVIDIA GPUs'
+    kernels, in Pallas's interpreter): how the accelerators' kernels, or the CPU's fallback,
+    are checked on the CPU through the same primitives. Programs traced inside the block keep
+    those kernels when they run later; programs traced (or cached by ``jax.jit``) outside it
+    keep theirs. Inside the block :func:`event_kernel` and :func:`event_density_threshold`
+    report the chosen set on the CPU. Accelerators are not affected. Blocks nest.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not one of those, naming the ones accepted; for kernels that are
+        not available here, saying why (the package they need is missing; the C++ kernels
+        could not be built).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bp_conv_ext import conv1d, event_kernel, use_event_kernels
+    >>> x = np.random.default_rng(0).random((2, 20, 4)) < 0.1
+    >>> w = np.ones((3, 4, 4), np.float32)
+    >>> with use_event_kernels('jax'):
+    ...     y = conv1d(x, w, backend='event')
+    ...     event_kernel('cpu')
+    'jax'
+    >>> np.allclose(y, conv1d(x, w, backend='dense'))
+    True
+    """
+    return kernels.use(name)
 
 
 def event_density_threshold(platform=None):
@@ -409,11 +484,11 @@ def event_density_threshold(platform=None):
     >>> event_density_threshold('cuda') is None
     True
     """
-    return _event.auto_density(check_platform(platform))
+    return kernels.running(check_platform(platform)).auto_density
 
 
 #: Platform names as JAX lowers for them.
-PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
+PLATFORMS = kernels.PLATFORMS
 
 
 def check_platform(platform) -> str:

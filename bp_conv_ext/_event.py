@@ -9,16 +9,17 @@ The operation is a pair of JAX primitives defined here, the convolution and its 
 gradient, with everything that is not a kernel written once: the rules for JVP,
 transposition (reverse mode with respect to the kernel and the input) and ``vmap``, the
 abstract evaluation, which keeps the varying manual axes of ``jax.shard_map``, and the
-sharding rule under ``jax.jit``. Each platform lowers them to its own kernels, one module per
-runtime and platform in :mod:`bp_conv_ext.kernels` (see there for their common names):
+sharding rule under ``jax.jit``. Each platform lowers them to the kernel set that the registry
+of :mod:`bp_conv_ext.kernels` says runs there (one module per set):
 
-- the CPU to the first available of ``kernels.cxx_cpu`` (C++ through the XLA FFI, built with
-  the machine's compiler), ``kernels.numba_cpu`` (numba kernels through
-  ``brainevent.XLACustomKernel``, BrainPy 2.7+) and the pure-JAX ``kernels.xla``;
-- CUDA GPUs to the Pallas (Triton) kernels of ``kernels.pallas_gpu``; ROCm GPUs and TPUs to
-  ``kernels.xla``.
+- the CPU to the first available of ``'c++'`` (C++ through the XLA FFI, built with the
+  machine's compiler), ``'numba'`` (numba kernels through ``brainevent.XLACustomKernel``,
+  BrainPy 2.7+) and the pure-JAX ``'jax'``, or to the set chosen when the call was traced
+  (:func:`bp_conv_ext.use_event_kernels`);
+- CUDA GPUs to the Pallas (Triton) kernels, ``'pallas'``; ROCm GPUs and TPUs to ``'jax'``.
 
-The static parameters include the matmul precision the call was made under.
+The static parameters include the matmul precision the call was made under and the name of
+the CPU's kernel set.
 
 Sharding. Under ``jax.jit`` with sharded inputs, XLA cannot split a custom call, so the C++ and numba
 kernels are wrapped in ``jax.experimental.custom_partitioning``: the forward runs on each
@@ -42,75 +43,6 @@ from jax.interpreters import ad, batching, mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
 from . import _dense, _gpu_target, kernels
-
-_forced = None
-
-
-@functools.lru_cache(maxsize=None)
-def _installed():
-    for runtime, _ in kernels.CPU:
-        if kernels.available(runtime):
-            return runtime
-
-
-def runtime_name():
-    """The runtime whose kernels the event-driven path uses on the CPU, the first available of
-    :data:`bp_conv_ext.kernels.CPU`: ``'c++'`` (built with the machine's compiler),
-    ``'brainevent'`` or ``'jax'`` (the pure-JAX kernels); inside
-    :func:`forced_runtime`, the one forced (also ``'pallas'``)."""
-    return _forced or _installed()
-
-
-@contextlib.contextmanager
-def forced_runtime(package: str):
-    """Trace the event path with the kernels of ``package`` on the CPU inside the ``with``
-    block: one of the CPU runtimes (available), ``'jax'`` or ``'pallas'`` (the GPU kernels,
-    interpreted). How the tests run the accelerators' kernels on the CPU through the same
-    primitives. Programs traced inside the block keep those kernels."""
-    global _forced
-    if package not in kernels.FORCEABLE:
-        raise ValueError(f"`package` (={package!r}) must be one of "
-                         f"{', '.join(map(repr, kernels.FORCEABLE))}.")
-    if package in dict(kernels.CPU) and not kernels.available(package):
-        raise ValueError(f"`package` (={package!r}): its kernels are not available here.")
-    _module(package)
-    previous, _forced = _forced, package
-    try:
-        yield
-    finally:
-        _forced = previous
-
-
-def _platform_module(platform: str):
-    """The kernel module that runs the event path on ``platform``."""
-    if platform == 'cpu':
-        return _module(runtime_name())
-    return kernels.module(kernels.ACCELERATORS[platform])
-
-
-def auto_density(platform: str):
-    """The spike density at or below which ``backend='auto'`` takes the event path on
-    ``platform`` (``'cpu'``, ``'cuda'``, ``'rocm'``, ``'tpu'``): that of its kernels, or
-    ``None`` where ``'auto'`` stays dense."""
-    return _platform_module(platform).AUTO_DENSITY
-
-
-def auto_platforms() -> tuple:
-    """The platforms where ``backend='auto'`` may choose the event-driven path: those whose
-    event kernels were measured to beat the dense path there (the CPU)."""
-    return ('cpu',) if auto_density('cpu') is not None else ()
-
-
-def kernel_name(platform: str) -> str:
-    """The event kernels that run on ``platform`` (``'cpu'``, ``'cuda'``, ``'rocm'``,
-    ``'tpu'``)."""
-    return _platform_module(platform).NAME
-
-
-def _module(package):
-    """The kernel module of a CPU runtime package (or of a forceable one)."""
-    return kernels.module(kernels.FORCEABLE[package])
-
 
 def _varying(aval):
     """The manual mesh axes (``jax.shard_map``) that an abstract value varies over."""
@@ -213,31 +145,37 @@ class _Operation:
         return _compiled(self.primitive, tuple(sorted(params.items())))(*args)
 
     def _cpu_rule(self, ctx, *args, kernels, **params):
-        # On the CPU, the kernels of the runtime the call was traced with.
-        return self._rule(_module(kernels), ctx, *args, kernels=kernels, **params)
+        # On the CPU, the kernel set the call was traced with.
+        return self._rule(_kernel_set(kernels), ctx, *args, kernels=kernels, **params)
 
     def _accelerator_rule(self, platform, ctx, *args, **params):
         # The kernel module of an accelerator is imported when a program first needs it; CUDA's
         # are lowered for a GPU this machine may not have (see ``_gpu_target``).
-        module = kernels.module(kernels.ACCELERATORS[platform])
+        chosen = kernels.running(platform)
         with _gpu_target.cuda_lowering() if platform == 'cuda' else contextlib.nullcontext():
-            return self._rule(module, ctx, *args, compiled=True, **params)
+            return self._rule(chosen, ctx, *args, compiled=True, **params)
 
-    def _rule(self, module, ctx, *args, kernels, compiled=False, **params):
-        """Lower to ``module``'s kernel: on an accelerator its compiled form where it has one
-        (``module.compiled``), on the CPU the plain one (Pallas kernels are interpreted)."""
+    def _rule(self, chosen, ctx, *args, kernels, compiled=False, **params):
+        """Lower to the kernel of the kernel set ``chosen``: on an accelerator its compiled
+        form where it has one (``module.compiled``), on the CPU the plain one (Pallas kernels
+        are interpreted)."""
+        module = chosen.load()
         kernel = getattr(module, 'compiled', {}).get(self.kind) if compiled else None
         kernel = kernel or getattr(module, self.kind)
-        call = functools.partial(self._call, module, kernel)
+        call = functools.partial(self._call, chosen.sharding, kernel)
         return mlir.lower_fun(call, multiple_results=True)(ctx, *args, **params)
 
-    def _call(self, module, kernel, x, operand, p, *, outs, **params):
-        if module.SHARDING != 'split':
+    def _call(self, sharding, kernel, x, operand, p, *, outs, **params):
+        if sharding != 'split':
             return kernel(x, operand, p, outs=outs, **params)
         partitioned = _partitioned(self.kind, kernel, outs[0].shape, outs[0].dtype,
                                    tuple(sorted(params.items())))
         return partitioned(x, operand, p)
 
+
+def _kernel_set(name):
+    """The kernel set ``name`` (the parameter ``kernels`` of a bound call)."""
+    return kernels.BY_NAME[name]
 
 
 @functools.lru_cache(maxsize=None)
@@ -268,7 +206,7 @@ def _dense_conv(x, w, kwargs):
 
 def _params(stride, low, lhs_dilation, rhs_dilation, groups, kernels, **kwargs):
     return jnp.asarray([stride, low, lhs_dilation, rhs_dilation, groups,
-                        _module(kernels).threads()], dtype=jnp.int32)
+                        _kernel_set(kernels).load().threads()], dtype=jnp.int32)
 
 
 def _bind(x, w, params, **static):
@@ -386,5 +324,6 @@ def conv(x, w, spec: _dense.ConvSpec, out_len: int):
     static = dict(stride=spec.stride, low=spec.padding[0], high=spec.padding[1],
                   lhs_dilation=spec.lhs_dilation, rhs_dilation=spec.rhs_dilation,
                   groups=spec.groups, out_len=out_len,
-                  precision=jax.config.jax_default_matmul_precision, kernels=runtime_name())
+                  precision=jax.config.jax_default_matmul_precision,
+                  kernels=kernels.running('cpu').name)
     return _bind(x, w, _params(**static), **static)

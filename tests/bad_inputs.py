@@ -7,7 +7,8 @@ import brainpy.math as bm
 import jax.numpy as jnp
 import numpy as np
 
-from bp_conv_ext import Conv1d, DelayConv1d, conv1d, output_length, spike_drive
+from bp_conv_ext import (Conv1d, DelayConv1d, conv1d, event_kernels, output_length, spike_drive,
+                         use_event_kernels)
 
 try:
     from brainunit import UnitMismatchError
@@ -36,6 +37,13 @@ def _set_backend(value):
 
 
 _STATE = dict(in_size=(10, 4), out_channels=6, kernel_size=3)
+
+
+def _use_event_kernels(name):
+    def run():
+        with use_event_kernels(name):
+            pass
+    return run
 
 
 def _state(call=None, **changes):
@@ -177,6 +185,9 @@ ROWS = [
     ('w_initializer returning None', _build(w_initializer=lambda shape: None), TypeError, r"`w_initializer` \(.*\) returned None for shape \(3, 4, 6\)"),
     ('DelayConv1d.multi_step with T=0', lambda: DelayConv1d(4, 6, 3).multi_step(np.zeros((0, 4), bool)), ValueError, r"takes, in multi_step, at least one time step; got an input of shape \(0, 4\)"),
     ('DelayConv1d.reset_state(-1)', lambda: DelayConv1d(4, 6, 3).reset_state(-1), ValueError, r"`batch_or_mode` \(=-1\) must be a positive integer"),
+    ('use_event_kernels: an unknown kernel set', _use_event_kernels('cuda'), ValueError, r"`name` \(='cuda'\) must be one of 'c\+\+', 'numba', 'jax', 'pallas'"),
+    ("use_event_kernels: the package's name instead of the kernel set's", _use_event_kernels('brainevent'), ValueError, r"`name` \(='brainevent'\) must be one of 'c\+\+', 'numba', 'jax', 'pallas'"),
+    ('event_kernels: unknown `platform`', lambda: event_kernels('metal'), ValueError, r"`platform` \(='metal'\) must be one of 'cpu', 'cuda', 'rocm', 'tpu', 'gpu' or None"),
 ]
 
 
@@ -193,7 +204,8 @@ def markdown() -> str:
              "| ---: | --- | --- | --- |"]
     for i, (what, _, error, pattern) in enumerate(ROWS, 1):
         shown = pattern.replace('\\\\', '\\').replace('\\(', '(').replace('\\)', ')') \
-            .replace('\\[', '[').replace('\\]', ']').replace('\\.', '.').replace('|', '\\|')
+            .replace('\\[', '[').replace('\\]', ']').replace('\\.', '.').replace('\\+', '+') \
+            .replace('|', '\\|')
         lines.append(f"| {i} | {what} | `{error.__name__}` | {shown} |")
     return '\n'.join(lines) + '\n'
 

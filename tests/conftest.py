@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from bp_conv_ext import kernels
-from bp_conv_ext._event import forced_runtime, runtime_name
+from bp_conv_ext import event_kernels, use_event_kernels
 
 # Property-based tests: a quick profile for CI, a long one for nightly-style runs.
 settings.register_profile('ci', max_examples=25, deadline=None,
@@ -72,23 +71,25 @@ if enable_x64 is None:
     from jax.experimental import enable_x64
 
 
-def event_runtime(package):
-    """A context tracing the event path with the kernels of ``package`` (``'brainevent'``: the
-    numba kernels, the fallback of the C++ ones; ``'jax'``: the pure-JAX kernels that ROCm GPUs
-    and TPUs run; ``'pallas'``: the CUDA GPUs' kernels, in Pallas's interpreter; all here on
-    the CPU); ``None``: the CPU's own (the first available runtime)."""
-    return contextlib.nullcontext() if package is None else forced_runtime(package)
+def event_runtime(name):
+    """A context tracing the event path with the kernel set ``name`` (``'numba'``: the
+    fallback of the C++ kernels; ``'jax'``: the pure-JAX kernels that ROCm GPUs and TPUs run;
+    ``'pallas'``: the CUDA GPUs' kernels, in Pallas's interpreter; all here on the CPU);
+    ``None``: the CPU's own (the first available set)."""
+    return contextlib.nullcontext() if name is None else use_event_kernels(name)
 
 
-#: The event path with the CPU's own kernels; where those are the C++ kernels and brainevent is
-#: installed (BrainPy 2.7+), also with their fallback, the numba kernels; then with each
+#: The kernel sets that can run the event path on the CPU here, the CPU's own first.
+CPU_KERNELS = [k.name for k in event_kernels('cpu')]
+#: The event path with the CPU's own kernels; where those are the C++ kernels and the numba
+#: kernels are available (brainevent, BrainPy 2.7+), also with their fallback; then with each
 #: accelerator's kernels forced on the CPU through the same primitives' rules. And their ids.
-_FALLBACK = ['brainevent'] if runtime_name() == 'c++' and kernels.available('brainevent') else []
+_FALLBACK = ['numba'] if CPU_KERNELS[0] == 'c++' and 'numba' in CPU_KERNELS else []
 EVENT_RUNTIMES = [None] + _FALLBACK + ['jax', 'pallas']
 EVENT_IDS = ['event'] + ['event-numba'] * len(_FALLBACK) + ['event-jax', 'event-pallas']
-#: The event kernels that run where the C++ kernels cannot be built: the next CPU runtime's
+#: The event kernels that run where the C++ kernels cannot be built: the next CPU set's
 #: (numba with brainevent, BrainPy 2.7+; else the pure-JAX kernels).
-CXX_FALLBACK = 'numba' if kernels.available('brainevent') else 'jax'
+CXX_FALLBACK = 'numba' if 'numba' in CPU_KERNELS else 'jax'
 
 
 def reference_pads(padding, length, kernel_size, stride=1, lhs_dilation=1, rhs_dilation=1):

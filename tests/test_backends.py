@@ -9,8 +9,7 @@ from jax.test_util import check_grads
 from bp_conv_ext import Conv1d, conv1d, event_density_threshold
 from bp_conv_ext._conv import BACKENDS
 from bp_conv_ext._dense import choose_algorithm, choose_kernel_grad
-from bp_conv_ext._event import auto_platforms, runtime_name
-from conftest import (EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, lax_conv1d,
+from conftest import (CPU_KERNELS, EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, lax_conv1d,
                       pairwise, random_case, reference_conv1d)
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -27,6 +26,8 @@ IDS = [','.join(f'{k}={v}' for k, v in c.items()) or 'default' for c in CONFIGS]
 #: ones of ROCm GPUs and TPUs, the Pallas ones of CUDA GPUs) forced on the CPU.
 RUNS = [(backend, None) for backend in BACKENDS] + [('event', r) for r in EVENT_RUNTIMES[1:]]
 RUN_IDS = list(BACKENDS) + EVENT_IDS[1:]
+#: Whether ``backend='auto'`` may take the event path on the CPU here (its kernels win there).
+AUTO_ON_CPU = event_density_threshold('cpu') is not None
 
 
 def _case(seed, density=None, batch=3, length=15, cin=8, cout=8, k=3, groups=1):
@@ -153,13 +154,13 @@ def test_event_path_inside_scan_gradients_equal_dense(runtime):
                                rtol=1e-4, atol=1e-4)
 
 
-# The XLA custom call each runtime lowers the event-driven kernels to.
-_CUSTOM_CALLS = {'c++': 'bp_conv_ext_event_forward', 'brainevent': 'brainevent_numba_ffi'}
+# The XLA custom call each CPU kernel set lowers the event-driven kernels to.
+_CUSTOM_CALLS = {'c++': 'bp_conv_ext_event_forward', 'numba': 'brainevent_numba_ffi'}
 
 
 def test_event_path_lowers_to_the_installed_runtime_custom_call():
     x, w, _ = _case(9, 0.05)
-    runtime = runtime_name()
+    runtime = CPU_KERNELS[0]
     assert runtime in _CUSTOM_CALLS, "the test stacks have the C++ or numba kernels"
     for backend, expected in (('event', {runtime}), ('dense', set())):
         # Lowered for the CPU whatever JAX's default device (the CPU runtime's kernels).
@@ -178,7 +179,7 @@ def test_auto_dispatches_bool_input_through_a_density_check():
     text = _primitives(lambda x: conv1d(x, w), x)
     # Conds: the choice by platform (the CPU's density check), the density check, and the
     # event path's own (a kernel that is not finite goes dense).
-    wins = 'cpu' in auto_platforms()
+    wins = AUTO_ON_CPU
     assert ('bp_conv_ext_event_conv1d' in text) == wins
     assert text.count('cond[') == (3 if wins else 0)
     assert 'bp_conv_ext_event_conv1d' not in _primitives(lambda x: conv1d(x, w),
@@ -209,7 +210,7 @@ def test_auto_stays_dense_under_2_mflop_and_backend_event_forces_the_event_path(
     w = np.ones((5, 16, 16), np.float32)
     assert which_backend(spikes[0], w, platform='cpu') != 'event'
     assert which_backend(spikes[0], w, backend='event', platform='cpu') == 'event'
-    assert (which_backend(spikes, w, platform='cpu') == 'event') == ('cpu' in auto_platforms())
+    assert (which_backend(spikes, w, platform='cpu') == 'event') == AUTO_ON_CPU
 
 
 def test_density_estimate_is_close_on_large_inputs():
@@ -223,7 +224,7 @@ def test_auto_gives_the_same_numbers_on_both_sides_of_the_threshold(density):
     if density == 'threshold':
         density = event_density_threshold('cpu') or 0.05
     x, w, b = _case(10, density, batch=16, length=200, cin=16, cout=16)
-    assert ('cond' in _primitives(lambda x: conv1d(x, w, b), x)) == ('cpu' in auto_platforms())
+    assert ('cond' in _primitives(lambda x: conv1d(x, w, b), x)) == AUTO_ON_CPU
     np.testing.assert_allclose(np.asarray(conv1d(x, w, b)),
                                np.asarray(conv1d(x, w, b, backend='xla')), **TOL)
 

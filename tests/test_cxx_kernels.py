@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bp_conv_ext import conv1d, kernels
+from bp_conv_ext import conv1d
 from bp_conv_ext.kernels import cxx_cpu
-from conftest import CXX_FALLBACK, reference_conv1d
+from conftest import CPU_KERNELS, CXX_FALLBACK, reference_conv1d
 
-pytestmark = pytest.mark.skipif(not kernels.available('c++'),
+pytestmark = pytest.mark.skipif('c++' not in CPU_KERNELS,
                                 reason="no working C++ compiler here")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -27,8 +27,7 @@ import warnings
 warnings.simplefilter('always')
 with warnings.catch_warnings(record=True) as caught:
     import numpy as np, jax.numpy as jnp
-    from bp_conv_ext import conv1d, event_kernel
-    from bp_conv_ext._event import forced_runtime
+    from bp_conv_ext import conv1d, event_kernel, use_event_kernels
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.random((2, 30, 8)) < 0.2)
     w = jnp.asarray(rng.standard_normal((3, 8, 5)), jnp.float32)
@@ -36,7 +35,7 @@ with warnings.catch_warnings(record=True) as caught:
                            rtol=1e-5, atol=1e-5) for _ in range(2))
     kernel = event_kernel('cpu')
 try:
-    with forced_runtime('c++'):
+    with use_event_kernels('c++'):
         pass
     forced = 'yes'
 except ValueError as error:
@@ -75,7 +74,7 @@ def test_without_a_working_compiler_the_numba_kernels_run_after_one_warning(tmp_
     assert (kernel, same, notes) == (CXX_FALLBACK, 'True', '1')
     # The warning names the compiler and what runs instead; forcing the C++ kernels fails.
     assert cxx in rest and 'next CPU kernels' in rest
-    assert "`package` (='c++'): its kernels are not available here." in rest
+    assert "`name` (='c++'): these kernels are not available here: their library" in rest
     assert not any(tmp_path.glob('*.so'))
 
 

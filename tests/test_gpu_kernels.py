@@ -11,8 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bp_conv_ext import conv1d, event_kernel
-from bp_conv_ext._event import forced_runtime
+from bp_conv_ext import conv1d, event_kernel, use_event_kernels
 from bp_conv_ext.kernels import pallas_gpu
 
 export = pytest.importorskip('jax.export')
@@ -73,7 +72,7 @@ def test_a_cuda_export_without_the_custom_call_check_disabled_says_why():
 def test_bfloat16_kernels_sum_in_float32(options):
     x = _spikes((4, 40, 16), density=0.1)
     w = _kernel((5, 16 // options.get('groups', 1), 32), jnp.bfloat16)
-    with forced_runtime('pallas'):
+    with use_event_kernels('pallas'):
         y = conv1d(x, w, backend='event', **options)
         dw = jax.grad(lambda w: jnp.sum(conv1d(x, w, backend='event', **options)
                                         .astype(jnp.float32)))(w)
@@ -89,7 +88,7 @@ def test_bfloat16_kernels_sum_in_float32(options):
 def test_wide_and_odd_channel_counts_tile_into_blocks():
     # 300 output channels in 3 groups: blocks of 128 over padded groups of 128.
     x, w = _spikes((2, 25, 6), density=0.3), _kernel((3, 2, 300))
-    with forced_runtime('pallas'):
+    with use_event_kernels('pallas'):
         y = conv1d(x, w, groups=3, backend='event')
         dw = jax.grad(lambda w: jnp.sum(jnp.sin(conv1d(x, w, groups=3, backend='event'))))(w)
     np.testing.assert_allclose(y, conv1d(x, w, groups=3, backend='xla'), rtol=1e-5, atol=1e-5)

@@ -6,6 +6,7 @@ The matrix covers the pure function, the layer in all three modes, ``multi_step`
 transforms, in a network and in a braintools optimizer step; every backend; ``bool`` and float input; forward,
 gradients, ``vmap`` and a ``lax.scan`` with its gradient.
 """
+import dataclasses
 import functools
 import re
 
@@ -17,11 +18,10 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import (Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d,
-                         event_density_threshold, event_kernel, which_backend)
-from bp_conv_ext import kernels
+                         event_density_threshold, event_kernel, event_kernels, use_event_kernels,
+                         which_backend)
 from bp_conv_ext._conv import BACKENDS
-from bp_conv_ext._event import auto_platforms, forced_runtime, runtime_name
-from conftest import pairwise
+from conftest import CPU_KERNELS, pairwise
 
 export = pytest.importorskip('jax.export')
 
@@ -358,7 +358,7 @@ def test_cuda_convolves_with_matmuls_not_cudnn_unless_asked():
 def test_auto_checks_the_density_on_the_cpu_where_the_event_kernels_win():
     cpu = jax.jit(lambda x, w: conv1d(x, w)).lower(*_program('pure', 'forward', 'auto',
                                                              'bool')[1]).as_text()
-    wins = 'cpu' in auto_platforms()
+    wins = event_density_threshold('cpu') is not None
     assert ('custom_call' in cpu) == ('reduce' in cpu) == wins
     both = _module('auto', ('cpu', 'cuda'))       # the check stays in the CPU branch
     assert ('custom_call' in both) == wins
@@ -367,7 +367,7 @@ def test_auto_checks_the_density_on_the_cpu_where_the_event_kernels_win():
 def test_forced_pure_jax_kernels_run_on_the_cpu_without_custom_calls():
     x, w = _input((BATCH, LENGTH, CIN), 'bool'), _kernel()
     f = lambda x, w: conv1d(x, w, backend='event')
-    with forced_runtime('jax'):
+    with use_event_kernels('jax'):
         jaxpr = str(jax.make_jaxpr(jax.grad(lambda w: jnp.sum(f(x, w) ** 2)))(w))
         hlo = jax.jit(f).lower(x, w).as_text()
         assert event_kernel('cpu') == 'jax'
@@ -378,15 +378,86 @@ def test_forced_pure_jax_kernels_run_on_the_cpu_without_custom_calls():
     assert 'custom_call' in installed       # (a new function: jit keeps f's forced trace)
 
 
-def test_forced_runtime_must_name_a_runtime():
-    with pytest.raises(ValueError, match=r"`package` \(='cupy'\) must be one of 'c\+\+', "
-                                         r"'brainevent', 'jax', 'pallas'"):
-        with forced_runtime('cupy'):
+def test_event_kernels_lists_what_can_run_on_each_platform():
+    cpu = event_kernels('cpu')
+    names = [k.name for k in cpu]
+    assert cpu[0].name == event_kernel('cpu') and event_kernels() == cpu
+    # The CPU's own sets in the order it prefers them (the pure-JAX ones always there), then
+    # the Pallas ones; each with its measured threshold.
+    order = ['c++', 'numba', 'jax', 'pallas']
+    assert names == sorted(names, key=order.index) and names[-2:] == ['jax', 'pallas']
+    assert [k.auto_density for k in cpu] == \
+        [{'c++': 0.1, 'numba': 0.03, 'jax': None, 'pallas': None}[n] for n in names]
+    by_platform = {p: [(k.name, k.sharding) for k in event_kernels(p)]
+                   for p in ('cuda', 'gpu', 'rocm', 'tpu')}
+    assert by_platform == {'cuda': [('pallas', 'split')], 'gpu': [('pallas', 'split')],
+                           'rocm': [('jax', 'xla')], 'tpu': [('jax', 'xla')]}
+    with pytest.raises(ValueError, match=r"`platform` \(='metal'\) must be one of 'cpu'"):
+        event_kernels('metal')
+
+
+def test_a_kernel_record_says_what_its_kernels_need():
+    records = {k.name: k for k in event_kernels('cpu')}
+    jax_kernels = records['jax']
+    assert (jax_kernels.package, jax_kernels.builds, jax_kernels.platforms) == \
+        (None, False, ('cpu', 'rocm', 'tpu'))
+    assert all(k.forceable for k in records.values())
+    if 'numba' in records:
+        assert records['numba'].package == 'brainevent'
+    if 'c++' in records:
+        assert records['c++'].builds and records['c++'].package is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        jax_kernels.auto_density = 0.5
+
+
+@pytest.mark.parametrize('name', CPU_KERNELS)
+def test_use_event_kernels_chooses_the_cpu_kernels_for_a_block(name):
+    x = jnp.asarray(np.random.default_rng(4).random((2, 20, CIN)) < 0.2)
+    w = _kernel()
+    outside = event_kernel('cpu')
+    with use_event_kernels(name) as chosen:
+        assert chosen.name == event_kernel('cpu') == name
+        assert event_density_threshold('cpu') == chosen.auto_density
+        assert event_kernel('cuda') == 'pallas'           # accelerators keep theirs
+        f = jax.jit(lambda x, w: conv1d(x, w, backend='event'))
+        y = f(x, w)
+        jaxpr = str(jax.make_jaxpr(f)(x, w))
+    assert event_kernel('cpu') == outside
+    assert f"kernels={name}" in jaxpr.replace("'", '')
+    np.testing.assert_allclose(y, conv1d(x, w, backend='dense'), rtol=1e-5, atol=1e-5)
+    # A program traced inside the block keeps those kernels when it runs after it.
+    np.testing.assert_allclose(f(x, w), y, rtol=0, atol=0)
+
+
+def test_use_event_kernels_blocks_nest():
+    with use_event_kernels('jax'):
+        with use_event_kernels('pallas'):
+            assert event_kernel('cpu') == 'pallas'
+        assert event_kernel('cpu') == 'jax'
+    assert event_kernel('cpu') == CPU_KERNELS[0]
+
+
+@pytest.mark.parametrize('name', ['cupy', 'brainevent', 'numba_cpu', None, 'C++'])
+def test_use_event_kernels_must_name_a_kernel_set(name):
+    with pytest.raises(ValueError, match=rf"`name` \(={re.escape(repr(name))}\) must be one "
+                                         r"of 'c\+\+', 'numba', 'jax', 'pallas'\.$"):
+        with use_event_kernels(name):
+            pass
+    assert event_kernel('cpu') == CPU_KERNELS[0]
+
+
+@pytest.mark.skipif('numba' in CPU_KERNELS, reason="the numba kernels are available here")
+def test_use_event_kernels_says_why_kernels_are_not_available():
+    with pytest.raises(ValueError, match=r"`name` \(='numba'\): these kernels are not "
+                                         r"available here: they need the package "
+                                         r"'brainevent', which is not installed\.$"):
+        with use_event_kernels('numba'):
             pass
 
 
 def test_event_kernel_on_each_platform():
-    native = {'c++': 'c++', 'brainevent': 'numba'}[runtime_name()]
+    native = CPU_KERNELS[0]
+    assert native in ('c++', 'numba'), "the test stacks have the C++ or numba kernels"
     assert event_kernel('cpu') == native
     assert [event_kernel(p) for p in ('cuda', 'rocm', 'tpu', 'gpu')] == \
         ['pallas', 'jax', 'jax', 'pallas']
@@ -397,14 +468,14 @@ def test_event_kernel_on_each_platform():
 
 def test_the_auto_threshold_belongs_to_the_kernels_of_each_platform():
     # Measured per kernel (docs/performance.md); None: 'auto' stays dense there.
-    native = {'c++': 0.1, 'brainevent': 0.03}[runtime_name()]
+    native = {'c++': 0.1, 'numba': 0.03}[CPU_KERNELS[0]]
     assert event_density_threshold('cpu') == native == event_density_threshold()
     assert [event_density_threshold(p) for p in ('cuda', 'rocm', 'tpu', 'gpu')] == [None] * 4
-    if runtime_name() == 'c++' and kernels.available('brainevent'):
-        with forced_runtime('brainevent'):
+    if 'numba' in CPU_KERNELS:
+        with use_event_kernels('numba'):
             assert event_density_threshold('cpu') == 0.03
-    with forced_runtime('jax'):
-        assert event_density_threshold('cpu') is None and auto_platforms() == ()
+    with use_event_kernels('jax'):
+        assert [event_density_threshold(p) for p in ('cpu', 'cuda', 'rocm', 'tpu')] == [None] * 4
 
 
 @pytest.mark.parametrize('density', [0.01, 0.3])
@@ -413,7 +484,7 @@ def test_which_backend_says_what_auto_runs_on_each_platform(density):
     x = jnp.asarray(np.random.default_rng(3).random(x.shape) < density)
     dense = which_backend(x, w, backend='dense')
     assert dense in ('xla', 'im2col')
-    sparse = 'cpu' in auto_platforms() and density <= event_density_threshold('cpu')
+    sparse = event_density_threshold('cpu') is not None and density <= event_density_threshold('cpu')
     assert which_backend(x, w, platform='cpu') == ('event' if sparse else dense)
     for platform in ('cuda', 'rocm', 'tpu', 'gpu'):
         assert which_backend(x, w, platform=platform) == (

@@ -1,60 +1,187 @@
-"""The event-driven kernels: one module per runtime and platform (internal).
+"""The event-driven kernels: one registry of kernel sets, one module per set (internal).
 
-The primitives, their rules and their lowering live in ``bp_conv_ext._event``; these modules
-only compute. Each has the same names:
+The primitives, their rules and their lowering live in ``bp_conv_ext._event``; the modules
+only compute. Which set runs where is decided here alone, from one :class:`KernelSet` record
+per set (:data:`SETS`): its one name (what :func:`bp_conv_ext.event_kernel` reports), its
+module, what it needs, the platforms it serves, its measured ``auto`` density and how it runs
+on several devices. Every module has the same names:
 
-- ``NAME``: its kernels' name, as :func:`bp_conv_ext.event_kernel` reports it;
-- ``AUTO_DENSITY``: the spike density at or below which ``backend='auto'`` takes them for
-  ``bool`` input (measured against the dense path on their platform), or ``None``: never;
-- ``SHARDING``: how they run on several devices: ``'split'`` by the sharding rule of
-  ``_event`` (each device on its part of the batch), ``'xla'`` by XLA itself (XLA's own
-  operations);
 - ``forward(x, w, params, outs=[...], **static)`` and ``kernel_grad(x, dy, params,
   outs=[...], **static)``, each returning a list; ``params`` is an ``int32`` vector
   ``(stride, low, lhs_dilation, rhs_dilation, groups, threads())`` and the static keywords
   are ``stride, low, high, lhs_dilation, rhs_dilation, groups, out_len, precision``;
-- ``threads()``: the thread count the CPU kernels use.
+- ``threads()``: the thread count the CPU kernels use;
+- optionally ``compiled``: the accelerator's compiled kernels by operation name.
 
-=============== ============================ ====================================
-module          platform (runtime)           kernels
-=============== ============================ ====================================
-``cxx_cpu``     CPU (a C++17 compiler)       C++ through the XLA FFI, compacted
-                                             spikes, sums in registers
-``numba_cpu``   CPU (brainevent)             numba, scatter over the spikes
-``pallas_gpu``  CUDA GPUs                    Pallas/Triton, compacted spikes
-``xla``         ROCm GPUs, TPUs; the CPU     XLA's convolution (dense work)
-                without the others
-=============== ============================ ====================================
+========== =============== ============================ ====================================
+set        module          platform (needs)             kernels
+========== =============== ============================ ====================================
+``c++``    ``cxx_cpu``     CPU (a C++17 compiler)       C++ through the XLA FFI, compacted
+                                                        spikes, sums in registers
+``numba``  ``numba_cpu``   CPU (brainevent)             numba, scatter over the spikes
+``jax``    ``xla``         ROCm GPUs, TPUs; the CPU     XLA's convolution (dense work)
+                           without the others
+``pallas`` ``pallas_gpu``  CUDA GPUs                    Pallas/Triton, compacted spikes
+========== =============== ============================ ====================================
 
-A new platform adds a module and a line in :data:`CPU` or :data:`ACCELERATORS`.
+A new platform or runtime adds a module and a record in :data:`SETS`.
 """
+import contextlib
+import dataclasses
 import functools
 import importlib
 import importlib.util
+from typing import Optional, Tuple
 
-#: The CPU runtimes in the order they are preferred: (runtime, module). A runtime is the package
-#: that must be installed, or ``'c++'``: the kernels of ``cxx_cpu``, built with the machine's
-#: compiler. The last needs nothing beyond JAX.
-CPU = (('c++', 'cxx_cpu'), ('brainevent', 'numba_cpu'), ('jax', 'xla'))
+#: The platforms the event path lowers for, as JAX names them.
+PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
 
-#: The kernel module of each accelerator platform.
-ACCELERATORS = {'cuda': 'pallas_gpu', 'rocm': 'xla', 'tpu': 'xla'}
 
-#: Kernels that can also be forced onto the CPU by name (``_event.forced_runtime``), to check
-#: them there through the same primitives: the CPU runtimes' packages and ``'pallas'`` (the
-#: GPU kernels, run by Pallas's interpreter).
-FORCEABLE = dict(CPU, pallas='pallas_gpu')
+@dataclasses.dataclass(frozen=True)
+class KernelSet:
+    """One set of event-driven kernels: what :func:`bp_conv_ext.event_kernels` lists.
+
+    Attributes
+    ----------
+    name : str
+        Its one name: ``'c++'``, ``'numba'``, ``'jax'`` or ``'pallas'``, as
+        :func:`bp_conv_ext.event_kernel` reports it and :func:`bp_conv_ext.use_event_kernels`
+        takes it.
+    module : str
+        Its module in ``bp_conv_ext.kernels``.
+    platforms : tuple of str
+        The platforms it serves: on the CPU the first available set that lists it runs (the
+        order of :data:`SETS`), on each accelerator the one set that lists it.
+    auto_density : float or None
+        The spike density at or below which ``backend='auto'`` takes these kernels for
+        ``bool`` input (measured against the dense path on their platform), or ``None``:
+        ``'auto'`` stays dense where they run.
+    sharding : str
+        How they run on several devices: ``'split'`` by the sharding rule of the event
+        primitives (each device on its part of the batch), ``'xla'`` by XLA itself (XLA's own
+        operations).
+    package : str or None
+        The package they need installed, if any.
+    builds : bool
+        Whether they need their library built with the machine's C++17 compiler (or loaded
+        from the cache).
+    forceable : bool
+        Whether :func:`bp_conv_ext.use_event_kernels` can put them on the CPU (where they are
+        available), to check them there through the same primitives.
+    """
+
+    name: str
+    module: str
+    platforms: Tuple[str, ...]
+    auto_density: Optional[float]
+    sharding: str
+    package: Optional[str] = None
+    builds: bool = False
+    forceable: bool = True
+
+    def load(self):
+        """Its kernel module, imported on first use."""
+        return _import(self.module)
+
+    def unavailable(self) -> Optional[str]:
+        """Why these kernels cannot run here, or ``None`` where they can. Building the C++
+        kernels, where the cache holds none, happens here (once per process)."""
+        if self.package is not None and importlib.util.find_spec(self.package) is None:
+            return f"they need the package {self.package!r}, which is not installed"
+        if self.builds and self.load().library() is None:
+            return ("their library could not be built with the machine's C++17 compiler "
+                    "($CXX) nor loaded from the cache")
+        return None
+
+    def available(self) -> bool:
+        """Whether these kernels can run here (see :meth:`unavailable`)."""
+        return self.unavailable() is None
+
+
+#: Every kernel set, the CPU's in the order they are preferred there (the last needs nothing
+#: beyond JAX).
+SETS = (
+    # Measured 2.0-3.3x faster than the best dense convolution at density 0.1, 2.4-7.2x
+    # below (docs/performance.md).
+    KernelSet('c++', 'cxx_cpu', ('cpu',), auto_density=0.1, sharding='split', builds=True),
+    # Measured 1.3-3.2x faster than the best dense convolution at or below 0.03, and no faster
+    # from ~0.1 on some shapes (docs/performance.md); the density check costs up to ~0.3 ms.
+    # The kernels can be compiled inside XLA's SPMD partitioner.
+    KernelSet('numba', 'numba_cpu', ('cpu',), auto_density=0.03, sharding='split',
+              package='brainevent'),
+    # They do the dense path's work: 'auto' never chooses them. XLA's own operations, which
+    # XLA splits over devices by itself.
+    KernelSet('jax', 'xla', ('cpu', 'rocm', 'tpu'), auto_density=None, sharding='xla'),
+    # Not yet measured to win on a GPU. A Triton call is opaque to XLA's partitioner.
+    KernelSet('pallas', 'pallas_gpu', ('cuda',), auto_density=None, sharding='split'),
+)
+
+#: The kernel sets by name.
+BY_NAME = {kernels.name: kernels for kernels in SETS}
+
+#: The accelerator platforms, each served by one kernel set.
+ACCELERATORS = tuple(p for p in PLATFORMS if p != 'cpu')
+
+_forced = None
 
 
 @functools.lru_cache(maxsize=None)
-def module(name: str):
-    """The kernel module ``name`` (``'numba_cpu'``, ``'xla'``, ...), imported on first use."""
-    return importlib.import_module(f'{__name__}.{name}')
+def _import(module: str):
+    return importlib.import_module(f'{__name__}.{module}')
 
 
-def available(runtime: str) -> bool:
-    """Whether the CPU runtime ``runtime`` (a name of :data:`CPU`) runs here: its package is
-    installed; for ``'c++'``, its kernels were built (or load from the cache)."""
-    if runtime == 'c++':
-        return module('cxx_cpu').library() is not None
-    return importlib.util.find_spec(runtime) is not None
+def serving(platform: str) -> tuple:
+    """The kernel sets that list ``platform``, in the order they are preferred there."""
+    return tuple(kernels for kernels in SETS if platform in kernels.platforms)
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_default() -> KernelSet:
+    return next(kernels for kernels in serving('cpu') if kernels.available())
+
+
+def running(platform: str) -> KernelSet:
+    """The kernel set that runs the event path on ``platform`` (one of :data:`PLATFORMS`): on
+    the CPU the first available, or inside :func:`use` the one chosen; on an accelerator the
+    one that serves it."""
+    if platform == 'cpu':
+        return _forced or _cpu_default()
+    return serving(platform)[0]
+
+
+def runnable(platform: str) -> tuple:
+    """The kernel sets that can run the event path on ``platform`` here: on the CPU the
+    available sets that serve it, in the order they are preferred, then those that can be
+    forced there; on an accelerator the one that serves it."""
+    if platform != 'cpu':
+        return serving(platform)
+    native = tuple(k for k in serving('cpu') if k.available())
+    return native + tuple(k for k in SETS if k.forceable and k not in serving('cpu')
+                          and k.available())
+
+
+def auto_platforms() -> tuple:
+    """The platforms where ``backend='auto'`` may choose the event path: those whose kernels
+    were measured to beat the dense path there (the CPU)."""
+    return tuple(p for p in PLATFORMS if running(p).auto_density is not None)
+
+
+@contextlib.contextmanager
+def use(name: str):
+    """Trace the event path with the kernel set ``name`` on the CPU inside the ``with`` block
+    (see :func:`bp_conv_ext.use_event_kernels`)."""
+    global _forced
+    choices = [k.name for k in SETS if k.forceable]
+    if name not in choices:
+        raise ValueError(f"`name` (={name!r}) must be one of {', '.join(map(repr, choices))}.")
+    kernels = BY_NAME[name]
+    reason = kernels.unavailable()
+    if reason is not None:
+        raise ValueError(f"`name` (={name!r}): these kernels are not available here: "
+                         f"{reason}.")
+    kernels.load()
+    previous, _forced = _forced, kernels
+    try:
+        yield kernels
+    finally:
+        _forced = previous

@@ -14,7 +14,7 @@ library only if it matches its stamp, checked by reading the file, not by mappin
 a truncated library kills the process with ``SIGBUS``); one that does not match, or does not
 load, or lacks a kernel symbol, is rebuilt, once. Where no compiler works (or that rebuild
 fails), :func:`library` says so once in a warning and the event path uses the next CPU runtime
-of :data:`bp_conv_ext.kernels.CPU` (the numba kernels).
+of :data:`bp_conv_ext.kernels.SETS` (the numba kernels).
 
 Runs with the XLA FFI of every supported JAX: ``jax.ffi`` (0.4.36 and later) or
 ``jax.extend.ffi`` (0.4.33, the BrainPy 2.6 stack).
@@ -42,16 +42,6 @@ try:
     from jax import ffi as _ffi
 except ImportError:              # JAX 0.4.33 (the BrainPy 2.6 stack)
     from jax.extend import ffi as _ffi
-
-NAME = 'c++'
-
-#: ``backend='auto'`` takes these kernels for ``bool`` input at or below this density:
-#: measured 2.0-3.3x faster than the best dense convolution at 0.1, 2.4-7.2x below
-#: (docs/performance.md).
-AUTO_DENSITY = 0.1
-
-#: Split over the batch on several devices by the sharding rule of ``bp_conv_ext._event``.
-SHARDING = 'split'
 
 SOURCE = pathlib.Path(__file__).with_name('event_cpu.cc')
 

@@ -10,17 +10,6 @@ import brainevent
 import numba
 import numpy as np
 
-NAME = 'numba'
-
-#: ``backend='auto'`` takes these kernels for ``bool`` input at or below this density:
-#: measured 1.3-3.2x faster than the best dense convolution there, and no faster than it
-#: from ~0.1 on some shapes (docs/performance.md); the density check costs up to ~0.3 ms.
-AUTO_DENSITY = 0.03
-
-#: On several devices the kernels run split by the sharding rule of ``bp_conv_ext._event`` (they can
-#: be compiled inside XLA's SPMD partitioner): each device on its part of the batch.
-SHARDING = 'split'
-
 
 # Reassociation and contraction for vectorised sums, but no "no NaN / no inf" assumptions:
 # NaN and inf inputs must reach the outputs as they do on the dense path.

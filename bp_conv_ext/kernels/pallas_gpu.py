@@ -22,7 +22,7 @@ option; any input dtype (zeros are skipped, other values multiply); ``float32`` 
 ``bfloat16`` (any floating) kernels, summed in ``float32`` (``float64`` for ``float64``).
 
 On a GPU the kernels lower through Triton (Ampere and later). On the CPU they run in Pallas's
-interpreter, which is how the tests check them against the dense path (``forced_runtime
+interpreter, which is how the tests check them against the dense path (``use_event_kernels
 ('pallas')``); there they are slow.
 """
 import functools
@@ -41,15 +41,6 @@ except ImportError:           # JAX 0.4.33 (BrainPy 2.6's): the same as a dict
         return dict(triton=dict(num_warps=warps, num_stages=1))
 
 _COMPILER_PARAMS = _compiler_params(4)
-
-NAME = 'pallas'
-
-#: Not yet measured on a GPU: ``backend='auto'`` keeps the dense path there.
-AUTO_DENSITY = None
-
-#: On several devices the kernels run split by the sharding rule of ``_event`` (a Triton call
-#: is opaque to XLA's partitioner): each device on its part of the batch.
-SHARDING = 'split'
 
 #: The widest block of output channels one program sums (Triton blocks are powers of two).
 MAX_BLOCK = 128

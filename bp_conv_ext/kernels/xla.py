@@ -7,7 +7,7 @@ not follow the spike count, but every option, dtype and platform is covered, and
 or a TPU XLA runs them with its tuned convolutions.
 
 ROCm GPUs and TPUs lower the primitives of ``bp_conv_ext._event`` to these kernels; the CPU
-does when neither ``brainevent`` nor ``brainpylib`` is installed, and in the tests, which force
+does when neither the C++ nor the numba kernels are available, and in the tests, which force
 them there to check them through the same primitives. Both honour the matmul precision the primitive was
 bound under (``jax.default_matmul_precision``; the ``precision`` parameter), as the dense path
 does.
@@ -16,14 +16,6 @@ import jax
 import jax.numpy as jnp
 
 from .. import _dense
-
-NAME = 'jax'
-
-#: They do the dense path's work: ``backend='auto'`` never chooses them.
-AUTO_DENSITY = None
-
-#: XLA's own operations, which XLA splits over devices by itself.
-SHARDING = 'xla'
 
 
 def _spec(stride, low, high, lhs_dilation, rhs_dilation, groups):
