@@ -3,10 +3,9 @@ from ._args import output_length
 from ._conv import (conv1d, event_density_threshold, event_kernel, event_kernels,
                     use_event_kernels, which_backend)
 from ._delays import delay_kernel, sigma_schedule
-from ._layer import Conv1d, DelayConv1d
+from ._layer import Conv1d, DelayConv1d, from_torch
 from ._multistep import LayerByLayer
 from ._params import spike_drive
-from ._torch import from_torch
 from ._train import LayerByLayerTrainer
 
 __version__ = '0.1.0'

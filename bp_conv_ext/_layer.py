@@ -471,3 +471,29 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
                 f"out_channels={self.out_channels}, max_delay={self.max_delay}, "
                 f"kernel_count={self.kernel_count}, interpolation={self.interpolation!r}, "
                 f"mode={self.mode!r}, name={self.name!r})")
+
+
+def from_torch(module, *, mode=None, name=None):
+    """Build a :class:`bp_conv_ext.Conv1d` with the configuration and weights of a
+    ``torch.nn.Conv1d``.
+
+    Parameters
+    ----------
+    module : torch.nn.Conv1d
+        The layer to copy. Every ``torch.nn.Conv1d`` option maps: ``stride``,
+        ``padding`` (ints, ``'same'``, ``'valid'``), ``dilation`` (``rhs_dilation`` here),
+        ``groups``, ``bias`` and ``padding_mode``.
+    mode : brainpy.math.Mode, optional
+        Computation mode of the new layer (default ``bm.get_mode()``).
+    name : str, optional
+        Name of the new layer.
+
+    Returns
+    -------
+    bp_conv_ext.Conv1d
+        Computes what ``module`` computes, on channels-last input (``[B, H, C]``
+        where PyTorch takes ``[B, C, H]``). :meth:`Conv1d.to_torch` goes back.
+    """
+    args = _torch.layer_arguments(module)
+    kernel, bias = args.pop('kernel'), args.pop('bias')
+    return Conv1d(**args, w_initializer=kernel, b_initializer=bias, mode=mode, name=name)

@@ -4,16 +4,39 @@ PyTorch stores a 1-D kernel as ``(C_out, C_in // groups, K)`` and a bias as ``(C
 this package stores ``(K, C_in // groups, C_out)`` and ``(1, C_out)``. PyTorch is optional:
 it is imported inside these functions only.
 
-Both layers (the classic and the brainpy.state one) serve these functions through two
-methods: ``_torch_parameters()`` (``kernel``, ``bias`` or ``None``, ``mask`` or ``None`` as
-arrays, and the layer's ``label``) and ``_set_torch_parameters(kernel, bias)``; the
-configuration attributes (``kernel_size``, ``stride``, ``padding``, ...) are the same on both.
+Both layers (the classic and the brainpy.state one) serve these functions as
+:class:`TorchConvertible` describes; each builds itself from :func:`layer_arguments` (their
+``from_torch``), so this module imports no layer.
 """
 import sys
+from typing import Optional, Protocol, Tuple
 
 import numpy as np
 
 _WEIGHT_KEYS = ('weight', 'bias')
+
+
+class TorchConvertible(Protocol):
+    """What a layer offers these functions: its configuration, as ``torch.nn.Conv1d`` has it
+    (tuples of one int where PyTorch has them; ``padding`` is ``'SAME'``, ``'VALID'`` or
+    ``((low, high),)``), and its parameters in this package's layout."""
+
+    in_channels: int
+    out_channels: int
+    groups: int
+    padding_mode: str
+    kernel_size: Tuple[int]
+    stride: Tuple[int]
+    lhs_dilation: Tuple[int]
+    rhs_dilation: Tuple[int]
+    padding: object
+
+    def _torch_parameters(self) -> dict:
+        """``{'kernel', 'bias' or None, 'mask' or None}`` as arrays, and ``'label'``: how
+        errors name the layer."""
+
+    def _set_torch_parameters(self, kernel: np.ndarray, bias: Optional[np.ndarray]) -> None:
+        """Set the kernel ``(K, C_in // groups, C_out)`` and the bias ``(C_out,)`` or None."""
 
 
 def _import_torch():
@@ -47,7 +70,7 @@ def swap_kernel_layout(kernel: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(kernel, (2, 1, 0)))
 
 
-def _torch_padding(layer):
+def _torch_padding(layer: TorchConvertible):
     """The ``padding`` argument of a ``torch.nn.Conv1d`` that pads as ``layer`` does."""
     padding, stride = layer.padding, layer.stride[0]
     if padding == 'VALID':
@@ -65,7 +88,7 @@ def _torch_padding(layer):
                      f"torch.nn.Conv1d pads both sides equally (or as 'same' with stride 1).")
 
 
-def torch_state_dict(layer) -> dict:
+def torch_state_dict(layer: TorchConvertible) -> dict:
     """``{'weight': (C_out, C_in // groups, K), 'bias': (C_out,)}`` NumPy arrays (no
     ``'bias'`` when the layer has none). A layer with a mask raises ``ValueError``."""
     params = layer._torch_parameters()
@@ -78,7 +101,7 @@ def torch_state_dict(layer) -> dict:
     return state
 
 
-def load_torch_state_dict(layer, state_dict) -> None:
+def load_torch_state_dict(layer: TorchConvertible, state_dict) -> None:
     """Load PyTorch-layout ``{'weight', 'bias'}`` arrays or tensors into ``layer``."""
     if not hasattr(state_dict, 'keys'):
         raise TypeError(f"`state_dict` must be a mapping with 'weight' and 'bias' entries, "
@@ -106,7 +129,7 @@ def load_torch_state_dict(layer, state_dict) -> None:
                                 arrays['bias'] if has_bias else None)
 
 
-def to_torch(layer):
+def to_torch(layer: TorchConvertible):
     """A ``torch.nn.Conv1d`` with ``layer``'s configuration and weights."""
     torch = _import_torch()
     if layer.lhs_dilation[0] != 1:
@@ -141,30 +164,3 @@ def layer_arguments(module) -> dict:
                 rhs_dilation=module.dilation[0], groups=module.groups,
                 padding_mode=module.padding_mode,
                 kernel=swap_kernel_layout(_to_numpy('module.weight', module.weight)), bias=bias)
-
-
-def from_torch(module, *, mode=None, name=None):
-    """Build a :class:`bp_conv_ext.Conv1d` with the configuration and weights of a
-    ``torch.nn.Conv1d``.
-
-    Parameters
-    ----------
-    module : torch.nn.Conv1d
-        The layer to copy. Every ``torch.nn.Conv1d`` option maps: ``stride``,
-        ``padding`` (ints, ``'same'``, ``'valid'``), ``dilation`` (``rhs_dilation`` here),
-        ``groups``, ``bias`` and ``padding_mode``.
-    mode : brainpy.math.Mode, optional
-        Computation mode of the new layer (default ``bm.get_mode()``).
-    name : str, optional
-        Name of the new layer.
-
-    Returns
-    -------
-    bp_conv_ext.Conv1d
-        Computes what ``module`` computes, on channels-last input (``[B, H, C]``
-        where PyTorch takes ``[B, C, H]``). :meth:`Conv1d.to_torch` goes back.
-    """
-    from ._layer import Conv1d
-    args = layer_arguments(module)
-    kernel, bias = args.pop('kernel'), args.pop('bias')
-    return Conv1d(**args, w_initializer=kernel, b_initializer=bias, mode=mode, name=name)
