@@ -294,9 +294,7 @@ class Conv1d(_conv.BackendChoice, bp.dnn.Layer):
 
 _DEFAULT_DELAY_W_INIT = bp.init.KaimingUniform()
 
-# The input one time step has in each mode, and the dtype its history is kept in by default
-# (what neuron groups emit there: bool spikes, and float spikes with surrogate gradients in
-# TrainingMode).
+# The shape of one time step's input in each mode, as error messages name it.
 _DELAY_STEP_SHAPES = {
     'NonBatchingMode': '[C]',
     'BatchingMode': '[B, C]',

@@ -40,9 +40,8 @@ def _in_size(in_size) -> Tuple[int, int]:
 
 def _split(x):
     """``(mantissa, unit)`` of an input or parameter; plain arrays have no unit (``None``)."""
-    if isinstance(x, u.Quantity):
-        return x.mantissa, x.unit
-    return x, None
+    mantissa, quantity = _params._split_unit(x)
+    return mantissa, None if quantity is None else quantity.unit
 
 
 def _times(unit_a, unit_b):
