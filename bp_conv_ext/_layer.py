@@ -445,10 +445,13 @@ class DelayConv1d(_conv.BackendChoice, bp.dnn.Layer):
             self.buffer.value, self.index.value, x, self.kernel(), self._bias(), self.backend)
         return y
 
-    def multi_step(self, xs):
+    def multi_step(self, xs, fold: str = 'time'):
         """A whole sequence, ``[T, C_in]`` or ``[T, B, C_in]``, as one convolution over time;
         the outputs at every step, stacked along the first axis. Continues from the buffer
-        and leaves in it the sequence's last ``max_delay`` inputs, as :meth:`update` would."""
+        and leaves in it the sequence's last ``max_delay`` inputs, as :meth:`update` would.
+        (``fold`` is taken for the interface of :class:`LayerByLayer`, as
+        :meth:`Conv1d.multi_step` takes it: over time there is nothing to fold.)"""
+        _conv.check_fold(fold)
         xs = self._checked(xs, sequence=True)
         y, self.buffer.value, self.index.value = _delays.sequence(
             self.buffer.value, self.index.value, xs, self.kernel(), self._bias(), self.backend)

@@ -1,13 +1,17 @@
 """Running feedforward spiking networks over a whole sequence, layer by layer."""
+import inspect
+
 import brainpy as bp
 import brainpy.math as bm
 import jax
 import jax.numpy as jnp
 
 from . import _conv
-from ._layer import Conv1d
 
 
+def _takes_fold(layer) -> bool:
+    """Whether ``layer.multi_step`` takes ``fold`` (this package's layers all do)."""
+    return 'fold' in inspect.signature(layer.multi_step).parameters
 
 
 def _scan_time(group, xs):
@@ -30,8 +34,9 @@ class LayerByLayer(bp.Sequential):
     time step, so it works in ``bp.DSRunner`` and ``bp.BPTT`` unchanged.
     :meth:`multi_step` runs a whole input sequence layer by layer instead:
 
-    - layers with a ``multi_step`` method (such as :class:`bp_conv_ext.Conv1d`) get the
-      whole sequence;
+    - layers with a ``multi_step`` method (:class:`bp_conv_ext.Conv1d`,
+      :class:`bp_conv_ext.DelayConv1d`, a nested ``LayerByLayer``) get the whole sequence,
+      and ``fold`` where they take it;
     - other stateless layers (``brainpy.dnn.Layer``: ``Dense``, ``Flatten``, pooling, ...)
       are folded over time (``[T, B, ...] -> [T * B, ...]``) and called once
       (``jax.vmap`` over time in ``NonBatchingMode``);
@@ -85,10 +90,9 @@ class LayerByLayer(bp.Sequential):
         for layer in self.children.values():
             if isinstance(layer, LayerByLayer):
                 xs = layer.multi_step(xs, reset_state=False, fold=fold)
-            elif isinstance(layer, Conv1d):
-                xs = layer.multi_step(xs, fold=fold)
             elif hasattr(layer, 'multi_step'):
-                xs = layer.multi_step(xs)
+                xs = layer.multi_step(xs, fold=fold) if _takes_fold(layer) else \
+                    layer.multi_step(xs)
             elif isinstance(layer, bp.dnn.Layer):
                 xs = _conv.fold_time(layer, xs, fold) if batched else jax.vmap(layer)(xs)
             else:
