@@ -6,6 +6,8 @@ ratio of each to the baseline, all measured side by side in this process.
     python benchmarks/layer_by_layer.py [--quick]
 """
 import argparse
+import contextlib
+import io
 import os
 
 import brainpy as bp
@@ -55,8 +57,12 @@ def main():
         if how == 'bptt':
             trainer = bp.BPTT(net, loss_fun=loss_fun, optimizer=bp.optim.SGD(lr=0.1),
                               progress_bar=False)
-            # an iterator (no len) keeps BPTT from drawing a progress bar per call
-            run = lambda trainer=trainer: trainer.fit(iter([(xs, target)]), num_epoch=1)
+            # an iterator (no len) keeps BPTT from drawing a progress bar per call; its
+            # report of each epoch is kept out of the table this script prints
+
+            def run(trainer=trainer):
+                with contextlib.redirect_stdout(io.StringIO()):
+                    trainer.fit(iter([(xs, target)]), num_epoch=1)
         else:
             trainer = bp_conv_ext.LayerByLayerTrainer(net, loss_fun, bp.optim.SGD(lr=0.1))
             run = lambda trainer=trainer: trainer.step(xs, target)
