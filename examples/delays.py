@@ -137,7 +137,13 @@ def train(x_train, y_train, x_test, y_test, learn_delays, epochs, max_delay=MAX_
         # Weights alone after rounding: Adam's momentum would otherwise keep moving the
         # rounded delays (their gradient is zero), off the whole steps.
         names = list(weights) + (list(delays) if with_delays else [])
-        grad = bm.grad(loss, grad_vars=[{**weights, **delays}[k] for k in names],
+
+        def step_loss(x, y):
+            # A target of its own for each gradient: BrainPy 2.6 caches a gradient's
+            # variables by its target function and fails on a second gradient of one target.
+            return loss(x, y)
+
+        grad = bm.grad(step_loss, grad_vars=[{**weights, **delays}[k] for k in names],
                        return_value=True)
 
         @bm.jit
