@@ -22,13 +22,28 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = 'benchmarks/results/'
 
+#: Units as one kind each: a quoted number must be held with its kind (``'x'``: a ratio).
+_KINDS = {'x': 'x', '×': 'x', 'ms': 'ms', 'µs': 'us', 'us': 'us', 's': 's', 'seconds': 's',
+          'min': 'min', 'minutes': 'min', 'h': 'h', 'hours': 'h', 'GiB': 'GiB', 'MiB': 'MiB',
+          'KiB': 'KiB', 'GB': 'GB', 'MB': 'MB', 'kB': 'kB', 'TFLOP/s': 'TFLOP/s',
+          'GFLOP/s': 'GFLOP/s', 'MFLOP/s': 'MFLOP/s', '%': '%'}
+
+
+def _alternatives(units):
+    return '|'.join(map(re.escape, sorted(units, key=len, reverse=True)))
+
+
+#: A unit after a number in a result file.
+_UNIT_AFTER = re.compile(rf'\s?({_alternatives(_KINDS)})(?![\w/])')
 _NUM = r'\d+(?:\.\d+)?'
-_UNIT = (r'(?:x(?![\w])|×|\s?%|\s?(?:ms|µs|us|s|min|minutes|seconds|hours|h|GiB|MiB|KiB|GB|MB'
-         r'|kB|TFLOP/s|GFLOP/s|MFLOP/s)(?![\w/]))')
 _RANGE = r'\s*(?:–|-|to|\.\.\.)\s*'
-#: A number with a unit (and the first of a range before it), or a number with >= 2 decimals.
-_TOKEN = re.compile(rf'(?<![\w.\-/^])(?:({_NUM})(?:{_RANGE}({_NUM}))?{_UNIT}'
-                    rf'|(\d+\.\d{{2,}})(?![\d.]\d)(?:{_RANGE}(\d+\.\d+))?)')
+#: In prose: a number with a unit (and the first of a range before it; a ratio's ``x`` written
+#: on the number), or a number with >= 2 decimals.
+_TOKEN = re.compile(
+    rf'(?<![\w.\-/^])(?:(?P<a>{_NUM})(?:{_RANGE}(?P<b>{_NUM}))?'
+    rf'(?:(?P<ratio>x|×)(?![\w])|\s?(?P<unit>'
+    rf'{_alternatives(u for u, kind in _KINDS.items() if kind != "x")})(?![\w/]))'
+    rf'|(?P<c>\d+\.\d{{2,}})(?![\d.]\d)(?:{_RANGE}(?P<d>\d+\.\d+))?)')
 _SETTING = re.compile(r'(?:=|≈|<|>|≤|≥|~|±)\s*$')
 _PACKAGES = ('jax', 'jaxlib', 'brainpy', 'brainstate', 'brainevent', 'braintools', 'brainunit',
              'brainpylib', 'brainpy_state', 'torch', 'pytorch', 'python', 'numba', 'taichi',
@@ -62,33 +77,16 @@ def prose_lines(text):
         yield number, line
 
 
-#: Units as one kind each: a quoted number must be held with its kind.
-_KINDS = {'x': 'x', '×': 'x', 'ms': 'ms', 'µs': 'us', 'us': 'us', 's': 's', 'seconds': 's',
-          'min': 'min', 'minutes': 'min', 'h': 'h', 'hours': 'h', 'GiB': 'GiB', 'MiB': 'MiB',
-          'KiB': 'KiB', 'GB': 'GB', 'MB': 'MB', 'kB': 'kB', 'TFLOP/s': 'TFLOP/s',
-          'GFLOP/s': 'GFLOP/s', 'MFLOP/s': 'MFLOP/s', '%': '%'}
-_UNIT_AFTER = re.compile(r'\s?(x(?![\w])|×|%|ms|µs|us|s|seconds|min|minutes|h|hours|GiB|MiB|KiB'
-                         r'|GB|MB|kB|TFLOP/s|GFLOP/s|MFLOP/s)(?![\w/])')
-
-
-def _kind(token):
-    """The kind of a quoted token: its unit's, or ``None`` for a bare number."""
-    match = _UNIT_AFTER.search(token)
-    return _KINDS[match.group(1)] if match else None
-
-
 def quoted(text):
     """``(line number, token, [numbers], kind)`` of every measurement the prose of ``text``
     quotes; ``kind`` is its unit's (``'x'`` for ratios), ``None`` for a bare number."""
     for number, line in prose_lines(text):
         for match in _TOKEN.finditer(line):
-            before = line[:match.start()]
-            has_unit = match.group(1) is not None
-            if _SETTING.search(before) or (not has_unit and _VERSION.search(before)):
+            before, unit = line[:match.start()], match['ratio'] or match['unit']
+            if _SETTING.search(before) or (unit is None and _VERSION.search(before)):
                 continue
-            values = [v for v in match.groups() if v is not None]
-            token = match.group(0).strip()
-            yield number, token, values, _kind(token) if has_unit else None
+            values = [match[g] for g in 'abcd' if match[g] is not None]
+            yield number, match.group(0).strip(), values, unit and _KINDS[unit]
 
 
 def named_files(text, root=ROOT):
