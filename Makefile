@@ -50,6 +50,8 @@ endif
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Every source file of the package: the figures are redrawn when one changes.
+PACKAGE_SOURCES := $(shell find bp_conv_ext -name "*.py")
 
 .PHONY: demo test test-full test-stack test-fallback test-install bench docs clean
 
@@ -155,13 +157,13 @@ $(error the docs build on the default stack only (its `docs` extra): run `make d
 endif
 endif
 
-$(FIGURES)/raster.png: examples/spike_raster.py bp_conv_ext/*.py $(STAMP)
+$(FIGURES)/raster.png: examples/spike_raster.py $(PACKAGE_SOURCES) $(STAMP)
 	$(PY) examples/spike_raster.py --quick --out $(FIGURES)
 
-$(FIGURES)/learning_curve.png: examples/gunpoint.py bp_conv_ext/*.py $(STAMP)
+$(FIGURES)/learning_curve.png: examples/gunpoint.py $(PACKAGE_SOURCES) $(STAMP)
 	$(PY) examples/gunpoint.py --epochs 100 --out $(FIGURES)
 
-$(FIGURES)/learning_curve_state.png: examples/gunpoint_state.py examples/gunpoint.py bp_conv_ext/*.py $(STAMP)
+$(FIGURES)/learning_curve_state.png: examples/gunpoint_state.py examples/gunpoint.py $(PACKAGE_SOURCES) $(STAMP)
 	$(PY) examples/gunpoint_state.py --epochs 100 --out $(FIGURES)
 
 docs: $(STAMP) $(FIGURES)/raster.png $(FIGURES)/learning_curve.png $(FIGURES)/learning_curve_state.png

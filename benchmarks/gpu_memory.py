@@ -41,7 +41,7 @@ def run_variant(name, dry_run):
     from jax import lax
     import brainpy.math as bm
     import bp_conv_ext
-    from bp_conv_ext import _dense
+    from bp_conv_ext.core import dense as _dense
 
     what, algorithm, kernel_grad, _ = VARIANTS[name]
     steps, batch = (3, 2) if dry_run else (STEPS, BATCH)

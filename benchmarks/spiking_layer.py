@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from bp_conv_ext import _fused
+from bp_conv_ext.ops import fused as _fused
 
 #: (name, batch, length, in, out, kernel, dtype)
 SHAPES = [

@@ -1,12 +1,13 @@
 """bp_conv_ext: a 1-D convolution layer for spiking neural networks in BrainPy."""
-from ._args import output_length
-from ._conv import (conv1d, event_density_threshold, event_kernel, event_kernels,
-                    use_event_kernels, which_backend)
-from ._delays import delay_kernel, sigma_schedule
-from ._layer import Conv1d, DelayConv1d, from_torch
-from ._multistep import LayerByLayer
-from ._params import spike_drive
-from ._train import LayerByLayerTrainer
+from .core.args import output_length
+from .core.params import spike_drive
+from .layers.classic.conv import Conv1d, from_torch
+from .layers.classic.delay import DelayConv1d
+from .layers.classic.sequential import LayerByLayer
+from .layers.classic.train import LayerByLayerTrainer
+from .ops.conv import (conv1d, event_density_threshold, event_kernel, event_kernels,
+                       use_event_kernels, which_backend)
+from .ops.delays import delay_kernel, sigma_schedule
 
 __version__ = '0.1.0'
 

@@ -95,7 +95,7 @@ CXX_FALLBACK = 'numba' if 'numba' in CPU_KERNELS else 'jax'
 def reference_pads(padding, length, kernel_size, stride=1, lhs_dilation=1, rhs_dilation=1):
     """The (low, high) padding the reference applies, for every padding form the layer takes:
     'SAME' / 'VALID' / 'CAUSAL' in any case, an int, a pair, or a sequence holding one pair.
-    Written independently of ``bp_conv_ext._args``."""
+    Written independently of ``bp_conv_ext.core.args``."""
     span = (kernel_size - 1) * rhs_dilation + 1
     if isinstance(padding, str):
         padding = padding.upper()

@@ -7,8 +7,8 @@ import pytest
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d, event_density_threshold
-from bp_conv_ext._conv import BACKENDS
-from bp_conv_ext._dense import choose_algorithm, choose_kernel_grad
+from bp_conv_ext.ops.conv import BACKENDS
+from bp_conv_ext.core.dense import choose_algorithm, choose_kernel_grad
 from conftest import (CPU_KERNELS, EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, lax_conv1d,
                       pairwise, random_case, reference_conv1d)
 
@@ -214,7 +214,7 @@ def test_auto_stays_dense_under_2_mflop_and_backend_event_forces_the_event_path(
 
 
 def test_density_estimate_is_close_on_large_inputs():
-    from bp_conv_ext._conv import estimate_density
+    from bp_conv_ext.ops.conv import estimate_density
     x = np.random.default_rng(0).random((32, 700, 16)) < 0.07
     assert abs(float(estimate_density(jnp.asarray(x))) - 0.07) < 0.015
 

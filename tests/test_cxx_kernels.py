@@ -1,4 +1,4 @@
-"""The C++ event-driven CPU kernels (bp_conv_ext/kernels/cxx_cpu.py, event_cpu.cc): how they
+"""The C++ event-driven CPU kernels (bp_conv_ext/event/kernels/cxx_cpu.py, event_cpu.cc): how they
 are built, cached and replaced by the numba kernels where no compiler works, and what the
 option-grid tests elsewhere do not reach (wide and odd channel blocks, dtypes, threads)."""
 import os
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import conv1d
-from bp_conv_ext.kernels import cxx_cpu
+from bp_conv_ext.event.kernels import cxx_cpu
 from conftest import CPU_KERNELS, CXX_FALLBACK, reference_conv1d
 
 pytestmark = pytest.mark.skipif('c++' not in CPU_KERNELS,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import bp_conv_ext
-from bp_conv_ext import DelayConv1d, _delays, delay_kernel, sigma_schedule
+from bp_conv_ext import DelayConv1d, delay_kernel, sigma_schedule
+from bp_conv_ext.ops import delays as _delays
 
 from conftest import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 

@@ -1,4 +1,4 @@
-"""The spiking layer Conv1d -> LIF over a sequence (``bp_conv_ext._fused``): the fused Pallas
+"""The spiking layer Conv1d -> LIF over a sequence (``bp_conv_ext.ops.fused``): the fused Pallas
 kernel (interpreted here) equals the unfused layer, which equals BrainPy's own neurons."""
 import re
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import Conv1d, output_length
-from bp_conv_ext._fused import LIF, conv_lif
+from bp_conv_ext.ops.fused import LIF, conv_lif
 
 export = pytest.importorskip('jax.export')
 TRITON = '__gpu$xla.gpu.triton'

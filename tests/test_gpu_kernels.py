@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import conv1d, event_kernel, use_event_kernels
-from bp_conv_ext.kernels import pallas_gpu
+from bp_conv_ext.event.kernels import pallas_gpu
 
 export = pytest.importorskip('jax.export')
 TRITON = '__gpu$xla.gpu.triton'

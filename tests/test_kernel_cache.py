@@ -1,4 +1,4 @@
-"""The C++ kernels' cache (bp_conv_ext/kernels/cxx_cpu.py): what a later process does with a
+"""The C++ kernels' cache (bp_conv_ext/event/kernels/cxx_cpu.py): what a later process does with a
 truncated library, a garbage file or a library without the kernel symbols at the cache path
 (it rebuilds it, or falls back to the numba kernels after one warning, and never crashes), how
 ``$CXX`` is read, and that processes building at once never load a half-written library.
@@ -99,7 +99,7 @@ def _runs(log):
 
 
 def _matches_its_stamp(library):
-    from bp_conv_ext.kernels import cxx_cpu
+    from bp_conv_ext.event.kernels import cxx_cpu
     stamp = json.loads(library.with_suffix('.stamp').read_text())
     return (stamp['size'], stamp['sha256']) == tuple(cxx_cpu._digest(library).values())
 
@@ -190,7 +190,7 @@ def test_a_cached_library_without_the_kernel_symbols_is_rebuilt(built, without_s
     library = cache / built.name
     shutil.copy(without_symbols, library)
     if stamped:
-        from bp_conv_ext.kernels import cxx_cpu
+        from bp_conv_ext.event.kernels import cxx_cpu
         cxx_cpu._write_stamp(library, {'key': cxx_cpu._key(), **cxx_cpu._digest(library)})
     environment, log = serve
     result = _probe(cache, **environment)
@@ -217,13 +217,13 @@ def test_a_compiler_that_writes_a_library_without_the_symbols_leads_to_one_warni
     ('  clang++  ', ['clang++']),
 ])
 def test_cxx_is_split_as_a_command_line(monkeypatch, cxx, command):
-    from bp_conv_ext.kernels import cxx_cpu
+    from bp_conv_ext.event.kernels import cxx_cpu
     monkeypatch.setenv('CXX', cxx)
     assert cxx_cpu.compiler() == command
 
 
 def test_an_unclosed_quote_in_cxx_is_named(monkeypatch):
-    from bp_conv_ext.kernels import cxx_cpu
+    from bp_conv_ext.event.kernels import cxx_cpu
     monkeypatch.setenv('CXX', '"g++ -w')
     with pytest.raises(cxx_cpu.BuildError, match=r"\$CXX \(='\"g\+\+ -w'\) is not a command line"):
         cxx_cpu.compiler()

@@ -139,7 +139,7 @@ def test_independent_event_convolutions_in_one_program(runtime):
     """XLA may run the independent operations of one program at once: a jitted gradient
     through ten steps of a delay layer (twenty event-driven kernels), computed several times,
     equals the dense one every time."""
-    from bp_conv_ext import _delays
+    from bp_conv_ext.ops import delays as _delays
     rng = np.random.default_rng(0)
     xs = jnp.asarray((rng.random((10, 3, 4)) < 0.3).astype(np.float32))
     weight = jnp.asarray(rng.standard_normal((2, 4, 6)).astype(np.float32))

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 brainstate = pytest.importorskip('brainstate')   # the brainpy.state stack (BrainPy 2.8) only
+import brainpy.math as bm  # noqa: E402
 import brainpy.state  # noqa: E402
 import braintools  # noqa: E402
 import brainunit as u  # noqa: E402
 
 import bp_conv_ext  # noqa: E402
-from bp_conv_ext import _conv  # noqa: E402
+from bp_conv_ext.core.sequence import FOLDS  # noqa: E402
+from bp_conv_ext.ops.conv import BACKENDS  # noqa: E402
 from bp_conv_ext.state import Conv1d, LayerByLayer  # noqa: E402
 from conftest import (EVENT_IDS, EVENT_RUNTIMES, event_runtime, pairwise,  # noqa: E402
                       reference_conv1d)
@@ -112,7 +114,7 @@ def test_what_brainstate_lacks_equals_the_classic_layer(padding, lhs_dilation, p
                   padding_mode=padding_mode, w_init=w)
     classic = bp_conv_ext.Conv1d(4, 5, 3, padding=padding, lhs_dilation=lhs_dilation,
                                  padding_mode=padding_mode, w_initializer=w,
-                                 b_initializer=None, mode=bp_conv_ext._layer.bm.BatchingMode())
+                                 b_initializer=None, mode=bm.BatchingMode())
     x = _random((2, 17, 4), seed=2)
     np.testing.assert_allclose(ours(x), classic(x), rtol=1e-6, atol=1e-6)
     assert ours(x).shape[1:] == ours.out_size
@@ -124,8 +126,8 @@ def test_what_brainstate_lacks_equals_the_classic_layer(padding, lhs_dilation, p
 # ---------------------------------------------------------------- spikes, backends, units
 
 @pytest.mark.parametrize('backend,runtime',
-                         [(b, None) for b in _conv.BACKENDS] + [('event', r) for r in EVENT_RUNTIMES[1:]],
-                         ids=list(_conv.BACKENDS) + EVENT_IDS[1:])
+                         [(b, None) for b in BACKENDS] + [('event', r) for r in EVENT_RUNTIMES[1:]],
+                         ids=list(BACKENDS) + EVENT_IDS[1:])
 def test_bool_spikes_on_every_backend_equal_brainstate_on_floats(backend, runtime):
     ref, ours = _twins((120, 8), 16, 5, stride=2, groups=2, b_init=brainstate.nn.init.Normal())
     ours.backend = backend
@@ -156,7 +158,7 @@ def test_units_multiply_and_the_bias_takes_the_output_unit():
     plain = Conv1d((10, 2), 3, 3, w_init=u.get_mantissa(conv.weight.value['weight']))
     np.testing.assert_allclose(u.get_mantissa(y.to(u.uA)), plain(x), rtol=1e-5, atol=1e-6)
     xs = _random((4, 2, 10, 2)) * u.mV
-    for fold in _conv.FOLDS:       # whole sequences keep the unit too
+    for fold in FOLDS:       # whole sequences keep the unit too
         ys = conv.multi_step(xs, fold=fold)
         assert u.get_unit(ys) == u.uA
         np.testing.assert_allclose(u.get_mantissa(ys.to(u.uA)),
@@ -220,7 +222,7 @@ def test_the_docs_network_spikes_with_a_spike_drive_kernel_only():
 
 # ---------------------------------------------------------------- whole sequences
 
-@pytest.mark.parametrize('fold', _conv.FOLDS)
+@pytest.mark.parametrize('fold', FOLDS)
 @pytest.mark.parametrize('channel_first', [False, True], ids=['channels_last', 'channel_first'])
 def test_multi_step_equals_stacked_steps(channel_first, fold):
     in_size = (3, 30) if channel_first else (30, 3)
@@ -279,7 +281,7 @@ def test_spikes_from_brainpy_state_lif_reach_the_convolution():
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('fold', _conv.FOLDS)
+@pytest.mark.parametrize('fold', FOLDS)
 def test_layer_by_layer_equals_a_step_by_step_run_with_gradients(fold):
     brainstate.random.seed(1)
     net = _network()

@@ -17,7 +17,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bp_conv_ext import Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d
-from bp_conv_ext._conv import BACKENDS
+from bp_conv_ext.ops.conv import BACKENDS
 from conftest import event_runtime
 
 #: ``jax.shard_map`` and its type check (``check_vma``); JAX 0.4 has them under
@@ -282,7 +282,7 @@ def test_state_training_on_a_split_batch_equals_one_device(mesh, backend, whole)
 @pytest.mark.parametrize('runtime', ['jax', 'pallas'])
 def test_accelerator_kernels_on_a_split_batch_equal_one_device(mesh, runtime):
     # The GPUs' kernels (forced on the CPU, Pallas's interpreted) under jit with a split batch:
-    # the pure-JAX ones split by XLA, the Pallas ones by the sharding rule of _event.
+    # the pure-JAX ones split by XLA, the Pallas ones by the sharding rule of the event primitives.
     x, w, cot = _data(float_input=True)
     loss = lambda x, w, c: jnp.sum(conv1d(x, w, backend='event') * c)
     with event_runtime(runtime):

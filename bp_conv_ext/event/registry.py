@@ -1,7 +1,7 @@
-"""The event-driven kernels: one registry of kernel sets, one module per set (internal).
+"""The registry of the event-driven kernel sets; one module per set in :mod:`.kernels`.
 
-The primitives, their rules and their lowering live in ``bp_conv_ext._event``; the modules
-only compute. Which set runs where is decided here alone, from one :class:`KernelSet` record
+The primitives, their rules and their lowering live in :mod:`.primitive`; the kernel
+modules only compute. Which set runs where is decided here alone, from one :class:`KernelSet` record
 per set (:data:`SETS`): its one name (what :func:`bp_conv_ext.event_kernel` reports), its
 module, what it needs, the platforms it serves, its measured ``auto`` density and how it runs
 on several devices. Every module has the same names:
@@ -127,7 +127,7 @@ _forced = None
 
 @functools.lru_cache(maxsize=None)
 def _import(module: str):
-    return importlib.import_module(f'{__name__}.{module}')
+    return importlib.import_module(f'{__package__}.kernels.{module}')
 
 
 def serving(platform: str) -> tuple:

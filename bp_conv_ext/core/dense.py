@@ -57,9 +57,12 @@ def is_small(batch: int, length: int, in_channels: int, out_channels: int, kerne
     return 2 * batch * length * in_channels * out_channels * kernel_size // groups < 2_000_000
 
 
-def choose_algorithm(batch: int, length: int, in_channels: int, out_channels: int,
-                     kernel_size: int, groups: int) -> str:
-    """The dense algorithm used for a shape; a fixed rule measured on a 2-core CPU.
+def choose(batch: int, length: int, in_channels: int, out_channels: int, kernel_size: int,
+           groups: int) -> Tuple[str, str]:
+    """The dense algorithm and the kernel-gradient form for a shape; fixed rules measured on a
+    2-core CPU.
+
+    The algorithm:
 
     - one input channel per group and no grouping: ``'xla2d'`` (XLA's 1-D convolution
       reaches only ~20 GFLOP/s there);
@@ -69,12 +72,17 @@ def choose_algorithm(batch: int, length: int, in_channels: int, out_channels: in
       gather and one matmul;
     - everything else: ``'xla'``.
     """
+    kernel_grad = choose_kernel_grad(batch * length, in_channels, kernel_size, groups)
     if groups == 1 and in_channels == 1:
-        return 'xla2d'
+        return 'xla2d', kernel_grad
     small = is_small(batch, length, in_channels, out_channels, kernel_size, groups)
-    if small or choose_kernel_grad(batch * length, in_channels, kernel_size, groups) == 'im2col':
-        return 'im2col'
-    return 'xla'
+    return ('im2col' if small or kernel_grad == 'im2col' else 'xla'), kernel_grad
+
+
+def choose_algorithm(batch: int, length: int, in_channels: int, out_channels: int,
+                     kernel_size: int, groups: int) -> str:
+    """The dense algorithm of :func:`choose` alone."""
+    return choose(batch, length, in_channels, out_channels, kernel_size, groups)[0]
 
 
 def _pad_input(x, spec: ConvSpec):

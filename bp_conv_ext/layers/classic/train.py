@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _conv
-from ._multistep import LayerByLayer
+from ...core.sequence import FOLDS
+from .sequential import LayerByLayer
 
 
 class LayerByLayerTrainer:
@@ -52,7 +52,7 @@ class LayerByLayerTrainer:
         # One program per fold of [T, B] (see LayerByLayer.multi_step): batch first for a batch
         # split over devices, so that every device keeps its rows; time first otherwise.
         self._grads, self._train_steps, self._predicts = {}, {}, {}
-        for fold in _conv.FOLDS:
+        for fold in FOLDS:
             self._grads[fold] = bm.grad(functools.partial(self._loss, fold=fold),
                                         grad_vars=self.train_vars, return_value=True)
             self._train_steps[fold] = bm.jit(functools.partial(self._train_step, fold=fold))

@@ -42,7 +42,8 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
-from . import _dense, _gpu_target, kernels
+from ..core import dense as _dense
+from . import gpu_target as _gpu_target, registry
 
 def _varying(aval):
     """The manual mesh axes (``jax.shard_map``) that an abstract value varies over."""
@@ -127,7 +128,7 @@ class _Operation:
         self.primitive.def_impl(self._impl)
         self.primitive.def_abstract_eval(_abstract_eval)
         mlir.register_lowering(self.primitive, self._cpu_rule, platform='cpu')
-        for platform in kernels.ACCELERATORS:
+        for platform in registry.ACCELERATORS:
             rule = functools.partial(self._accelerator_rule, platform)
             mlir.register_lowering(self.primitive, rule, platform=platform)
         # The lowering may partition the kernel call, which needs the devices.
@@ -151,7 +152,7 @@ class _Operation:
     def _accelerator_rule(self, platform, ctx, *args, **params):
         # The kernel module of an accelerator is imported when a program first needs it; CUDA's
         # are lowered for a GPU this machine may not have (see ``_gpu_target``).
-        chosen = kernels.running(platform)
+        chosen = registry.running(platform)
         with _gpu_target.cuda_lowering() if platform == 'cuda' else contextlib.nullcontext():
             return self._rule(chosen, ctx, *args, compiled=True, **params)
 
@@ -175,7 +176,7 @@ class _Operation:
 
 def _kernel_set(name):
     """The kernel set ``name`` (the parameter ``kernels`` of a bound call)."""
-    return kernels.BY_NAME[name]
+    return registry.BY_NAME[name]
 
 
 @functools.lru_cache(maxsize=None)
@@ -325,5 +326,5 @@ def conv(x, w, spec: _dense.ConvSpec, out_len: int):
                   lhs_dilation=spec.lhs_dilation, rhs_dilation=spec.rhs_dilation,
                   groups=spec.groups, out_len=out_len,
                   precision=jax.config.jax_default_matmul_precision,
-                  kernels=kernels.running('cpu').name)
+                  kernels=registry.running('cpu').name)
     return _bind(x, w, _params(**static), **static)

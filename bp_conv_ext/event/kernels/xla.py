@@ -15,7 +15,7 @@ does.
 import jax
 import jax.numpy as jnp
 
-from .. import _dense
+from ...core import dense as _dense
 
 
 def _spec(stride, low, high, lhs_dilation, rhs_dilation, groups):

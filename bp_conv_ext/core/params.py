@@ -14,17 +14,23 @@ def _describe(value) -> str:
     return repr(value)
 
 
-def _as_real_float_array(name: str, value) -> jax.Array:
-    arr = jnp.asarray(bm.as_jax(value))
+def real_floats(name: str, value, float_dtype=None) -> jax.Array:
+    """``value`` as a floating array: ``bool`` and integer values in ``float_dtype`` (default:
+    JAX's default float), as a kernel, bias or mask computes in floating point whatever it
+    holds; a ``TypeError`` naming ``name`` for complex values, strings and other objects."""
+    try:
+        arr = jnp.asarray(bm.as_jax(value))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` ({_describe(value)}) must hold real numbers.") from err
     if jnp.issubdtype(arr.dtype, jnp.complexfloating) or not (
             jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
         raise TypeError(f"`{name}` ({_describe(value)}) must hold real numbers.")
     if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(bm.dftype())
+        arr = arr.astype(jnp.result_type(float) if float_dtype is None else float_dtype)
     return arr
 
 
-def _split_unit(value):
+def split_unit(value):
     """A brainunit ``Quantity`` as ``(mantissa, quantity)``; anything else as ``(value, None)``.
 
     (Duck-typed: brainunit is installed with the brainpy.state stack only.)
@@ -49,7 +55,7 @@ def init_param(name: str, init, shape: Tuple[int, ...],
     """
     if init is None:
         return None
-    init, quantity = _split_unit(init)
+    init, quantity = split_unit(init)
     if quantity is not None and np.ndim(init) == 0:
         return _with_unit(init_param(name, np.asarray(init).item(), shape), quantity)
     if isinstance(init, (bool, np.bool_)):
@@ -66,11 +72,11 @@ def init_param(name: str, init, shape: Tuple[int, ...],
         if value is None:
             raise TypeError(f"`{name}` ({describe_init(init)}) returned None for shape "
                             f"{tuple(shape)}; expected an array of that shape.")
-        value, quantity = _split_unit(value)
+        value, quantity = split_unit(value)
     else:
         raise TypeError(f"`{name}` (={init!r}) must be a brainpy Initializer, a callable "
                         f"taking a shape, an array or a number; got {type(init).__name__}.")
-    arr = _as_real_float_array(name, value)
+    arr = real_floats(name, value, bm.dftype())
     if arr.shape == tuple(shape):
         return _with_unit(arr, quantity)
     if arr.shape in alt_shapes:

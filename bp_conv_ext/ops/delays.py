@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _args, _conv, _params
+from ..core import args as _args, params as _params
+from ..core.args import ConvOptions
+from . import conv as _conv
 
 #: Values of ``interpolation``.
 INTERPOLATIONS = ('gauss', 'round')
@@ -100,7 +102,7 @@ def initial_parameters(config: DelayConfig, inits, names):
     check_delays(delays, config.max_delay, config.shape, names[1])
     bias = _params.init_param(names[2], inits[2], (1, config.out_channels),
                               alt_shapes=((config.out_channels,),))
-    dtype = _params._split_unit(weight)[0].dtype
+    dtype = _params.split_unit(weight)[0].dtype
     return weight, delays.astype(dtype), bias
 
 
@@ -170,8 +172,8 @@ def _time_kernel(kernel):
 def _convolve(window, kernel, bias, backend: str):
     """The outputs of ``window`` (time on axis -2, oldest first) at each of its samples from
     the ``max_delay + 1``-th on."""
-    return _conv.apply(window, _time_kernel(kernel), bias, stride=1, padding=(0, 0),
-                       lhs_dilation=1, rhs_dilation=1, groups=1, backend=backend)
+    return _conv.apply(window, _time_kernel(kernel), bias,
+                       ConvOptions(padding=(0, 0), backend=backend))
 
 
 def _chronological(buffer, index):
@@ -219,7 +221,7 @@ def check_input(label: str, x, in_channels: int, buffer, sequence: bool, step_sh
     if sequence and x.shape[0] == 0:
         raise ValueError(f"{label} takes, in multi_step, at least one time step; got an input "
                          f"of shape {x.shape} (T=0).")
-    _conv.compute_dtype(x.dtype, jnp.float32)        # a clear error for complex inputs
+    _args.compute_dtype(x.dtype, jnp.float32)        # a clear error for complex inputs
     if buffer.dtype == jnp.bool_ and x.dtype != jnp.bool_:
         raise TypeError(f"{label} keeps its past inputs as bool spikes (input_dtype=bool); "
                         f"got an input of dtype {x.dtype}. Pass input_dtype=float (or the "

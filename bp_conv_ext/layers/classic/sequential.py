@@ -1,4 +1,4 @@
-"""Running feedforward spiking networks over a whole sequence, layer by layer."""
+"""The classic ``LayerByLayer``: a ``bp.Sequential`` that can run a whole sequence layer by layer."""
 import inspect
 
 import brainpy as bp
@@ -6,7 +6,7 @@ import brainpy.math as bm
 import jax
 import jax.numpy as jnp
 
-from . import _conv
+from ...core import sequence as _sequence
 
 
 def _takes_fold(layer) -> bool:
@@ -78,7 +78,7 @@ class LayerByLayer(bp.Sequential):
         jax.Array
             The per-step outputs of the last layer, stacked along the first axis.
         """
-        fold = _conv.check_fold(fold)
+        fold = _sequence.check_fold(fold)
         xs = bm.as_jax(xs)
         batched = isinstance(self.mode, bm.BatchingMode)
         if xs.ndim < (3 if batched else 2):
@@ -87,14 +87,13 @@ class LayerByLayer(bp.Sequential):
                              f"{type(self.mode).__name__}); got an input of shape {xs.shape}.")
         if reset_state:
             self.reset(xs.shape[1] if batched else None)
-        for layer in self.children.values():
+        def whole(layer, xs):
             if isinstance(layer, LayerByLayer):
-                xs = layer.multi_step(xs, reset_state=False, fold=fold)
-            elif hasattr(layer, 'multi_step'):
-                xs = layer.multi_step(xs, fold=fold) if _takes_fold(layer) else \
-                    layer.multi_step(xs)
-            elif isinstance(layer, bp.dnn.Layer):
-                xs = _conv.fold_time(layer, xs, fold) if batched else jax.vmap(layer)(xs)
-            else:
-                xs = _scan_time(layer, xs)
-        return xs
+                return layer.multi_step(xs, reset_state=False, fold=fold)
+            return layer.multi_step(xs, fold=fold) if _takes_fold(layer) else \
+                layer.multi_step(xs)
+
+        return _sequence.layer_by_layer(
+            self.children.values(), xs, fold, batched=batched, whole=whole,
+            stateful=lambda layer: not isinstance(layer, bp.dnn.Layer), scan=_scan_time,
+            per_step=lambda layer, xs: jax.vmap(layer)(xs))

@@ -1,14 +1,19 @@
-"""The 1-D convolution itself, as pure functions on channels-last arrays."""
+"""The 1-D convolution: checks its arguments once, plans the call once, and dispatches it to
+the dense algorithms or the event-driven primitives, by platform and spike density."""
+from typing import NamedTuple, Optional
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from . import _args, _dense, _event, _params, kernels
+from ..core import args as _args, dense as _dense, params as _params
+from ..core.args import ConvOptions
+from ..event import primitive as _event, registry
 
 #: Values of ``backend``: ``'auto'``; ``'dense'`` (the dense algorithm picked by
-#: :func:`_dense.choose_algorithm`); one dense algorithm by name; ``'event'``.
+#: :func:`core.dense.choose`); one dense algorithm by name; ``'event'``.
 BACKENDS = ('auto', 'dense') + _dense.ALGORITHMS + ('event',)
+
 
 def estimate_density(x, samples: int = 4096):
     """Fraction of nonzero entries, from an evenly strided sample of about ``samples`` of them.
@@ -26,86 +31,6 @@ def check_backend(backend) -> str:
     return backend
 
 
-class BackendChoice:
-    """The ``backend`` attribute of the layers (both BrainPy APIs)."""
-
-    _backend = 'auto'
-
-    @property
-    def backend(self) -> str:
-        """How the convolution is computed; all choices give the same numbers.
-
-        ``'auto'`` (default): event-driven for ``bool`` input (spikes) whose fraction of
-        ``True`` entries is at most :func:`event_density_threshold` (checked at run time)
-        on the platforms whose event kernels beat the dense path (the CPU), dense otherwise
-        (on GPUs and TPUs).
-        ``'event'``: always event-driven (on the CPU, work proportional to the nonzero
-        inputs; any dtype). ``'dense'``: the dense algorithm chosen for the
-        shape (on CUDA GPUs ``'im2col'`` for every shape); ``'xla'``, ``'xla2d'``,
-        ``'im2col'``: that dense algorithm.
-        ``which_backend`` says which one a call runs.
-        """
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str):
-        self._backend = check_backend(value)
-
-
-def as_input(x):
-    """``x`` as a JAX array; a clear ``TypeError`` for ``None``, strings, objects and the
-    like."""
-    if x is None:
-        raise TypeError("the input is None; expected an array of bool, integer or real "
-                        "floating values.")
-    try:
-        return jnp.asarray(x)      # also takes brainpy arrays and variables
-    except TypeError as err:
-        dtype = x.dtype if hasattr(x, 'dtype') else np.asarray(x, dtype=object).dtype
-        raise TypeError(f"the input must hold bool, integer or real floating values; got "
-                        f"{type(x).__name__} with dtype {dtype}.") from err
-
-
-def compute_dtype(x_dtype, w_dtype):
-    """The dtype a convolution of ``x`` with ``w`` is computed and returned in.
-
-    ``bool`` and integer inputs (spikes, counts) are computed in the kernel's
-    dtype. Floating inputs are promoted with the kernel by JAX's rules:
-    ``float16``/``bfloat16`` with a ``float32`` kernel give ``float32``;
-    ``float64`` gives ``float64`` when 64-bit mode is on.
-    """
-    x_dtype = np.dtype(x_dtype)
-    if jnp.issubdtype(x_dtype, jnp.bool_) or jnp.issubdtype(x_dtype, jnp.integer):
-        return np.dtype(w_dtype)
-    if jnp.issubdtype(x_dtype, jnp.floating):
-        return np.dtype(jnp.result_type(x_dtype, w_dtype))
-    raise TypeError(f"the input has dtype {x_dtype}; expected bool, integer or real floating "
-                    f"values (complex and other dtypes are not supported).")
-
-
-#: How a sequence ``[T, B, ...]`` is folded into one batch: ``'time'`` (``[T * B, ...]``, a
-#: free reshape) or ``'batch'`` (``[B * T, ...]``, batch first, which keeps a batch split over
-#: devices on each device, at the cost of two transposes).
-FOLDS = ('time', 'batch')
-
-
-def check_fold(fold) -> str:
-    if fold not in FOLDS:
-        raise ValueError(f"`fold` (={fold!r}) must be one of {', '.join(map(repr, FOLDS))}.")
-    return fold
-
-
-def fold_time(fn, xs, fold: str = 'time'):
-    """Apply ``fn`` (stateless, batched) to a sequence ``[T, B, ...]`` in one call on the
-    folded ``[T * B, ...]`` (``fold='time'``) or ``[B * T, ...]`` (``fold='batch'``)."""
-    steps, batch = xs.shape[:2]
-    if fold == 'time':
-        y = fn(xs.reshape((steps * batch,) + xs.shape[2:]))
-        return y.reshape((steps, batch) + y.shape[1:])
-    y = fn(jnp.swapaxes(xs, 0, 1).reshape((batch * steps,) + xs.shape[2:]))
-    return jnp.swapaxes(y.reshape((batch, steps) + y.shape[1:]), 0, 1)
-
-
 #: The dense algorithm of ``backend='auto'`` and ``'dense'`` on CUDA GPUs, for every shape.
 #: XLA's convolutions are cuDNN's there, and cuDNN's autotuner, trying algorithms when a
 #: program is compiled, took up to 101 GiB of an H200 for a folded sequence (``T * B`` = 3200
@@ -115,62 +40,100 @@ def fold_time(fn, xs, fold: str = 'time'):
 CUDA_ALGORITHM = 'im2col'
 
 
-def plan(shape, x_dtype, backend: str):
-    """The dense algorithm for a problem, and whether ``backend`` checks the density.
+class Plan(NamedTuple):
+    """What one call computes from its options and shapes, once: the padding the padding mode
+    adds from the input's own samples (``None``: none), the dense configuration (padding
+    resolved, algorithm and kernel-gradient form chosen), the one of CUDA GPUs, the output
+    length and whether ``'auto'`` checks the spike density."""
+    mode_pads: Optional[tuple]
+    spec: _dense.ConvSpec
+    cuda_spec: _dense.ConvSpec
+    out_len: int
+    checks_density: bool
 
-    ``shape`` is ``(batch, length, in_channels, out_channels, kernel_size, groups)``, as the
-    rules take it. ``'auto'`` checks the density of ``bool`` input, except for tiny problems
-    (which do not pay for the check) and one input channel (where the dense ``'xla2d'`` path
-    is as fast as the event path even at 1% density).
+    def algorithm(self, platform: str) -> str:
+        """The dense algorithm that runs on ``platform``."""
+        return (self.cuda_spec if platform == 'cuda' else self.spec).algorithm
+
+
+def plan(options: ConvOptions, x_shape, w_shape, x_dtype) -> Plan:
+    """Plan a convolution of ``[H, C]`` or ``[B, H, C]`` input; raises ``ValueError`` when the
+    input is too short for the kernel, or the padding too wide for the padding mode.
+
+    ``'auto'`` checks the density of ``bool`` input, except for tiny problems (which do not
+    pay for the check) and one input channel (where the dense ``'xla2d'`` path is as fast as
+    the event path even at 1% density).
     """
-    algorithm = backend if backend in _dense.ALGORITHMS else _dense.choose_algorithm(*shape)
-    checks = (backend == 'auto' and np.dtype(x_dtype) == np.bool_ and algorithm != 'xla2d'
-              and not _dense.is_small(*shape))
-    return algorithm, checks
-
-
-def conv_explicit(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int,
-                  groups: int, backend: str = 'auto'):
-    """Batched convolution with already-validated arguments.
-
-    ``x``: ``[B, H, C_in]``; ``w``: ``[K, C_in // groups, C_out]``; ``b``: ``None`` or
-    broadcastable to ``[1, C_out]``; ``padding``: a resolved ``(low, high)`` pair;
-    ``backend``: one of :data:`BACKENDS`.
-    """
-    dtype = compute_dtype(x.dtype, w.dtype)
-    w = w.astype(dtype)
+    o = options
+    length, kernel_size = x_shape[-2], w_shape[0]
+    out_len = _args.output_length(length, kernel_size, o.stride, o.padding, o.lhs_dilation,
+                                  o.rhs_dilation)
+    pads = _args.resolve_padding(o.padding, length, kernel_size, o.stride, o.lhs_dilation,
+                                 o.rhs_dilation)
+    mode_pads = None
+    if o.padding_mode != 'zeros' and pads != (0, 0):
+        # Pad with the input's own samples, then convolve without padding (any backend).
+        _args.check_padding_fits(o.padding_mode, pads, length)
+        mode_pads, pads, length = pads, (0, 0), length + sum(pads)
+    batch = x_shape[0] if len(x_shape) == 3 else 1
     # (batch, length, in_channels, out_channels, kernel_size, groups), as the rules take it
-    shape = x.shape + (w.shape[2], w.shape[0], groups)
-    algorithm, checks_density = plan(shape, x.dtype, backend)
-    spec = _dense.ConvSpec(stride, tuple(padding), lhs_dilation, rhs_dilation, groups, algorithm,
-                           _dense.choose_kernel_grad(x.shape[0] * x.shape[1], x.shape[2],
-                                                     w.shape[0], groups))
+    shape = (batch, length, x_shape[-1], w_shape[2], kernel_size, o.groups)
+    if o.backend in _dense.ALGORITHMS:
+        algorithm, kernel_grad = o.backend, _dense.choose_kernel_grad(
+            batch * length, x_shape[-1], kernel_size, o.groups)
+    else:
+        algorithm, kernel_grad = _dense.choose(*shape)
+    spec = _dense.ConvSpec(o.stride, pads, o.lhs_dilation, o.rhs_dilation, o.groups, algorithm,
+                           kernel_grad)
+    cuda_spec = spec._replace(algorithm=CUDA_ALGORITHM, kernel_grad=CUDA_ALGORITHM) \
+        if o.backend in ('auto', 'dense') else spec
+    checks = (o.backend == 'auto' and jnp.dtype(x_dtype) == jnp.bool_ and algorithm != 'xla2d'
+              and not _dense.is_small(*shape))
+    return Plan(mode_pads, spec, cuda_spec, out_len, checks)
 
-    def dense(x):
+
+def _pad_by_mode(x, plan: Plan, padding_mode: str):
+    if plan.mode_pads is None:
+        return x
+    widths = [(0, 0)] * (x.ndim - 2) + [plan.mode_pads, (0, 0)]
+    return jnp.pad(x, widths, mode=_args.PADDING_MODES[padding_mode])
+
+
+def apply(x, w, b, options: ConvOptions):
+    """Convolve ``[H, C]`` or ``[B, H, C]`` input with validated arguments (as
+    :func:`arguments` returns them)."""
+    p = plan(options, x.shape, w.shape, x.dtype)
+    x = _pad_by_mode(x, p, options.padding_mode)
+    unbatched = x.ndim == 2
+    y = _planned(x[None] if unbatched else x, w, b, p, options.backend)
+    return y[0] if unbatched else y
+
+
+def _planned(x, w, b, plan: Plan, backend: str):
+    """The batched convolution ``[B, H, C_in]`` of a plan; ``b``: ``None`` or broadcastable
+    to ``[1, C_out]``."""
+    dtype = _args.compute_dtype(x.dtype, w.dtype)
+    w = w.astype(dtype)
+
+    def dense(x, spec=plan.spec):
         return _dense.conv(x.astype(dtype), w, spec)
 
-    def dense_cuda(x):
-        return _dense.conv(x.astype(dtype), w,
-                           spec._replace(algorithm=CUDA_ALGORITHM, kernel_grad=CUDA_ALGORITHM))
-
     def event(x):
-        out_len = _args.output_length(x.shape[1], w.shape[0], stride, tuple(padding),
-                                      lhs_dilation, rhs_dilation)
         # The event path skips zero inputs, but on the dense path 0 * inf and 0 * nan are
         # NaN: with a kernel that is not all finite, the dense path gives the answer.
         return lax.cond(jnp.all(jnp.isfinite(w)),
-                        lambda x: _event.conv(x, w, spec, out_len), dense, x)
+                        lambda x: _event.conv(x, w, plan.spec, plan.out_len), dense, x)
 
     def checked(x):
-        threshold = kernels.running('cpu').auto_density
+        threshold = registry.running('cpu').auto_density
         return lax.cond(estimate_density(x) <= threshold, event, dense, x)
 
     # The density check only where the event kernels win, and CUDA GPUs' own dense
     # algorithm; the platform is known when the program is lowered, and the other branches
     # are dropped then.
-    branches = {p: checked for p in (kernels.auto_platforms() if checks_density else ())}
-    if backend in ('auto', 'dense') and (algorithm, spec.kernel_grad) != (CUDA_ALGORITHM,) * 2:
-        branches['cuda'] = dense_cuda
+    branches = {p: checked for p in (registry.auto_platforms() if plan.checks_density else ())}
+    if plan.cuda_spec != plan.spec:
+        branches['cuda'] = lambda x: dense(x, plan.cuda_spec)
     if backend == 'event':
         y = event(x)
     elif branches:
@@ -240,15 +203,15 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
                                  lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
                                  groups=groups, mask=mask, backend=backend,
                                  padding_mode=padding_mode)
-    return apply(x, w, b, **options)
+    return apply(x, w, b, options)
 
 
 def arguments(x, w, b=None, *, stride, padding, lhs_dilation, rhs_dilation, groups, mask=None,
               backend, padding_mode):
-    """Check the arguments of :func:`conv1d`; returns ``x``, ``w`` (masked), ``b`` as arrays
-    and the canonical keyword arguments of :func:`apply`."""
-    x = as_input(x)
-    w = _real_floats('w', w)
+    """Check the arguments of :func:`conv1d`, once; returns ``x``, ``w`` (masked), ``b`` as
+    arrays and the :class:`ConvOptions` that :func:`apply` takes."""
+    x = _args.as_input(x)
+    w = _params.real_floats('w', w)
     if x.ndim not in (2, 3):
         raise ValueError(f"`x` must have shape [H, C] or [B, H, C], got shape {x.shape}.")
     if w.ndim != 3 or 0 in (w.shape[0], w.shape[2]):
@@ -266,82 +229,28 @@ def arguments(x, w, b=None, *, stride, padding, lhs_dilation, rhs_dilation, grou
     _args.check_padding_mode(padding_mode, lhs_dilation)
     check_backend(backend)
     if mask is not None:
-        _real_floats('mask', mask)
+        _params.real_floats('mask', mask)
         w = w * _params.make_mask(mask, w.shape, w.dtype)
     if b is not None:
-        b = _real_floats('b', b)
+        b = _params.real_floats('b', b)
         if b.size != w.shape[2]:
             raise ValueError(f"`b` (shape {b.shape}) must hold one value per output channel "
                              f"({w.shape[2]}).")
-    return x, w, b, dict(stride=stride, padding=padding, lhs_dilation=lhs_dilation,
-                         rhs_dilation=rhs_dilation, groups=groups, backend=backend,
-                         padding_mode=padding_mode)
+    return x, w, b, ConvOptions(stride, padding, lhs_dilation, rhs_dilation, groups,
+                                padding_mode, backend)
 
 
-def _real_floats(name: str, value):
-    """``value`` as a floating array: ``bool`` and integer values in JAX's default floating
-    dtype (a kernel, bias or mask computes in floating point whatever it holds); a
-    ``TypeError`` naming ``name`` for complex values, strings and other objects."""
-    try:
-        arr = jnp.asarray(value)
-    except (TypeError, ValueError) as err:
-        dtype = getattr(value, 'dtype', None)
-        raise TypeError(f"`{name}` ({type(value).__name__}"
-                        f"{'' if dtype is None else f' of dtype {dtype}'}) must be an array of "
-                        f"real numbers.") from err
-    if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_) or \
-            jnp.issubdtype(arr.dtype, jnp.complexfloating):
-        raise TypeError(f"`{name}` has dtype {arr.dtype}; expected real numbers.")
-    return arr if jnp.issubdtype(arr.dtype, jnp.floating) else arr.astype(jnp.result_type(float))
-
-
-def apply(x, w, b, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, groups: int,
-          backend: str = 'auto', padding_mode: str = 'zeros'):
-    """Convolve ``[H, C]`` or ``[B, H, C]`` input with validated, canonical arguments.
-
-    Raises ``ValueError`` when the input is too short for the kernel, or the padding too
-    wide for ``padding_mode``.
-    """
-    x, pads = _pad_by_mode(x, w.shape[0], padding, stride, lhs_dilation, rhs_dilation,
-                           padding_mode)
-    unbatched = x.ndim == 2
-    y = conv_explicit(x[None] if unbatched else x, w, b, stride=stride, padding=pads,
-                      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, groups=groups,
-                      backend=backend)
-    return y[0] if unbatched else y
-
-
-def _pad_by_mode(x, kernel_size: int, padding, stride: int, lhs_dilation: int,
-                 rhs_dilation: int, padding_mode: str):
-    """The resolved ``(low, high)`` padding; for a ``padding_mode`` other than ``'zeros'``
-    the input's own samples are padded on here and the padding returned is ``(0, 0)``."""
-    length = x.shape[-2]
-    _args.output_length(length, kernel_size, stride, padding, lhs_dilation, rhs_dilation)
-    pads = _args.resolve_padding(padding, length, kernel_size, stride, lhs_dilation, rhs_dilation)
-    if padding_mode != 'zeros' and pads != (0, 0):
-        # Pad with the input's own samples, then convolve without padding (any backend).
-        _args.check_padding_fits(padding_mode, pads, length)
-        widths = [(0, 0)] * (x.ndim - 2) + [tuple(pads), (0, 0)]
-        x = jnp.pad(x, widths, mode=_args.PADDING_MODES[padding_mode])
-        pads = (0, 0)
-    return x, pads
-
-
-def which(x, w, *, stride: int, padding, lhs_dilation: int, rhs_dilation: int, groups: int,
-          backend: str = 'auto', padding_mode: str = 'zeros', platform=None) -> str:
+def which(x, w, options: ConvOptions, platform=None) -> str:
     """What :func:`apply` computes ``x`` with on ``platform``, for concrete input: ``'event'``
-    or the dense algorithm's name (validated, canonical arguments, as :func:`apply` takes)."""
+    or the dense algorithm's name (validated arguments, as :func:`apply` takes them)."""
     platform = check_platform(platform)
-    x, _ = _pad_by_mode(x, w.shape[0], padding, stride, lhs_dilation, rhs_dilation,
-                        padding_mode)
-    batched = x if x.ndim == 3 else x[None]
-    algorithm, checks_density = plan(batched.shape + (w.shape[2], w.shape[0], groups), x.dtype,
-                                     backend)
-    if backend == 'event' or (checks_density and platform in kernels.auto_platforms() and
-                              float(estimate_density(batched)) <=
-                              kernels.running(platform).auto_density):
+    p = plan(options, x.shape, w.shape, x.dtype)
+    if options.backend == 'event' or (
+            p.checks_density and platform in registry.auto_platforms() and
+            float(estimate_density(_pad_by_mode(x, p, options.padding_mode))) <=
+            registry.running(platform).auto_density):
         return 'event'
-    return CUDA_ALGORITHM if platform == 'cuda' and backend in ('auto', 'dense') else algorithm
+    return p.algorithm(platform)
 
 
 @_args.refuse_pytorch_names(_PYTORCH_NAMES)
@@ -376,7 +285,7 @@ def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 
     x, w, _, options = arguments(x, w, stride=stride, padding=padding,
                                  lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
                                  groups=groups, backend=backend, padding_mode=padding_mode)
-    return which(x, w, platform=platform, **options)
+    return which(x, w, options, platform)
 
 
 def event_kernel(platform=None) -> str:
@@ -392,7 +301,7 @@ def event_kernel(platform=None) -> str:
     >>> event_kernel('cuda'), event_kernel('tpu')
     ('pallas', 'jax')
     """
-    return kernels.running(check_platform(platform)).name
+    return registry.running(check_platform(platform)).name
 
 
 def event_kernels(platform=None) -> tuple:
@@ -408,7 +317,7 @@ def event_kernels(platform=None) -> tuple:
     -------
     tuple of KernelSet
         Frozen records with the fields ``name`` (what :func:`event_kernel` reports and
-        :func:`use_event_kernels` takes), ``module`` (in ``bp_conv_ext.kernels``),
+        :func:`use_event_kernels` takes), ``module`` (in ``bp_conv_ext.event.kernels``),
         ``platforms`` (those it serves), ``auto_density`` (its :func:`event_density_threshold`;
         ``None``: ``'auto'`` stays dense), ``sharding`` (``'split'``: over the batch by the
         event primitives' sharding rule; ``'xla'``: by XLA), ``package`` (the package it
@@ -432,7 +341,7 @@ def event_kernels(platform=None) -> tuple:
     >>> [k.name for k in event_kernels('cpu')][-2:]
     ['jax', 'pallas']
     """
-    return kernels.runnable(check_platform(platform))
+    return registry.runnable(check_platform(platform))
 
 
 def use_event_kernels(name: str):
@@ -466,7 +375,7 @@ def use_event_kernels(name: str):
     >>> np.allclose(y, conv1d(x, w, backend='dense'))
     True
     """
-    return kernels.use(name)
+    return registry.use(name)
 
 
 def event_density_threshold(platform=None):
@@ -484,11 +393,11 @@ def event_density_threshold(platform=None):
     >>> event_density_threshold('cuda') is None
     True
     """
-    return kernels.running(check_platform(platform)).auto_density
+    return registry.running(check_platform(platform)).auto_density
 
 
 #: Platform names as JAX lowers for them.
-PLATFORMS = kernels.PLATFORMS
+PLATFORMS = registry.PLATFORMS
 
 
 def check_platform(platform) -> str:

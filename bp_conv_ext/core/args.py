@@ -8,7 +8,10 @@ import dataclasses
 import functools
 import inspect
 import numbers
-from typing import Mapping, Sequence, Tuple, Union
+from typing import Mapping, NamedTuple, Sequence, Tuple, Union
+
+import jax.numpy as jnp
+import numpy as np
 
 PaddingSpec = Union[str, Tuple[int, int]]
 
@@ -250,6 +253,50 @@ def check_padding_fits(padding_mode: str, pads: Tuple[int, int], length: int) ->
                          f"padding is {tuple(pads)} but the input has {length} samples.")
 
 
+def as_input(x):
+    """``x`` as a JAX array; a clear ``TypeError`` for ``None``, strings, objects and the
+    like."""
+    if x is None:
+        raise TypeError("the input is None; expected an array of bool, integer or real "
+                        "floating values.")
+    try:
+        return jnp.asarray(x)      # also takes brainpy arrays and variables
+    except TypeError as err:
+        dtype = x.dtype if hasattr(x, 'dtype') else np.asarray(x, dtype=object).dtype
+        raise TypeError(f"the input must hold bool, integer or real floating values; got "
+                        f"{type(x).__name__} with dtype {dtype}.") from err
+
+
+def compute_dtype(x_dtype, w_dtype):
+    """The dtype a convolution of ``x`` with ``w`` is computed and returned in.
+
+    ``bool`` and integer inputs (spikes, counts) are computed in the kernel's
+    dtype. Floating inputs are promoted with the kernel by JAX's rules:
+    ``float16``/``bfloat16`` with a ``float32`` kernel give ``float32``;
+    ``float64`` gives ``float64`` when 64-bit mode is on.
+    """
+    x_dtype = np.dtype(x_dtype)
+    if jnp.issubdtype(x_dtype, jnp.bool_) or jnp.issubdtype(x_dtype, jnp.integer):
+        return np.dtype(w_dtype)
+    if jnp.issubdtype(x_dtype, jnp.floating):
+        return np.dtype(jnp.result_type(x_dtype, w_dtype))
+    raise TypeError(f"the input has dtype {x_dtype}; expected bool, integer or real floating "
+                    f"values (complex and other dtypes are not supported).")
+
+
+class ConvOptions(NamedTuple):
+    """The validated, canonical options of one convolution: what :func:`bp_conv_ext.conv1d`
+    checks once and the core passes on whole. ``padding`` is ``'SAME'``, ``'VALID'``,
+    ``'CAUSAL'`` or a ``(low, high)`` pair; ``backend`` one of ``ops.conv.BACKENDS``."""
+    stride: int = 1
+    padding: PaddingSpec = 'SAME'
+    lhs_dilation: int = 1
+    rhs_dilation: int = 1
+    groups: int = 1
+    padding_mode: str = 'zeros'
+    backend: str = 'auto'
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerConfig:
     """The validated, canonical options of a convolution layer (of either BrainPy API).
@@ -286,11 +333,10 @@ class LayerConfig:
                     padding=self.padding if isinstance(self.padding, str) else (self.padding,),
                     padding_mode=self.padding_mode)
 
-    def options(self, backend: str) -> dict:
-        """The keyword arguments of ``_conv.apply`` (and ``_conv.which``)."""
-        return dict(stride=self.stride, padding=self.padding, lhs_dilation=self.lhs_dilation,
-                    rhs_dilation=self.rhs_dilation, groups=self.groups, backend=backend,
-                    padding_mode=self.padding_mode)
+    def options(self, backend: str) -> ConvOptions:
+        """The options of this layer's convolutions, computed with ``backend``."""
+        return ConvOptions(self.stride, self.padding, self.lhs_dilation, self.rhs_dilation,
+                           self.groups, self.padding_mode, backend)
 
 
 def layer_config(in_channels, out_channels, kernel_size, stride, padding, lhs_dilation,

@@ -8,7 +8,7 @@ implementations give the same numbers:
 
 - ``'jax'``: the convolution folded over time (one call on ``[T * B, H, C]``), then the
   neurons in a ``lax.scan``;
-- ``'pallas'``: one kernel for the whole sequence (:func:`bp_conv_ext.kernels.pallas_gpu.conv_lif`)
+- ``'pallas'``: one kernel for the whole sequence (:func:`bp_conv_ext.event.kernels.pallas_gpu.conv_lif`)
   that keeps the neurons' state in registers and never stores the convolution's output; on
   CUDA GPUs through Triton, elsewhere in Pallas's interpreter (slow; for tests).
 
@@ -27,8 +27,11 @@ from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import mlir
 
-from . import _args, _conv
-from .kernels import pallas_gpu
+from ..core import args as _args
+from ..core.args import ConvOptions
+from ..core.sequence import fold_time
+from ..event.kernels import pallas_gpu
+from . import conv as _conv
 
 IMPLEMENTATIONS = ('auto', 'jax', 'pallas')
 
@@ -63,10 +66,10 @@ def lif_update(v, current, lif: LIF):
 
 def _reference(xs, w, b, v0, lif, pads, rhs_dilation):
     def convolve(x):
-        return _conv.conv_explicit(x, w, b, stride=1, padding=pads, lhs_dilation=1,
-                                   rhs_dilation=rhs_dilation, groups=1, backend='dense')
+        return _conv.apply(x, w, b, ConvOptions(padding=pads, rhs_dilation=rhs_dilation,
+                                                backend='dense'))
 
-    currents = _conv.fold_time(convolve, xs)
+    currents = fold_time(convolve, xs)
 
     def step(v, current):
         spike, v = lif_update(v, current, lif)
@@ -122,7 +125,7 @@ mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, False), platform
 
 
 def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, tiles=None):
-    conv_dtype = _conv.compute_dtype(xs.dtype, w.dtype)
+    conv_dtype = _args.compute_dtype(xs.dtype, w.dtype)
     w = w.astype(conv_dtype)
     b = (jnp.zeros((w.shape[2],), conv_dtype) if b is None
          else jnp.reshape(b, (-1,)).astype(conv_dtype))
@@ -163,7 +166,7 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"`implementation` (={implementation!r}) must be one of "
                          f"{', '.join(map(repr, IMPLEMENTATIONS))}.")
-    xs, w, v0 = _conv.as_input(xs), jnp.asarray(w), jnp.asarray(v0)
+    xs, w, v0 = _args.as_input(xs), jnp.asarray(w), jnp.asarray(v0)
     if xs.ndim != 4 or w.ndim != 3 or w.shape[1] != xs.shape[3]:
         raise ValueError(f"`xs` must be [T, B, H, C_in] and `w` [K, C_in, C_out] with the same "
                          f"C_in; got shapes {xs.shape} and {w.shape}.")

@@ -1,0 +1,49 @@
+"""Whole sequences: folding the time axis into the batch, and running a stack of layers over a
+sequence one layer after the other (the loop under both BrainPy APIs' ``LayerByLayer``)."""
+from typing import Callable, Iterable
+
+import jax.numpy as jnp
+
+#: How a sequence ``[T, B, ...]`` is folded into one batch: ``'time'`` (``[T * B, ...]``, a
+#: free reshape) or ``'batch'`` (``[B * T, ...]``, batch first, which keeps a batch split over
+#: devices on each device, at the cost of two transposes).
+FOLDS = ('time', 'batch')
+
+
+def check_fold(fold) -> str:
+    if fold not in FOLDS:
+        raise ValueError(f"`fold` (={fold!r}) must be one of {', '.join(map(repr, FOLDS))}.")
+    return fold
+
+
+def fold_time(fn, xs, fold: str = 'time'):
+    """Apply ``fn`` (stateless, batched) to a sequence ``[T, B, ...]`` in one call on the
+    folded ``[T * B, ...]`` (``fold='time'``) or ``[B * T, ...]`` (``fold='batch'``)."""
+    steps, batch = xs.shape[:2]
+    if fold == 'time':
+        y = fn(xs.reshape((steps * batch,) + xs.shape[2:]))
+        return y.reshape((steps, batch) + y.shape[1:])
+    y = fn(jnp.swapaxes(xs, 0, 1).reshape((batch * steps,) + xs.shape[2:]))
+    return jnp.swapaxes(y.reshape((batch, steps) + y.shape[1:]), 0, 1)
+
+
+def layer_by_layer(layers: Iterable, xs, fold: str, *, batched: bool,
+                   whole: Callable, stateful: Callable, scan: Callable, per_step: Callable):
+    """Run the time-first sequence ``xs`` through ``layers``, one layer after the other.
+
+    Each layer is run in the first way that fits it: a layer that sees a whole sequence
+    (with a ``multi_step`` method) by ``whole(layer, xs)``; a layer with state (a neuron
+    group: ``stateful(layer)``) step by step, by ``scan(layer, xs)``; any other layer is
+    stateless and runs once on the folded sequence (``fold``) when ``batched``, else by
+    ``per_step(layer, xs)``. The callables are what differs between the BrainPy APIs.
+    """
+    for layer in layers:
+        if hasattr(layer, 'multi_step'):
+            xs = whole(layer, xs)
+        elif stateful(layer):
+            xs = scan(layer, xs)
+        elif batched:
+            xs = fold_time(layer, xs, fold)
+        else:
+            xs = per_step(layer, xs)
+    return xs

@@ -1,0 +1,1 @@
+"""The event-driven kernels, one module per kernel set (see :mod:`..registry`)."""

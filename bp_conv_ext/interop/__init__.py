@@ -1,0 +1,1 @@
+"""Other frameworks' formats (imports no layer)."""
