@@ -101,8 +101,8 @@ test-stack: $(STAMP)
 # (tests/conftest.py's EVENT_RUNTIMES): here the fallback itself is what is tested, with the
 # kernels' parity, gradients and bad input; `make test-full` adds the padding modes and the
 # properties.
-FALLBACK_TESTS := tests/test_backends.py tests/test_bad_input.py tests/test_gradients.py
-FALLBACK_TESTS_FULL := $(FALLBACK_TESTS) tests/test_padding_modes.py tests/test_properties.py
+FALLBACK_TESTS := tests/event/test_backends.py tests/test_bad_input.py tests/ops/test_gradients.py
+FALLBACK_TESTS_FULL := $(FALLBACK_TESTS) tests/ops/test_padding_modes.py tests/ops/test_properties.py
 FALLBACK_ARGS ?= $(FALLBACK_TESTS)
 test-fallback: $(STAMP)
 	@echo "== event-path tests without the C++ kernels ($(VENV)) =="

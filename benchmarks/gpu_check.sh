@@ -57,7 +57,7 @@ fi
 
 # STEPS (default: all four) chooses steps by name, to fit a shorter lease.
 wanted=" ${STEPS:-memory spiking tests suite} "
-tests="tests/test_gpu_kernels.py tests/test_fused.py tests/test_backends.py"
+tests="tests/event/test_gpu_kernels.py tests/ops/test_fused.py tests/event/test_backends.py"
 selection="event or gpu or pallas or fused"
 if [ $dry -eq 1 ]; then
     [[ $wanted == *" memory "* ]] && step memory.md 300 $python benchmarks/gpu_memory.py --dry-run

@@ -87,13 +87,14 @@ def _source_comment(app, what, name, obj, options, lines):
 
     autodoc looks for that comment in the module it documents the name under
     (``bp_conv_ext``), finds none and falls back to the docstring of the value's type;
-    this looks in the package's private modules instead.
+    this looks in the package's inner modules instead.
     """
     if what != 'data' or not name.startswith('bp_conv_ext.'):
         return
     attr = name.rsplit('.', 1)[1]
     for module_name, module in sorted(sys.modules.items()):
-        if module_name.startswith('bp_conv_ext._') and getattr(module, attr, None) is obj:
+        if module_name.count('.') >= 2 and module_name.startswith('bp_conv_ext.') and \
+                getattr(module, attr, None) is obj:
             comment = ModuleAnalyzer.for_module(module_name).find_attr_docs().get(('', attr))
             if comment:
                 lines[:] = list(comment)

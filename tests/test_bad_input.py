@@ -8,7 +8,7 @@ import pytest
 
 from bad_inputs import ROWS, markdown
 from bp_conv_ext import Conv1d, conv1d
-from conftest import EVENT_IDS, EVENT_RUNTIMES, event_runtime
+from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 
 DOC = os.path.join(os.path.dirname(__file__), os.pardir, 'docs', 'bad_input.md')
 

@@ -14,7 +14,7 @@ import pytest
 
 from bp_conv_ext import Conv1d, conv1d
 
-from conftest import EVENT_IDS, EVENT_RUNTIMES, event_runtime
+from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 
 HELPER = os.path.join(os.path.dirname(__file__), 'helpers', 'long_runs.py')
 

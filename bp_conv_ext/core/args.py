@@ -13,6 +13,9 @@ from typing import Mapping, NamedTuple, Sequence, Tuple, Union
 import jax.numpy as jnp
 import numpy as np
 
+from . import params as _params
+from .dense import ALGORITHMS
+
 PaddingSpec = Union[str, Tuple[int, int]]
 
 PADDING_STRINGS = ('SAME', 'VALID', 'CAUSAL')
@@ -287,7 +290,7 @@ def compute_dtype(x_dtype, w_dtype):
 class ConvOptions(NamedTuple):
     """The validated, canonical options of one convolution: what :func:`bp_conv_ext.conv1d`
     checks once and the core passes on whole. ``padding`` is ``'SAME'``, ``'VALID'``,
-    ``'CAUSAL'`` or a ``(low, high)`` pair; ``backend`` one of ``ops.conv.BACKENDS``."""
+    ``'CAUSAL'`` or a ``(low, high)`` pair; ``backend`` one of :data:`BACKENDS`."""
     stride: int = 1
     padding: PaddingSpec = 'SAME'
     lhs_dilation: int = 1
@@ -295,6 +298,51 @@ class ConvOptions(NamedTuple):
     groups: int = 1
     padding_mode: str = 'zeros'
     backend: str = 'auto'
+
+
+#: Values of ``backend``: ``'auto'``; ``'dense'`` (the dense algorithm picked by
+#: :func:`core.dense.choose`); one dense algorithm by name; ``'event'``.
+BACKENDS = ('auto', 'dense') + ALGORITHMS + ('event',)
+
+
+def check_backend(backend) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"`backend` (={backend!r}) must be one of {', '.join(map(repr, BACKENDS))}.")
+    return backend
+
+
+def conv_arguments(x, w, b=None, *, stride, padding, lhs_dilation, rhs_dilation, groups,
+                   mask=None, backend, padding_mode):
+    """Check the arguments of :func:`bp_conv_ext.conv1d`, once; returns ``x``, ``w`` (masked),
+    ``b`` as arrays and their :class:`ConvOptions`."""
+    x = as_input(x)
+    w = _params.real_floats('w', w)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"`x` must have shape [H, C] or [B, H, C], got shape {x.shape}.")
+    if w.ndim != 3 or 0 in (w.shape[0], w.shape[2]):
+        raise ValueError(f"`w` must have shape [K, C_in // groups, C_out] with at least one tap "
+                         f"and one output channel, got shape {w.shape}.")
+    groups = check_groups(x.shape[-1], w.shape[2], groups)
+    if w.shape[1] * groups != x.shape[-1]:
+        raise ValueError(f"`w` (shape {w.shape}) expects {w.shape[1] * groups} input channels "
+                         f"with groups={groups}, but `x` (shape {x.shape}) has {x.shape[-1]}." +
+                         layout_hint(x.shape, w.shape[1] * groups))
+    stride = positive_int('stride', stride)
+    lhs_dilation = positive_int('lhs_dilation', lhs_dilation)
+    rhs_dilation = positive_int('rhs_dilation', rhs_dilation)
+    padding = canonical_padding(padding)
+    check_padding_mode(padding_mode, lhs_dilation)
+    check_backend(backend)
+    if mask is not None:
+        _params.real_floats('mask', mask)
+        w = w * _params.make_mask(mask, w.shape, w.dtype)
+    if b is not None:
+        b = _params.real_floats('b', b)
+        if b.size != w.shape[2]:
+            raise ValueError(f"`b` (shape {b.shape}) must hold one value per output channel "
+                             f"({w.shape[2]}).")
+    return x, w, b, ConvOptions(stride, padding, lhs_dilation, rhs_dilation, groups,
+                                padding_mode, backend)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ gradient, with everything that is not a kernel written once: the rules for JVP,
 transposition (reverse mode with respect to the kernel and the input) and ``vmap``, the
 abstract evaluation, which keeps the varying manual axes of ``jax.shard_map``, and the
 sharding rule under ``jax.jit``. Each platform lowers them to the kernel set that the registry
-of :mod:`bp_conv_ext.kernels` says runs there (one module per set):
+of :mod:`.registry` says runs there (one module per set in :mod:`.kernels`):
 
 - the CPU to the first available of ``'c++'`` (C++ through the XLA FFI, built with the
   machine's compiler), ``'numba'`` (numba kernels through ``brainevent.XLACustomKernel``,
@@ -18,8 +18,8 @@ of :mod:`bp_conv_ext.kernels` says runs there (one module per set):
   (:func:`bp_conv_ext.use_event_kernels`);
 - CUDA GPUs to the Pallas (Triton) kernels, ``'pallas'``; ROCm GPUs and TPUs to ``'jax'``.
 
-The static parameters include the matmul precision the call was made under and the name of
-the CPU's kernel set.
+The static parameters are one :class:`.registry.EventSpec`: the convolution, the output
+length, the matmul precision the call was made under and the name of the CPU's kernel set.
 
 Sharding. Under ``jax.jit`` with sharded inputs, XLA cannot split a custom call, so the C++ and numba
 kernels are wrapped in ``jax.experimental.custom_partitioning``: the forward runs on each
@@ -44,6 +44,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from ..core import dense as _dense
 from . import gpu_target as _gpu_target, registry
+from .registry import EventSpec, KernelParams
 
 def _varying(aval):
     """The manual mesh axes (``jax.shard_map``) that an abstract value varies over."""
@@ -75,14 +76,13 @@ _SHARDY_RULES = 'sharding_rule' in inspect.signature(custom_partitioning.def_par
 
 
 @functools.lru_cache(maxsize=None)
-def _partitioned(kind, kernel, out_shape, dtype, params):
+def _partitioned(kind, kernel, out_shape, dtype, spec: EventSpec):
     """``kernel`` split over the batch under ``jax.jit``: a ``custom_partitioning``."""
-    params = dict(params)
     reduce = kind == 'kernel_grad'
 
     def call(x, operand, p):
         shape = out_shape if reduce else (x.shape[0],) + out_shape[1:]
-        return kernel(x, operand, p, outs=[jax.ShapeDtypeStruct(shape, dtype)], **params)
+        return kernel(x, operand, p, outs=[jax.ShapeDtypeStruct(shape, dtype)], spec=spec)
 
     def shardings(mesh, arg_shapes):
         axes = _batch_axes(arg_shapes[0])
@@ -119,7 +119,7 @@ def _partitioned(kind, kernel, out_shape, dtype, params):
 
 class _Operation:
     """One event-driven operation (``kind``: ``'forward'`` or ``'kernel_grad'``), called as
-    ``op(x, w_or_dy, params, outs=[...], **static)``; returns a list."""
+    ``op(x, w_or_dy, params, outs=[...], spec=EventSpec(...))``; returns a list."""
 
     def __init__(self, name, kind):
         self.kind = kind
@@ -134,29 +134,29 @@ class _Operation:
         # The lowering may partition the kernel call, which needs the devices.
         prim_requires_devices_during_lowering.add(self.primitive)
 
-    def __call__(self, *args, outs, **static):
+    def __call__(self, *args, outs, spec: EventSpec):
         vma = frozenset().union(*map(_vma, args))
         if vma:   # under shard_map: every operand varies over the same axes
             args = [jax.lax.pcast(a, tuple(sorted(vma - _vma(a))), to='varying')
                     if vma - _vma(a) else a for a in args]
         outs = tuple(jax.ShapeDtypeStruct(o.shape, o.dtype) for o in outs)
-        return self.primitive.bind(*args, outs=outs, **static)
+        return self.primitive.bind(*args, outs=outs, spec=spec)
 
     def _impl(self, *args, **params):
         return _compiled(self.primitive, tuple(sorted(params.items())))(*args)
 
-    def _cpu_rule(self, ctx, *args, kernels, **params):
+    def _cpu_rule(self, ctx, *args, spec, **params):
         # On the CPU, the kernel set the call was traced with.
-        return self._rule(_kernel_set(kernels), ctx, *args, kernels=kernels, **params)
+        return self._rule(_kernel_set(spec.kernels), ctx, *args, spec=spec, **params)
 
     def _accelerator_rule(self, platform, ctx, *args, **params):
         # The kernel module of an accelerator is imported when a program first needs it; CUDA's
-        # are lowered for a GPU this machine may not have (see ``_gpu_target``).
+        # are lowered for a GPU this machine may not have (see ``gpu_target``).
         chosen = registry.running(platform)
         with _gpu_target.cuda_lowering() if platform == 'cuda' else contextlib.nullcontext():
             return self._rule(chosen, ctx, *args, compiled=True, **params)
 
-    def _rule(self, chosen, ctx, *args, kernels, compiled=False, **params):
+    def _rule(self, chosen, ctx, *args, compiled=False, **params):
         """Lower to the kernel of the kernel set ``chosen``: on an accelerator its compiled
         form where it has one (``module.compiled``), on the CPU the plain one (Pallas kernels
         are interpreted)."""
@@ -166,11 +166,10 @@ class _Operation:
         call = functools.partial(self._call, chosen.sharding, kernel)
         return mlir.lower_fun(call, multiple_results=True)(ctx, *args, **params)
 
-    def _call(self, sharding, kernel, x, operand, p, *, outs, **params):
+    def _call(self, sharding, kernel, x, operand, p, *, outs, spec):
         if sharding != 'split':
-            return kernel(x, operand, p, outs=outs, **params)
-        partitioned = _partitioned(self.kind, kernel, outs[0].shape, outs[0].dtype,
-                                   tuple(sorted(params.items())))
+            return kernel(x, operand, p, outs=outs, spec=spec)
+        partitioned = _partitioned(self.kind, kernel, outs[0].shape, outs[0].dtype, spec)
         return partitioned(x, operand, p)
 
 
@@ -189,109 +188,103 @@ forward = _Operation('bp_conv_ext_event_conv1d', 'forward')
 kernel_grad = _Operation('bp_conv_ext_event_conv1d_kernel_grad', 'kernel_grad')
 
 
-def _static(kwargs):
-    return {name: kwargs[name] for name in ('stride', 'low', 'high', 'lhs_dilation',
-                                            'rhs_dilation', 'groups', 'out_len', 'precision',
-                                            'kernels')}
-
-
-def _spec(stride, low, high, lhs_dilation, rhs_dilation, groups, **kwargs):
-    return _dense.ConvSpec(stride, (low, high), lhs_dilation, rhs_dilation, groups, 'xla')
-
-
-def _dense_conv(x, w, kwargs):
+def _dense_conv(x, w, spec: EventSpec):
     """The dense convolution the rules use, under the matmul precision of the bound call."""
-    with jax.default_matmul_precision(kwargs['precision']):
-        return _dense.conv(x, w, _spec(**kwargs))
+    with jax.default_matmul_precision(spec.precision):
+        return _dense.conv(x, w, spec.conv)
 
 
-def _params(stride, low, lhs_dilation, rhs_dilation, groups, kernels, **kwargs):
-    return jnp.asarray([stride, low, lhs_dilation, rhs_dilation, groups,
-                        _kernel_set(kernels).load().threads()], dtype=jnp.int32)
+def _params(spec: EventSpec):
+    c = spec.conv
+    return jnp.asarray(KernelParams(c.stride, c.padding[0], c.lhs_dilation, c.rhs_dilation,
+                                    c.groups, _kernel_set(spec.kernels).load().threads()),
+                       dtype=jnp.int32)
 
 
-def _bind(x, w, params, **static):
-    out = jax.ShapeDtypeStruct((x.shape[0], static['out_len'], w.shape[2]), w.dtype)
-    return forward(x, w, params, outs=[out], **static)[0]
+def _bind(x, w, params, spec: EventSpec):
+    out = jax.ShapeDtypeStruct((x.shape[0], spec.out_len, w.shape[2]), w.dtype)
+    return forward(x, w, params, outs=[out], spec=spec)[0]
 
 
-def _bind_kernel_grad(x, dy, params, w_aval, **static):
+def _bind_kernel_grad(x, dy, params, w_aval, spec: EventSpec):
     out = jax.ShapeDtypeStruct(w_aval.shape, w_aval.dtype)
-    return kernel_grad(x, dy, params, outs=[out], **static)[0]
+    return kernel_grad(x, dy, params, outs=[out], spec=spec)[0]
 
 
-def _jvp_x(x_dot, x, w, params, **kwargs):
+def _jvp_x(x_dot, x, w, params, *, spec, **unused):
     # Linear in x: a dense convolution of the (dense) tangent.
-    return [_dense_conv(x_dot.astype(w.dtype), w, kwargs)]
+    return [_dense_conv(x_dot.astype(w.dtype), w, spec)]
 
 
-def _jvp_w(w_dot, x, w, params, **kwargs):
-    return [_bind(x, w_dot, params, **_static(kwargs))]
+def _jvp_w(w_dot, x, w, params, *, spec, **unused):
+    return [_bind(x, w_dot, params, spec)]
 
 
-def _transpose(ct, x, w, params, **kwargs):
+def _transpose(ct, x, w, params, *, spec, **unused):
     ct = ct[0]
     if ad.is_undefined_primal(w):
         if type(ct) is ad.Zero:
             return None, ad.Zero(w.aval), None
-        return None, _bind_kernel_grad(x, ct, params, w.aval, **_static(kwargs)), None
+        return None, _bind_kernel_grad(x, ct, params, w.aval, spec), None
     if type(ct) is ad.Zero:
         return ad.Zero(x.aval), None, None
     zeros = jnp.zeros(x.aval.shape, w.dtype)
-    dx = jax.linear_transpose(lambda v: _dense_conv(v, w, kwargs), zeros)(ct)[0]
+    dx = jax.linear_transpose(lambda v: _dense_conv(v, w, spec), zeros)(ct)[0]
     return dx.astype(x.aval.dtype), None, None
 
 
-def _batch(args, axes, **kwargs):
-    x, w, params = args
+def _batch(args, axes, *, spec, **unused):
+    x, w, _ = args
     x_axis, w_axis, _ = axes
-    static = _static(kwargs)
+    # ``params`` follows from ``spec``; it arrives batched where a batched ``lax.cond`` runs
+    # both branches on batched operands.
+    params = _params(spec)
     if w_axis is None:
         # Fold the mapped axis into the batch axis: one call.
         x = jnp.moveaxis(x, x_axis, 0)
         lead = x.shape[:2]
-        y = _bind(x.reshape((-1,) + x.shape[2:]), w, params, **static)
+        y = _bind(x.reshape((-1,) + x.shape[2:]), w, params, spec)
         return [y.reshape(lead + y.shape[1:])], [0]
     # A batch of kernels: one call per kernel.
     w = jnp.moveaxis(w, w_axis, 0)
     if x_axis is None:
-        y = jax.lax.map(lambda wi: _bind(x, wi, params, **static), w)
+        y = jax.lax.map(lambda wi: _bind(x, wi, params, spec), w)
     else:
         x = jnp.moveaxis(x, x_axis, 0)
-        y = jax.lax.map(lambda xw: _bind(xw[0], xw[1], params, **static), (x, w))
+        y = jax.lax.map(lambda xw: _bind(xw[0], xw[1], params, spec), (x, w))
     return [y], [0]
 
 
-def _kernel_grad_jvp_x(x_dot, x, dy, params, *, outs, **kwargs):
+def _kernel_grad_jvp_x(x_dot, x, dy, params, *, outs, spec):
     # Linear in x as well: the kernel gradient of the (dense) tangent, on the dense path.
     zeros = jnp.zeros(outs[0].shape, outs[0].dtype)
-    conv = lambda w: _dense_conv(x_dot.astype(w.dtype), w, kwargs)
+    conv = lambda w: _dense_conv(x_dot.astype(w.dtype), w, spec)
     return [jax.linear_transpose(conv, zeros)(dy)[0]]
 
 
-def _kernel_grad_jvp_dy(dy_dot, x, dy, params, *, outs, **kwargs):
-    return [_bind_kernel_grad(x, dy_dot, params, outs[0], **_static(kwargs))]
+def _kernel_grad_jvp_dy(dy_dot, x, dy, params, *, outs, spec):
+    return [_bind_kernel_grad(x, dy_dot, params, outs[0], spec)]
 
 
-def _kernel_grad_transpose(ct, x, dy, params, **kwargs):
+def _kernel_grad_transpose(ct, x, dy, params, *, spec, **unused):
     # dw = K(x)^T dy is linear in dy; its transpose maps a kernel cotangent back through
     # the forward convolution.
     ct = ct[0]
     if type(ct) is ad.Zero:
         return None, ad.Zero(dy.aval), None
-    return None, _bind(x, ct, params, **_static(kwargs)), None
+    return None, _bind(x, ct, params, spec), None
 
 
-def _kernel_grad_batch(args, axes, **kwargs):
-    x, dy, params = args
+def _kernel_grad_batch(args, axes, *, outs, spec):
+    x, dy, _ = args
     x_axis, dy_axis, _ = axes
-    w_aval = kwargs['outs'][0]
-    static = _static(kwargs)
+    params = _params(spec)      # as in _batch
+    w_aval = outs[0]
     size = x.shape[x_axis] if x_axis is not None else dy.shape[dy_axis]
     x = jnp.broadcast_to(x, (size,) + x.shape) if x_axis is None else jnp.moveaxis(x, x_axis, 0)
     dy = jnp.broadcast_to(dy, (size,) + dy.shape) if dy_axis is None else \
         jnp.moveaxis(dy, dy_axis, 0)
-    dw = jax.lax.map(lambda a: _bind_kernel_grad(a[0], a[1], params, w_aval, **static), (x, dy))
+    dw = jax.lax.map(lambda a: _bind_kernel_grad(a[0], a[1], params, w_aval, spec), (x, dy))
     return [dw], [0]
 
 
@@ -322,9 +315,6 @@ _define_rules(kernel_grad, (_kernel_grad_jvp_x, _kernel_grad_jvp_dy, None),
 
 def conv(x, w, spec: _dense.ConvSpec, out_len: int):
     """Event-driven convolution of ``[N, H, C_in]`` input (any dtype; zeros are skipped)."""
-    static = dict(stride=spec.stride, low=spec.padding[0], high=spec.padding[1],
-                  lhs_dilation=spec.lhs_dilation, rhs_dilation=spec.rhs_dilation,
-                  groups=spec.groups, out_len=out_len,
-                  precision=jax.config.jax_default_matmul_precision,
-                  kernels=registry.running('cpu').name)
-    return _bind(x, w, _params(**static), **static)
+    static = EventSpec(spec._replace(algorithm='xla', kernel_grad='im2col'), out_len,
+                       jax.config.jax_default_matmul_precision, registry.running('cpu').name)
+    return _bind(x, w, _params(static), static)

@@ -6,10 +6,10 @@ per set (:data:`SETS`): its one name (what :func:`bp_conv_ext.event_kernel` repo
 module, what it needs, the platforms it serves, its measured ``auto`` density and how it runs
 on several devices. Every module has the same names:
 
-- ``forward(x, w, params, outs=[...], **static)`` and ``kernel_grad(x, dy, params,
-  outs=[...], **static)``, each returning a list; ``params`` is an ``int32`` vector
-  ``(stride, low, lhs_dilation, rhs_dilation, groups, threads())`` and the static keywords
-  are ``stride, low, high, lhs_dilation, rhs_dilation, groups, out_len, precision``;
+- ``forward(x, w, params, outs=[...], spec=...)`` and ``kernel_grad(x, dy, params,
+  outs=[...], spec=...)``, each returning a list; ``params`` is a :class:`KernelParams` as an
+  ``int32`` vector (for kernels that read their configuration at run time) and ``spec`` the
+  call's :class:`EventSpec`;
 - ``threads()``: the thread count the CPU kernels use;
 - optionally ``compiled``: the accelerator's compiled kernels by operation name.
 
@@ -31,7 +31,29 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
+
+from ..core.dense import ConvSpec
+
+class EventSpec(NamedTuple):
+    """The static configuration of one event-driven call, the primitives' one parameter:
+    the convolution (``conv``: stride, resolved padding, dilations, groups), the output
+    length, the matmul precision it was called under and the CPU's kernel set (its name)."""
+    conv: ConvSpec
+    out_len: int
+    precision: object
+    kernels: str
+
+
+class KernelParams(NamedTuple):
+    """The ``int32`` vector ``params`` that the kernels receive, in this field order."""
+    stride: int
+    low: int
+    lhs_dilation: int
+    rhs_dilation: int
+    groups: int
+    threads: int
+
 
 #: The platforms the event path lowers for, as JAX names them.
 PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
@@ -48,7 +70,7 @@ class KernelSet:
         :func:`bp_conv_ext.event_kernel` reports it and :func:`bp_conv_ext.use_event_kernels`
         takes it.
     module : str
-        Its module in ``bp_conv_ext.kernels``.
+        Its module in ``bp_conv_ext.event.kernels``.
     platforms : tuple of str
         The platforms it serves: on the CPU the first available set that lists it runs (the
         order of :data:`SETS`), on each accelerator the one set that lists it.

@@ -3,6 +3,7 @@ of a convolution layer and of a delay layer written once over a few hooks that e
 in (how an input is checked, where the parameters live, what unit the output has)."""
 import jax.numpy as jnp
 
+from ..core.args import check_backend
 from ..core.sequence import check_fold, fold_time
 from ..ops import conv as _conv, delays as _delays
 
@@ -30,7 +31,7 @@ class BackendChoice:
 
     @backend.setter
     def backend(self, value: str):
-        self._backend = _conv.check_backend(value)
+        self._backend = check_backend(value)
 
 
 class ConvLayer(BackendChoice):

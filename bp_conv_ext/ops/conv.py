@@ -6,14 +6,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..core import args as _args, dense as _dense, params as _params
-from ..core.args import ConvOptions
+from ..core import args as _args, dense as _dense
+from ..core.args import BACKENDS, ConvOptions
 from ..event import primitive as _event, registry
-
-#: Values of ``backend``: ``'auto'``; ``'dense'`` (the dense algorithm picked by
-#: :func:`core.dense.choose`); one dense algorithm by name; ``'event'``.
-BACKENDS = ('auto', 'dense') + _dense.ALGORITHMS + ('event',)
-
 
 def estimate_density(x, samples: int = 4096):
     """Fraction of nonzero entries, from an evenly strided sample of about ``samples`` of them.
@@ -23,12 +18,6 @@ def estimate_density(x, samples: int = 4096):
     """
     flat = x.reshape(-1)
     return jnp.mean(flat[::max(1, flat.size // samples)].astype(jnp.float32))
-
-
-def check_backend(backend) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"`backend` (={backend!r}) must be one of {', '.join(map(repr, BACKENDS))}.")
-    return backend
 
 
 #: The dense algorithm of ``backend='auto'`` and ``'dense'`` on CUDA GPUs, for every shape.
@@ -42,10 +31,12 @@ CUDA_ALGORITHM = 'im2col'
 
 class Plan(NamedTuple):
     """What one call computes from its options and shapes, once: the padding the padding mode
-    adds from the input's own samples (``None``: none), the dense configuration (padding
+    adds from the input's own samples (``None``: none), the dtype it computes in, the dense
+    configuration (padding
     resolved, algorithm and kernel-gradient form chosen), the one of CUDA GPUs, the output
     length and whether ``'auto'`` checks the spike density."""
     mode_pads: Optional[tuple]
+    dtype: object
     spec: _dense.ConvSpec
     cuda_spec: _dense.ConvSpec
     out_len: int
@@ -56,7 +47,7 @@ class Plan(NamedTuple):
         return (self.cuda_spec if platform == 'cuda' else self.spec).algorithm
 
 
-def plan(options: ConvOptions, x_shape, w_shape, x_dtype) -> Plan:
+def plan(options: ConvOptions, x_shape, w_shape, x_dtype, w_dtype) -> Plan:
     """Plan a convolution of ``[H, C]`` or ``[B, H, C]`` input; raises ``ValueError`` when the
     input is too short for the kernel, or the padding too wide for the padding mode.
 
@@ -85,11 +76,13 @@ def plan(options: ConvOptions, x_shape, w_shape, x_dtype) -> Plan:
         algorithm, kernel_grad = _dense.choose(*shape)
     spec = _dense.ConvSpec(o.stride, pads, o.lhs_dilation, o.rhs_dilation, o.groups, algorithm,
                            kernel_grad)
-    cuda_spec = spec._replace(algorithm=CUDA_ALGORITHM, kernel_grad=CUDA_ALGORITHM) \
-        if o.backend in ('auto', 'dense') else spec
+    cuda_spec = spec
+    if o.backend in ('auto', 'dense'):
+        cuda_spec = spec._replace(algorithm=CUDA_ALGORITHM, kernel_grad=CUDA_ALGORITHM)
     checks = (o.backend == 'auto' and jnp.dtype(x_dtype) == jnp.bool_ and algorithm != 'xla2d'
               and not _dense.is_small(*shape))
-    return Plan(mode_pads, spec, cuda_spec, out_len, checks)
+    return Plan(mode_pads, _args.compute_dtype(x_dtype, w_dtype), spec, cuda_spec, out_len,
+                checks)
 
 
 def _pad_by_mode(x, plan: Plan, padding_mode: str):
@@ -101,8 +94,8 @@ def _pad_by_mode(x, plan: Plan, padding_mode: str):
 
 def apply(x, w, b, options: ConvOptions):
     """Convolve ``[H, C]`` or ``[B, H, C]`` input with validated arguments (as
-    :func:`arguments` returns them)."""
-    p = plan(options, x.shape, w.shape, x.dtype)
+    ``core.args.conv_arguments`` returns them)."""
+    p = plan(options, x.shape, w.shape, x.dtype, w.dtype)
     x = _pad_by_mode(x, p, options.padding_mode)
     unbatched = x.ndim == 2
     y = _planned(x[None] if unbatched else x, w, b, p, options.backend)
@@ -112,7 +105,7 @@ def apply(x, w, b, options: ConvOptions):
 def _planned(x, w, b, plan: Plan, backend: str):
     """The batched convolution ``[B, H, C_in]`` of a plan; ``b``: ``None`` or broadcastable
     to ``[1, C_out]``."""
-    dtype = _args.compute_dtype(x.dtype, w.dtype)
+    dtype = plan.dtype
     w = w.astype(dtype)
 
     def dense(x, spec=plan.spec):
@@ -199,52 +192,18 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
     >>> conv1d(jnp.ones((5, 1)), jnp.ones((3, 1, 1)), padding_mode='replicate')[:, 0].tolist()
     [3.0, 3.0, 3.0, 3.0, 3.0]
     """
-    x, w, b, options = arguments(x, w, b, stride=stride, padding=padding,
-                                 lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-                                 groups=groups, mask=mask, backend=backend,
-                                 padding_mode=padding_mode)
+    x, w, b, options = _args.conv_arguments(
+        x, w, b, stride=stride, padding=padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, groups=groups, mask=mask, backend=backend,
+        padding_mode=padding_mode)
     return apply(x, w, b, options)
-
-
-def arguments(x, w, b=None, *, stride, padding, lhs_dilation, rhs_dilation, groups, mask=None,
-              backend, padding_mode):
-    """Check the arguments of :func:`conv1d`, once; returns ``x``, ``w`` (masked), ``b`` as
-    arrays and the :class:`ConvOptions` that :func:`apply` takes."""
-    x = _args.as_input(x)
-    w = _params.real_floats('w', w)
-    if x.ndim not in (2, 3):
-        raise ValueError(f"`x` must have shape [H, C] or [B, H, C], got shape {x.shape}.")
-    if w.ndim != 3 or 0 in (w.shape[0], w.shape[2]):
-        raise ValueError(f"`w` must have shape [K, C_in // groups, C_out] with at least one tap "
-                         f"and one output channel, got shape {w.shape}.")
-    groups = _args.check_groups(x.shape[-1], w.shape[2], groups)
-    if w.shape[1] * groups != x.shape[-1]:
-        raise ValueError(f"`w` (shape {w.shape}) expects {w.shape[1] * groups} input channels "
-                         f"with groups={groups}, but `x` (shape {x.shape}) has {x.shape[-1]}." +
-                         _args.layout_hint(x.shape, w.shape[1] * groups))
-    stride = _args.positive_int('stride', stride)
-    lhs_dilation = _args.positive_int('lhs_dilation', lhs_dilation)
-    rhs_dilation = _args.positive_int('rhs_dilation', rhs_dilation)
-    padding = _args.canonical_padding(padding)
-    _args.check_padding_mode(padding_mode, lhs_dilation)
-    check_backend(backend)
-    if mask is not None:
-        _params.real_floats('mask', mask)
-        w = w * _params.make_mask(mask, w.shape, w.dtype)
-    if b is not None:
-        b = _params.real_floats('b', b)
-        if b.size != w.shape[2]:
-            raise ValueError(f"`b` (shape {b.shape}) must hold one value per output channel "
-                             f"({w.shape[2]}).")
-    return x, w, b, ConvOptions(stride, padding, lhs_dilation, rhs_dilation, groups,
-                                padding_mode, backend)
 
 
 def which(x, w, options: ConvOptions, platform=None) -> str:
     """What :func:`apply` computes ``x`` with on ``platform``, for concrete input: ``'event'``
     or the dense algorithm's name (validated arguments, as :func:`apply` takes them)."""
     platform = check_platform(platform)
-    p = plan(options, x.shape, w.shape, x.dtype)
+    p = plan(options, x.shape, w.shape, x.dtype, w.dtype)
     if options.backend == 'event' or (
             p.checks_density and platform in registry.auto_platforms() and
             float(estimate_density(_pad_by_mode(x, p, options.padding_mode))) <=
@@ -282,9 +241,9 @@ def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 
     >>> which_backend(spikes.astype(np.float32), w, platform='cpu')    # float input: dense
     'im2col'
     """
-    x, w, _, options = arguments(x, w, stride=stride, padding=padding,
-                                 lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-                                 groups=groups, backend=backend, padding_mode=padding_mode)
+    x, w, _, options = _args.conv_arguments(
+        x, w, stride=stride, padding=padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, groups=groups, backend=backend, padding_mode=padding_mode)
     return which(x, w, options, platform)
 
 

@@ -30,6 +30,7 @@ from jax.interpreters import mlir
 from ..core import args as _args
 from ..core.args import ConvOptions
 from ..core.sequence import fold_time
+from ..event.gpu_target import cuda_lowering
 from ..event.kernels import pallas_gpu
 from . import conv as _conv
 
@@ -80,7 +81,7 @@ def _reference(xs, w, b, v0, lif, pads, rhs_dilation):
 
 
 #: The fused kernel as one primitive: lowered to the compiled Pallas kernel on CUDA GPUs
-#: (for the GPU ``_gpu_target`` names when the machine has none) and to the interpreted one
+#: (for the GPU ``event.gpu_target`` names when the machine has none) and to the interpreted one
 #: elsewhere.
 _KERNEL = Primitive('bp_conv_ext_conv_lif')
 _KERNEL.multiple_results = True
@@ -99,18 +100,10 @@ def _kernel_shapes(xs, w, b, v0, *, pads, rhs_dilation, **unused):
 
 
 def _kernel_rule(interpret, ctx, *args, **params):
-    context = contextlib.nullcontext() if interpret else _cuda_lowering()
+    context = contextlib.nullcontext() if interpret else cuda_lowering()
     with context:
         return mlir.lower_fun(functools.partial(_kernel_call, interpret),
                               multiple_results=True)(ctx, *args, **params)
-
-
-def _cuda_lowering():
-    try:
-        from . import _gpu_target
-    except ImportError:
-        return contextlib.nullcontext()
-    return _gpu_target.cuda_lowering()
 
 
 @functools.lru_cache(maxsize=None)

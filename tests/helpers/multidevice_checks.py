@@ -1,4 +1,4 @@
-"""Checks on several devices, run by ``tests/test_sharding.py`` in a fresh process with
+"""Checks on several devices, run by ``tests/event/test_sharding.py`` in a fresh process with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (``pytest`` on this file), so that the
 rest of the suite keeps one device.
 
@@ -17,8 +17,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bp_conv_ext import Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d
-from bp_conv_ext.ops.conv import BACKENDS
-from conftest import event_runtime
+from bp_conv_ext.core.args import BACKENDS
+from helpers.cases import event_runtime
 
 #: ``jax.shard_map`` and its type check (``check_vma``); JAX 0.4 has them under
 #: ``jax.experimental.shard_map`` as ``check_rep``.

@@ -14,7 +14,7 @@ library only if it matches its stamp, checked by reading the file, not by mappin
 a truncated library kills the process with ``SIGBUS``); one that does not match, or does not
 load, or lacks a kernel symbol, is rebuilt, once. Where no compiler works (or that rebuild
 fails), :func:`library` says so once in a warning and the event path uses the next CPU runtime
-of :data:`bp_conv_ext.kernels.SETS` (the numba kernels).
+of :data:`bp_conv_ext.event.registry.SETS` (the numba kernels).
 
 Runs with the XLA FFI of every supported JAX: ``jax.ffi`` (0.4.36 and later) or
 ``jax.extend.ffi`` (0.4.33, the BrainPy 2.6 stack).
@@ -303,10 +303,10 @@ def _call(name, result):
 
 
 def _kernel(kind):
-    def call(x, operand, params, *, outs, stride, low, lhs_dilation, rhs_dilation, groups,
-             **static):
-        # ``params`` carries the same values as the static ones, which the FFI call takes as
+    def call(x, operand, params, *, outs, spec):
+        # ``params`` carries the same values as ``spec``, which the FFI call takes as
         # attributes.
+        c = spec.conv
         if library() is None:
             raise RuntimeError("the C++ event-driven kernels are not available here (see the "
                                "warning above)")
@@ -315,9 +315,9 @@ def _kernel(kind):
         if x.dtype != jnp.bool_:
             x = x.astype(dtype)
         result = _call(_SYMBOLS[kind], jax.ShapeDtypeStruct(out.shape, dtype))(
-            x, operand.astype(dtype), stride=np.int64(stride), low=np.int64(low),
-            lhs_dilation=np.int64(lhs_dilation), rhs_dilation=np.int64(rhs_dilation),
-            groups=np.int64(groups), threads=np.int64(threads()))
+            x, operand.astype(dtype), stride=np.int64(c.stride), low=np.int64(c.padding[0]),
+            lhs_dilation=np.int64(c.lhs_dilation), rhs_dilation=np.int64(c.rhs_dilation),
+            groups=np.int64(c.groups), threads=np.int64(threads()))
         return [result.astype(out.dtype)]
     return call
 

@@ -3,12 +3,19 @@
 Scatter form: for every nonzero input ``x[n, h, c]`` the forward kernel adds
 ``x[n, h, c] * w[k, c, :]`` to the output sample that tap ``k`` reaches. The kernels are
 registered as ``brainevent.XLACustomKernel`` primitives, which reach numba through the XLA
-FFI, and called by the CPU lowering of the primitives of ``bp_conv_ext._event``, where their
+FFI, and called by the CPU lowering of the event primitives (``bp_conv_ext.event.primitive``), where their
 differentiation, batching and sharding rules are.
 """
 import brainevent
 import numba
 import numpy as np
+
+from ..registry import KernelParams
+
+# Where each field of ``params`` (a KernelParams vector) sits.
+_STRIDE, _LOW, _LHS, _RHS, _GROUPS, _THREADS = (
+    KernelParams._fields.index(name)
+    for name in ('stride', 'low', 'lhs_dilation', 'rhs_dilation', 'groups', 'threads'))
 
 
 # Reassociation and contraction for vectorised sums, but no "no NaN / no inf" assumptions:
@@ -42,9 +49,9 @@ def _reached(position, k, rhs, stride, out_len):
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_kernel(x, w, params, y):
-    # x [N, H, C]; w [K, C // groups, O]; y [N, H_out, O];
-    # params (stride, low, lhs_dilation, rhs_dilation, groups, threads)
-    stride, low, lhs, rhs, groups = params[0], params[1], params[2], params[3], params[4]
+    # x [N, H, C]; w [K, C // groups, O]; y [N, H_out, O]; params: a KernelParams vector
+    stride, low, lhs, rhs = params[_STRIDE], params[_LOW], params[_LHS], params[_RHS]
+    groups = params[_GROUPS]
     n_batch, length, channels = x.shape
     taps, group_in, n_out = w.shape
     group_out = n_out // groups
@@ -81,13 +88,14 @@ def _forward_kernel(x, w, params, y):
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _kernel_grad_kernel(x, dy, params, dw):
     # dw[k, c', o] = sum over nonzero x[n, h, c] of x * dy[n, t, o], t the output that input
-    # reaches through tap k; params[5] partial sums are accumulated in parallel.
-    stride, low, lhs, rhs, groups = params[0], params[1], params[2], params[3], params[4]
+    # reaches through tap k; params[_THREADS] partial sums are accumulated in parallel.
+    stride, low, lhs, rhs = params[_STRIDE], params[_LOW], params[_LHS], params[_RHS]
+    groups = params[_GROUPS]
     n_batch, length, channels = x.shape
     taps, group_in, n_out = dw.shape
     group_out = n_out // groups
     out_len = dy.shape[1]
-    chunks = min(n_batch, params[5])
+    chunks = min(n_batch, params[_THREADS])
     partial = np.zeros((chunks, taps, group_in, n_out), dtype=dw.dtype)
     for chunk in numba.prange(chunks):
         acc = partial[chunk]

@@ -80,14 +80,19 @@ def compact(active, values):
     return index, kept, position[:, -1] + 1
 
 
+def _configuration(spec):
+    c = spec.conv
+    return c.stride, c.padding[0], c.lhs_dilation, c.rhs_dilation, c.groups
+
+
 def _call(kernel, grid, out_shape, interpret, *args):
     options = dict(interpret=True) if interpret else dict(compiler_params=_COMPILER_PARAMS)
     return pl.pallas_call(kernel, grid=grid, out_shape=out_shape, **options)(*args)
 
 
-def forward(x, w, params, *, outs, stride, low, lhs_dilation, rhs_dilation, groups,
-            interpret=True, **unused):
+def forward(x, w, params, *, outs, spec, interpret=True):
     """``[N, H, C_in]`` input (any dtype) convolved with ``w``; returns ``[y]``."""
+    stride, low, lhs_dilation, rhs_dilation, groups = _configuration(spec)
     n, length, channels = x.shape
     taps, group_in, n_out = w.shape
     out_len = outs[0].shape[1]
@@ -128,9 +133,9 @@ def forward(x, w, params, *, outs, stride, low, lhs_dilation, rhs_dilation, grou
     return [y[..., :group_out].reshape(n, out_len, n_out)]
 
 
-def kernel_grad(x, dy, params, *, outs, stride, low, lhs_dilation, rhs_dilation, groups,
-                interpret=True, **unused):
+def kernel_grad(x, dy, params, *, outs, spec, interpret=True):
     """The kernel gradient ``K(x)^T dy``, ``[K, C_in // groups, C_out]``; returns ``[dw]``."""
+    stride, low, lhs_dilation, rhs_dilation, groups = _configuration(spec)
     n, length, channels = x.shape
     taps, group_in, n_out = outs[0].shape
     out_len = dy.shape[1]

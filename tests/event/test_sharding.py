@@ -15,7 +15,7 @@ import jax
 import pytest
 
 
-ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
+ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
 FOUR_DEVICES = '--xla_force_host_platform_device_count=4'
 
 

@@ -20,8 +20,8 @@ import pytest
 from bp_conv_ext import (Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d,
                          event_density_threshold, event_kernel, event_kernels, use_event_kernels,
                          which_backend)
-from bp_conv_ext.ops.conv import BACKENDS
-from conftest import CPU_KERNELS, pairwise
+from bp_conv_ext.core.args import BACKENDS
+from helpers.cases import CPU_KERNELS, pairwise
 
 export = pytest.importorskip('jax.export')
 

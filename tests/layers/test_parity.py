@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import Conv1d, conv1d
-from conftest import grid_ids, pairwise, random_case, reference_conv1d, reference_pads
+from helpers.cases import grid_ids, pairwise, random_case, reference_conv1d, reference_pads
 
 PADDINGS = ['SAME', 'same', 'VALID', 'CAUSAL', 'causal', 2, (1, 3), [(0, 2)]]
 RTOL = ATOL = 1e-5

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from conftest import CXX_FALLBACK
+from helpers.cases import CXX_FALLBACK
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SYSTEM_CXX = next((name for name in ('c++', 'g++', 'clang++') if shutil.which(name)), None)
 needs_compiler = pytest.mark.skipif(SYSTEM_CXX is None, reason="no C++ compiler on this machine")
 

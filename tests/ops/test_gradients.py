@@ -7,7 +7,7 @@ import pytest
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d
-from conftest import enable_x64, reference_conv1d
+from helpers.cases import enable_x64, reference_conv1d
 
 CONFIGS = [
     dict(),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import Conv1d, conv1d
-from conftest import enable_x64
+from helpers.cases import enable_x64
 
 MODES = [bm.NonBatchingMode(), bm.BatchingMode(), bm.TrainingMode()]
 MODE_IDS = ['nonbatching', 'batching', 'training']

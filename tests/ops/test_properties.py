@@ -14,8 +14,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from bp_conv_ext import Conv1d, conv1d
-from bp_conv_ext.ops.conv import BACKENDS
-from conftest import (EVENT_RUNTIMES, event_runtime, lax_conv1d, random_case, reference_conv1d,
+from bp_conv_ext.core.args import BACKENDS
+from helpers.cases import (EVENT_RUNTIMES, event_runtime, lax_conv1d, random_case, reference_conv1d,
                       reference_pads)
 
 TOL = dict(rtol=1e-5, atol=1e-4)

@@ -15,9 +15,9 @@ import brainunit as u  # noqa: E402
 
 import bp_conv_ext  # noqa: E402
 from bp_conv_ext.core.sequence import FOLDS  # noqa: E402
-from bp_conv_ext.ops.conv import BACKENDS  # noqa: E402
+from bp_conv_ext.core.args import BACKENDS  # noqa: E402
 from bp_conv_ext.state import Conv1d, LayerByLayer  # noqa: E402
-from conftest import (EVENT_IDS, EVENT_RUNTIMES, event_runtime, pairwise,  # noqa: E402
+from helpers.cases import (EVENT_IDS, EVENT_RUNTIMES, event_runtime, pairwise,  # noqa: E402
                       reference_conv1d)
 
 DT = 0.1 * u.ms

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import Conv1d, from_torch
-from conftest import enable_x64, pairwise
+from helpers.cases import enable_x64, pairwise
 
 torch = pytest.importorskip('torch')
 

@@ -7,9 +7,9 @@ import pytest
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d, event_density_threshold
-from bp_conv_ext.ops.conv import BACKENDS
 from bp_conv_ext.core.dense import choose_algorithm, choose_kernel_grad
-from conftest import (CPU_KERNELS, EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, lax_conv1d,
+from bp_conv_ext.core.args import BACKENDS
+from helpers.cases import (CPU_KERNELS, EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, lax_conv1d,
                       pairwise, random_case, reference_conv1d)
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -134,6 +134,25 @@ def test_event_path_under_jit_and_vmap(runtime):
         np.testing.assert_allclose(np.asarray(f(x)), expected, **TOL)
     np.testing.assert_allclose(np.asarray(per_example), expected, **TOL)
     np.testing.assert_allclose(np.asarray(stacked[:, 0]), np.asarray(conv1d(x, w, b)), **TOL)
+
+
+@pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
+def test_event_path_gradients_under_vmap_over_kernels(runtime):
+    """A batch of kernels: the finiteness check becomes a batched condition, whose branches
+    then get every operand batched (the numba kernels crashed on batched parameters)."""
+    x, w, b = _case(7, 0.1, batch=4)
+    ws = jnp.stack([w, 2 * w, -w])
+
+    def loss(w, backend):
+        return jnp.sum(conv1d(x, w, b, stride=2, groups=1, backend=backend) ** 2)
+
+    with event_runtime(runtime):
+        ys = jax.vmap(lambda w: conv1d(x, w, b, stride=2, backend='event'))(ws)
+        grads = jax.jit(jax.vmap(jax.grad(lambda w: loss(w, 'event'))))(ws)
+    np.testing.assert_allclose(np.asarray(ys), np.asarray(jax.vmap(
+        lambda w: conv1d(x, w, b, stride=2, backend='xla'))(ws)), **TOL)
+    np.testing.assert_allclose(np.asarray(grads), np.asarray(
+        jax.vmap(jax.grad(lambda w: loss(w, 'xla')))(ws)), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)

@@ -12,7 +12,7 @@ import bp_conv_ext
 from bp_conv_ext import DelayConv1d, delay_kernel, sigma_schedule
 from bp_conv_ext.ops import delays as _delays
 
-from conftest import EVENT_IDS, EVENT_RUNTIMES, event_runtime
+from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 
 MODES = {'nonbatching': bm.NonBatchingMode, 'batching': bm.BatchingMode,
          'training': bm.TrainingMode}

@@ -13,12 +13,12 @@ import pytest
 
 from bp_conv_ext import conv1d
 from bp_conv_ext.event.kernels import cxx_cpu
-from conftest import CPU_KERNELS, CXX_FALLBACK, reference_conv1d
+from helpers.cases import CPU_KERNELS, CXX_FALLBACK, reference_conv1d
 
 pytestmark = pytest.mark.skipif('c++' not in CPU_KERNELS,
                                 reason="no working C++ compiler here")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # A fresh process: which kernels run, the warnings it gave, whether the event path equals the
 # dense one, and whether the C++ kernels can still be forced.

@@ -10,7 +10,7 @@ import pytest
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d
-from conftest import (EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, grid_ids, pairwise,
+from helpers.cases import (EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, grid_ids, pairwise,
                       random_case, reference_conv1d, reference_pads)
 
 MODES = ('reflect', 'replicate', 'circular')
