@@ -372,7 +372,7 @@ def test_forced_pure_jax_kernels_run_on_the_cpu_without_custom_calls():
         hlo = jax.jit(f).lower(x, w).as_text()
         assert event_kernel('cpu') == 'jax'
     assert 'bp_conv_ext_event_conv1d[' in jaxpr and 'bp_conv_ext_event_conv1d_kernel_grad[' in jaxpr
-    assert jaxpr.count('kernels=jax') == 2
+    assert jaxpr.count("kernels='jax'") == 2
     assert 'custom_call' not in hlo
     installed = jax.jit(lambda x, w: conv1d(x, w, backend='event')).lower(x, w).as_text()
     assert 'custom_call' in installed       # (a new function: jit keeps f's forced trace)
