@@ -270,23 +270,6 @@ def as_input(x):
                         f"{type(x).__name__} with dtype {dtype}.") from err
 
 
-def compute_dtype(x_dtype, w_dtype):
-    """The dtype a convolution of ``x`` with ``w`` is computed and returned in.
-
-    ``bool`` and integer inputs (spikes, counts) are computed in the kernel's
-    dtype. Floating inputs are promoted with the kernel by JAX's rules:
-    ``float16``/``bfloat16`` with a ``float32`` kernel give ``float32``;
-    ``float64`` gives ``float64`` when 64-bit mode is on.
-    """
-    x_dtype = np.dtype(x_dtype)
-    if jnp.issubdtype(x_dtype, jnp.bool_) or jnp.issubdtype(x_dtype, jnp.integer):
-        return np.dtype(w_dtype)
-    if jnp.issubdtype(x_dtype, jnp.floating):
-        return np.dtype(jnp.result_type(x_dtype, w_dtype))
-    raise TypeError(f"the input has dtype {x_dtype}; expected bool, integer or real floating "
-                    f"values (complex and other dtypes are not supported).")
-
-
 class ConvOptions(NamedTuple):
     """The validated, canonical options of one convolution: what :func:`bp_conv_ext.conv1d`
     checks once and the core passes on whole. ``padding`` is ``'SAME'``, ``'VALID'``,

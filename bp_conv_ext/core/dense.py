@@ -20,6 +20,7 @@ from typing import NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 ALGORITHMS = ('xla', 'xla2d', 'im2col')
@@ -34,6 +35,23 @@ class ConvSpec(NamedTuple):
     groups: int
     algorithm: str
     kernel_grad: str = 'im2col'
+
+
+def compute_dtype(x_dtype, w_dtype):
+    """The dtype a convolution of ``x`` with ``w`` is computed and returned in.
+
+    ``bool`` and integer inputs (spikes, counts) are computed in the kernel's
+    dtype. Floating inputs are promoted with the kernel by JAX's rules:
+    ``float16``/``bfloat16`` with a ``float32`` kernel give ``float32``;
+    ``float64`` gives ``float64`` when 64-bit mode is on.
+    """
+    x_dtype = np.dtype(x_dtype)
+    if jnp.issubdtype(x_dtype, jnp.bool_) or jnp.issubdtype(x_dtype, jnp.integer):
+        return np.dtype(w_dtype)
+    if jnp.issubdtype(x_dtype, jnp.floating):
+        return np.dtype(jnp.result_type(x_dtype, w_dtype))
+    raise TypeError(f"the input has dtype {x_dtype}; expected bool, integer or real floating "
+                    f"values (complex and other dtypes are not supported).")
 
 
 def choose_kernel_grad(rows: int, in_channels: int, kernel_size: int, groups: int) -> str:

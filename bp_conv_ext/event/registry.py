@@ -33,6 +33,8 @@ import importlib
 import importlib.util
 from typing import NamedTuple, Optional, Tuple
 
+import jax
+
 from ..core.dense import ConvSpec
 
 class EventSpec(NamedTuple):
@@ -207,3 +209,16 @@ def use(name: str):
         yield kernels
     finally:
         _forced = previous
+
+
+def check_platform(platform) -> str:
+    """``platform`` as one of :data:`PLATFORMS`: ``None`` is JAX's default backend, ``'gpu'``
+    (what JAX calls CUDA and ROCm devices) counts as ``'cuda'``, which behaves as ``'rocm'``."""
+    if platform is None:
+        platform = jax.default_backend()
+    if platform == 'gpu':
+        platform = 'cuda'
+    if platform not in PLATFORMS:
+        raise ValueError(f"`platform` (={platform!r}) must be one of "
+                         f"{', '.join(map(repr, PLATFORMS + ('gpu',)))} or None.")
+    return platform

@@ -2,13 +2,13 @@
 the dense algorithms or the event-driven primitives, by platform and spike density."""
 from typing import NamedTuple, Optional
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from ..core import args as _args, dense as _dense
-from ..core.args import BACKENDS, ConvOptions
+from ..core.args import ConvOptions
 from ..event import primitive as _event, registry
+
 
 def estimate_density(x, samples: int = 4096):
     """Fraction of nonzero entries, from an evenly strided sample of about ``samples`` of them.
@@ -81,7 +81,7 @@ def plan(options: ConvOptions, x_shape, w_shape, x_dtype, w_dtype) -> Plan:
         cuda_spec = spec._replace(algorithm=CUDA_ALGORITHM, kernel_grad=CUDA_ALGORITHM)
     checks = (o.backend == 'auto' and jnp.dtype(x_dtype) == jnp.bool_ and algorithm != 'xla2d'
               and not _dense.is_small(*shape))
-    return Plan(mode_pads, _args.compute_dtype(x_dtype, w_dtype), spec, cuda_spec, out_len,
+    return Plan(mode_pads, _dense.compute_dtype(x_dtype, w_dtype), spec, cuda_spec, out_len,
                 checks)
 
 
@@ -202,7 +202,7 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
 def which(x, w, options: ConvOptions, platform=None) -> str:
     """What :func:`apply` computes ``x`` with on ``platform``, for concrete input: ``'event'``
     or the dense algorithm's name (validated arguments, as :func:`apply` takes them)."""
-    platform = check_platform(platform)
+    platform = registry.check_platform(platform)
     p = plan(options, x.shape, w.shape, x.dtype, w.dtype)
     if options.backend == 'event' or (
             p.checks_density and platform in registry.auto_platforms() and
@@ -260,7 +260,7 @@ def event_kernel(platform=None) -> str:
     >>> event_kernel('cuda'), event_kernel('tpu')
     ('pallas', 'jax')
     """
-    return registry.running(check_platform(platform)).name
+    return registry.running(registry.check_platform(platform)).name
 
 
 def event_kernels(platform=None) -> tuple:
@@ -300,7 +300,7 @@ def event_kernels(platform=None) -> tuple:
     >>> [k.name for k in event_kernels('cpu')][-2:]
     ['jax', 'pallas']
     """
-    return registry.runnable(check_platform(platform))
+    return registry.runnable(registry.check_platform(platform))
 
 
 def use_event_kernels(name: str):
@@ -352,21 +352,4 @@ def event_density_threshold(platform=None):
     >>> event_density_threshold('cuda') is None
     True
     """
-    return registry.running(check_platform(platform)).auto_density
-
-
-#: Platform names as JAX lowers for them.
-PLATFORMS = registry.PLATFORMS
-
-
-def check_platform(platform) -> str:
-    """``platform`` as one of :data:`PLATFORMS`: ``None`` is JAX's default backend, ``'gpu'``
-    (what JAX calls CUDA and ROCm devices) counts as ``'cuda'``, which behaves as ``'rocm'``."""
-    if platform is None:
-        platform = jax.default_backend()
-    if platform == 'gpu':
-        platform = 'cuda'
-    if platform not in PLATFORMS:
-        raise ValueError(f"`platform` (={platform!r}) must be one of "
-                         f"{', '.join(map(repr, PLATFORMS + ('gpu',)))} or None.")
-    return platform
+    return registry.running(registry.check_platform(platform)).auto_density

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core import args as _args, params as _params
+from ..core import args as _args, dense as _dense, params as _params
 from ..core.args import ConvOptions
 from . import conv as _conv
 
@@ -221,7 +221,7 @@ def check_input(label: str, x, in_channels: int, buffer, sequence: bool, step_sh
     if sequence and x.shape[0] == 0:
         raise ValueError(f"{label} takes, in multi_step, at least one time step; got an input "
                          f"of shape {x.shape} (T=0).")
-    _args.compute_dtype(x.dtype, jnp.float32)        # a clear error for complex inputs
+    _dense.compute_dtype(x.dtype, jnp.float32)        # a clear error for complex inputs
     if buffer.dtype == jnp.bool_ and x.dtype != jnp.bool_:
         raise TypeError(f"{label} keeps its past inputs as bool spikes (input_dtype=bool); "
                         f"got an input of dtype {x.dtype}. Pass input_dtype=float (or the "

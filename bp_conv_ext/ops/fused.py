@@ -27,7 +27,7 @@ from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import mlir
 
-from ..core import args as _args
+from ..core import args as _args, dense as _dense
 from ..core.args import ConvOptions
 from ..core.sequence import fold_time
 from ..event.gpu_target import cuda_lowering
@@ -118,7 +118,7 @@ mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, False), platform
 
 
 def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, tiles=None):
-    conv_dtype = _args.compute_dtype(xs.dtype, w.dtype)
+    conv_dtype = _dense.compute_dtype(xs.dtype, w.dtype)
     w = w.astype(conv_dtype)
     b = (jnp.zeros((w.shape[2],), conv_dtype) if b is None
          else jnp.reshape(b, (-1,)).astype(conv_dtype))
