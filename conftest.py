@@ -3,7 +3,8 @@
 # missing.
 import importlib.util
 
-collect_ignore = [f'bp_conv_ext/{module}.py'
-                  for package, module in (('brainevent', 'kernels/numba_cpu'),
-                                          ('brainstate', 'state'))
+collect_ignore = [f'bp_conv_ext/{path}'
+                  for package, paths in (('brainevent', ('event/kernels/numba_cpu.py',)),
+                                         ('brainstate', ('state.py', 'layers/state')))
+                  for path in paths
                   if importlib.util.find_spec(package) is None]
