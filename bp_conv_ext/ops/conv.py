@@ -32,9 +32,8 @@ CUDA_ALGORITHM = 'im2col'
 class Plan(NamedTuple):
     """What one call computes from its options and shapes, once: the padding the padding mode
     adds from the input's own samples (``None``: none), the dtype it computes in, the dense
-    configuration (padding
-    resolved, algorithm and kernel-gradient form chosen), the one of CUDA GPUs, the output
-    length and whether ``'auto'`` checks the spike density."""
+    configuration (padding resolved, algorithm and kernel-gradient form chosen), the one of
+    CUDA GPUs, the output length and whether ``'auto'`` checks the spike density."""
     mode_pads: Optional[tuple]
     dtype: object
     spec: _dense.ConvSpec
@@ -69,11 +68,9 @@ def plan(options: ConvOptions, x_shape, w_shape, x_dtype, w_dtype) -> Plan:
     batch = x_shape[0] if len(x_shape) == 3 else 1
     # (batch, length, in_channels, out_channels, kernel_size, groups), as the rules take it
     shape = (batch, length, x_shape[-1], w_shape[2], kernel_size, o.groups)
-    if o.backend in _dense.ALGORITHMS:
-        algorithm, kernel_grad = o.backend, _dense.choose_kernel_grad(
-            batch * length, x_shape[-1], kernel_size, o.groups)
-    else:
-        algorithm, kernel_grad = _dense.choose(*shape)
+    algorithm, kernel_grad = _dense.choose(*shape)
+    if o.backend in _dense.ALGORITHMS:      # a dense algorithm by name
+        algorithm = o.backend
     spec = _dense.ConvSpec(o.stride, pads, o.lhs_dilation, o.rhs_dilation, o.groups, algorithm,
                            kernel_grad)
     cuda_spec = spec

@@ -8,7 +8,7 @@ delays: with ``'gauss'`` interpolation each pair spreads its weight over the tap
 Gaussian of width ``sigma`` centred on its delay (normalised over the taps, so that delays
 get gradients); with ``'round'`` it puts its weight on the tap nearest to its delay.
 
-The kernel is then applied by this package's convolution (``_conv.apply``) over the time
+The kernel is then applied by this package's convolution (``ops.conv.apply``) over the time
 axis, as ``y[t] = sum_d kernel[d] x[t - d]``: over a whole sequence at once (``sequence``) or
 one step at a time over a window of the last ``max_delay + 1`` inputs (``step``).
 """

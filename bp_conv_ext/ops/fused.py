@@ -8,9 +8,10 @@ implementations give the same numbers:
 
 - ``'jax'``: the convolution folded over time (one call on ``[T * B, H, C]``), then the
   neurons in a ``lax.scan``;
-- ``'pallas'``: one kernel for the whole sequence (:func:`bp_conv_ext.event.kernels.pallas_gpu.conv_lif`)
-  that keeps the neurons' state in registers and never stores the convolution's output; on
-  CUDA GPUs through Triton, elsewhere in Pallas's interpreter (slow; for tests).
+- ``'pallas'``: one kernel for the whole sequence
+  (:func:`bp_conv_ext.event.kernels.pallas_gpu.conv_lif`) that keeps the neurons' state in
+  registers and never stores the convolution's output; on CUDA GPUs through Triton, elsewhere
+  in Pallas's interpreter (slow; for tests).
 
 ``'auto'`` takes ``'pallas'`` on CUDA GPUs where the kernel supports the problem, and
 ``'jax'`` everywhere else. Differentiation runs through the ``'jax'`` implementation.

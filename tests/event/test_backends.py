@@ -144,7 +144,7 @@ def test_event_path_gradients_under_vmap_over_kernels(runtime):
     ws = jnp.stack([w, 2 * w, -w])
 
     def loss(w, backend):
-        return jnp.sum(conv1d(x, w, b, stride=2, groups=1, backend=backend) ** 2)
+        return jnp.sum(conv1d(x, w, b, stride=2, backend=backend) ** 2)
 
     with event_runtime(runtime):
         ys = jax.vmap(lambda w: conv1d(x, w, b, stride=2, backend='event'))(ws)

@@ -3,8 +3,8 @@
 Scatter form: for every nonzero input ``x[n, h, c]`` the forward kernel adds
 ``x[n, h, c] * w[k, c, :]`` to the output sample that tap ``k`` reaches. The kernels are
 registered as ``brainevent.XLACustomKernel`` primitives, which reach numba through the XLA
-FFI, and called by the CPU lowering of the event primitives (``bp_conv_ext.event.primitive``), where their
-differentiation, batching and sharding rules are.
+FFI, and called by the CPU lowering of the event primitives (``bp_conv_ext.event.primitive``),
+where their differentiation, batching and sharding rules are.
 """
 import brainevent
 import numba

@@ -6,11 +6,11 @@ kernel-gradient kernel its transpose in the kernel. Zeros are not skipped, so th
 not follow the spike count, but every option, dtype and platform is covered, and on an AMD GPU
 or a TPU XLA runs them with its tuned convolutions.
 
-ROCm GPUs and TPUs lower the event primitives (``bp_conv_ext.event.primitive``) to these kernels; the CPU
-does when neither the C++ nor the numba kernels are available, and in the tests, which force
-them there to check them through the same primitives. Both honour the matmul precision the primitive was
-bound under (``jax.default_matmul_precision``; ``spec.precision``), as the dense path
-does.
+ROCm GPUs and TPUs lower the event primitives (``bp_conv_ext.event.primitive``) to these
+kernels; the CPU does when neither the C++ nor the numba kernels are available, and in the
+tests, which force them there to check them through the same primitives. Both honour the
+matmul precision the primitive was bound under (``jax.default_matmul_precision``;
+``spec.precision``), as the dense path does.
 """
 import jax
 import jax.numpy as jnp

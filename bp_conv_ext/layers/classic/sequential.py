@@ -1,4 +1,5 @@
-"""The classic ``LayerByLayer``: a ``bp.Sequential`` that can run a whole sequence layer by layer."""
+"""The classic ``LayerByLayer``: a ``bp.Sequential`` that can run a whole sequence layer by
+layer."""
 import inspect
 
 import brainpy as bp
@@ -87,11 +88,13 @@ class LayerByLayer(bp.Sequential):
                              f"{type(self.mode).__name__}); got an input of shape {xs.shape}.")
         if reset_state:
             self.reset(xs.shape[1] if batched else None)
+
         def whole(layer, xs):
             if isinstance(layer, LayerByLayer):
                 return layer.multi_step(xs, reset_state=False, fold=fold)
-            return layer.multi_step(xs, fold=fold) if _takes_fold(layer) else \
-                layer.multi_step(xs)
+            if _takes_fold(layer):
+                return layer.multi_step(xs, fold=fold)
+            return layer.multi_step(xs)
 
         return _sequence.layer_by_layer(
             self.children.values(), xs, fold, batched=batched, whole=whole,

@@ -164,7 +164,8 @@ class Conv1d(ConvLayer, brainstate.nn.Module):
             params['bias'] = bias
         if callable(w_mask) and not hasattr(w_mask, 'shape'):
             w_mask = w_mask(c.kernel_shape)
-        self.w_mask = _params.make_mask(w_mask, c.kernel_shape, _units.split(weight)[0].dtype, 'w_mask')
+        self.w_mask = _params.make_mask(w_mask, c.kernel_shape, _units.split(weight)[0].dtype,
+                                        'w_mask')
         self.weight = param_type(params)
 
     def torch_state_dict(self) -> dict:
