@@ -1,0 +1,194 @@
+"""NIR graphs to and from classic BrainPy networks (``bp.Sequential`` / ``LayerByLayer`` of
+``Conv1d``, ``DelayConv1d``, ``bp.dyn.Lif``, ``bp.dnn.Flatten`` and ``bp.dnn.Dense``)."""
+from typing import Optional, Sequence
+
+import brainpy as bp
+import brainpy.math as bm
+import numpy as np
+
+from ...interop import nir as _nir
+from .conv import Conv1d
+from .delay import DelayConv1d
+from .sequential import LayerByLayer
+
+
+def _array(value) -> np.ndarray:
+    return np.asarray(bm.as_numpy(value.value if isinstance(value, bm.Variable) else value))
+
+
+def _lif_step(layer, shape) -> _nir.LIF:
+    label = f"{layer.name} (bp.dyn.{type(layer).__name__})"
+    if type(layer) is not bp.dyn.Lif:
+        raise _nir.NIRError(f"{label}: NIR's LIF is bp.dyn.Lif's model; "
+                            f"{type(layer).__name__} (refractory period, other dynamics) has "
+                            f"no NIR node that this package writes. Use bp.dyn.Lif.")
+    if isinstance(layer.mode, bm.TrainingMode) and layer.spk_reset != 'hard':
+        raise _nir.NIRError(f"{label}: spk_reset={layer.spk_reset!r} in TrainingMode subtracts "
+                            f"the threshold at a spike; NIR's LIF resets to v_reset. Build the "
+                            f"neuron with spk_reset='hard'.")
+    if getattr(layer, 'noise', None) is not None:
+        raise _nir.NIRError(f"{label} has noise; NIR's LIF is deterministic.")
+    if not isinstance(layer._V_initializer, bp.init.ZeroInit):
+        raise _nir.NIRError(f"{label}: V_initializer={layer._V_initializer!r}; a NIR graph "
+                            f"holds no initial state (readers start at 0). Use "
+                            f"bp.init.ZeroInit().")
+    if tuple(layer.varshape) != tuple(shape):
+        raise _nir.NIRError(f"{label} has shape {tuple(layer.varshape)}; the layer before it "
+                            f"gives {tuple(shape)} per sample (build it with that shape and "
+                            f"keep_size=True).")
+    return _nir.LIF(tau=_array(layer.tau), r=_array(layer.R), v_leak=_array(layer.V_rest),
+                    v_threshold=_array(layer.V_th), v_reset=_array(layer.V_reset), label=label)
+
+
+def _layers(net):
+    if isinstance(net, bp.Sequential):
+        for child in net.children.values():
+            yield from _layers(child)
+    else:
+        yield net
+
+
+def _steps(net, input_shape):
+    shape = tuple(input_shape)
+    for layer in _layers(net):
+        label = f"{layer.name} ({type(layer).__name__})"
+        if isinstance(layer, Conv1d):
+            step = _nir.Conv(layer.config, _array(layer.w),
+                             None if layer.b is None else _array(layer.b), label)
+            if layer.mask is not None:
+                raise _nir.NIRError(f"{label} has a mask; nir.Conv1d has none. Fold it into "
+                                    f"the kernel (w * mask) and build the layer without it.")
+            shape = (layer.config.output_length(shape[0]), layer.out_channels) \
+                if len(shape) == 2 else shape
+        elif isinstance(layer, DelayConv1d):
+            if layer.interpolation != 'round':
+                raise _nir.NIRError(f"{label}: interpolation='gauss' spreads each weight over "
+                                    f"several taps; NIR's Delay holds whole delays. Call "
+                                    f"round_delays() first.")
+            step = _nir.Delay(_array(layer.kernel()), None if layer.b is None else
+                              _array(layer.b), label)
+            shape = (layer.out_channels,)
+        elif isinstance(layer, bp.dyn.NeuDyn):
+            step = _lif_step(layer, shape)
+        elif isinstance(layer, bp.dnn.Flatten):
+            if (layer.start_dim, layer.end_dim) != (0, -1):
+                raise _nir.NIRError(f"{label}: start_dim={layer.start_dim}, end_dim="
+                                    f"{layer.end_dim}; the export takes a flatten of the whole "
+                                    f"sample (0, -1).")
+            step, shape = _nir.Flatten(label), (int(np.prod(shape)),)
+        elif isinstance(layer, bp.dnn.Dense):
+            step = _nir.Dense(_array(layer.W), None if layer.b is None else _array(layer.b),
+                              label)
+            shape = (layer.num_out,)
+        else:
+            raise _nir.NIRError(f"{label} has no NIR node that this package writes; to_nir "
+                                f"takes Conv1d, DelayConv1d (rounded), bp.dyn.Lif, "
+                                f"bp.dnn.Flatten and bp.dnn.Dense, in a bp.Sequential or "
+                                f"LayerByLayer.")
+        yield step
+
+
+def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
+           integrator: str = 'exact'):
+    """Export a feedforward spiking 1-D CNN as a ``nir.NIRGraph``.
+
+    Parameters
+    ----------
+    net : bp.Sequential, LayerByLayer or one layer
+        Of :class:`Conv1d`, :class:`DelayConv1d` (after :meth:`~DelayConv1d.round_delays`),
+        ``bp.dyn.Lif`` (hard reset, zero initial state), ``bp.dnn.Flatten`` and
+        ``bp.dnn.Dense``.
+    input_shape : (int, int) or (int,)
+        One sample without the batch axis, channels last: ``(L, C)``, or ``(N,)``.
+    dt : float, optional
+        The graph's time step, in its own unit (SpikingJelly counts seconds): times are
+        written as ``steps * dt``. Default: BrainPy's ``dt`` (times in milliseconds, as
+        the model holds them).
+    integrator : {'exact', 'euler'}
+        How the reader will step the neurons: ``'exact'`` (NIR's ODE solved over each step,
+        as BrainPy does) or ``'euler'`` (forward Euler, as SpikingJelly, snnTorch and Norse
+        do: each ``tau`` is written so that their step decays as BrainPy's exact one).
+
+    Returns
+    -------
+    nir.NIRGraph
+        Channels-first nodes ``Input -> ... -> Output``; ``nir.write`` saves it.
+
+    Raises
+    ------
+    bp_conv_ext.NIRError
+        For what NIR cannot hold (see the NIR page of the docs), naming the layer and what
+        to change.
+    """
+    sim_dt = float(bm.get_dt())
+    graph_dt = sim_dt if dt is None else float(dt)
+    steps = [_nir.lif_to_graph(step, sim_dt, graph_dt, integrator)
+             if isinstance(step, _nir.LIF) else step for step in _steps(net, input_shape)]
+    return _nir.to_graph(steps, input_shape, graph_dt)
+
+
+def from_nir(graph, *, dt: Optional[float] = None, integrator: str = 'exact', mode=None):
+    """Build a :class:`LayerByLayer` that computes what a NIR graph describes.
+
+    Parameters
+    ----------
+    graph : nir.NIRGraph, str or path
+        A feedforward chain of ``Conv1d``, ``LIF``, ``Flatten``, ``Affine``, ``Linear`` and
+        ``Delay`` nodes (or a file that ``nir.read`` opens).
+    dt : float, optional
+        The graph's time step, in its unit (SpikingJelly writes seconds: ``dt=1e-4`` by
+        default there). One step of the graph becomes one step of BrainPy's ``dt``: time
+        constants and delays are rescaled. Default: the graph counts milliseconds, as
+        BrainPy does.
+    integrator : {'exact', 'euler'}
+        How the graph's writer steps its neurons (see :func:`to_nir`); ``'euler'`` converts
+        each ``tau`` so that BrainPy's exact step gives forward Euler's numbers.
+    mode : brainpy.math.Mode, optional
+        Mode of every layer (default ``bm.get_mode()``).
+
+    Returns
+    -------
+    LayerByLayer
+        ``Conv1d``, ``bp.dyn.Lif`` (hard reset), ``bp.dnn.Flatten``, ``bp.dnn.Dense`` and
+        ``DelayConv1d`` (rounded) layers, channels last: feed ``[B, L, C]`` where the graph
+        takes ``[C, L]``.
+    """
+    mode = bm.get_mode() if mode is None else mode
+    sim_dt = float(bm.get_dt())
+    graph_dt = sim_dt if dt is None else float(dt)
+    input_shape, steps = _nir.from_graph(graph, graph_dt)
+    layers, shape = [], input_shape
+    for step in steps:
+        if isinstance(step, _nir.Conv):
+            c = step.config
+            layers.append(Conv1d(c.in_channels, c.out_channels, c.kernel_size, c.stride,
+                                 padding=c.padding,
+                                 rhs_dilation=c.rhs_dilation, groups=c.groups,
+                                 w_initializer=step.kernel, b_initializer=step.bias, mode=mode))
+            shape = (c.output_length(shape[0]), c.out_channels)
+        elif isinstance(step, _nir.LIF):
+            step = _nir.lif_from_graph(step, sim_dt, graph_dt, integrator)
+            layers.append(bp.dyn.Lif(shape, keep_size=True, tau=step.tau, R=step.r,
+                                     V_rest=step.v_leak, V_th=step.v_threshold,
+                                     V_reset=step.v_reset, V_initializer=bp.init.ZeroInit(),
+                                     spk_reset='hard', mode=mode))
+        elif isinstance(step, _nir.Flatten):
+            layers.append(bp.dnn.Flatten(mode=mode))
+            shape = (int(np.prod(shape)),)
+        elif isinstance(step, _nir.Dense):
+            n_in, n_out = step.weight.shape
+            layers.append(bp.dnn.Dense(n_in, n_out, W_initializer=bm.asarray(step.weight),
+                                       b_initializer=None if step.bias is None else
+                                       bm.asarray(step.bias), mode=mode))
+            shape = (n_out,)
+        else:
+            taps = step.taps
+            layers.append(DelayConv1d(
+                taps.shape[1], taps.shape[2], max_delay=taps.shape[0] - 1,
+                kernel_count=taps.shape[0], w_initializer=taps,
+                delay_initializer=np.broadcast_to(
+                    np.arange(taps.shape[0], dtype=np.float32)[:, None, None], taps.shape),
+                b_initializer=step.bias, interpolation='round', input_dtype=bm.float_,
+                mode=mode))
+            shape = (taps.shape[2],)
+    return LayerByLayer(*layers, mode=mode)
