@@ -1,8 +1,10 @@
 """bp_conv_ext: a 1-D convolution layer for spiking neural networks in BrainPy."""
 from .core.args import output_length
 from .core.params import spike_drive
+from .interop.nir import NIRError
 from .layers.classic.conv import Conv1d, from_torch
 from .layers.classic.delay import DelayConv1d
+from .layers.classic.nir import from_nir, to_nir
 from .layers.classic.sequential import LayerByLayer
 from .layers.classic.train import LayerByLayerTrainer
 from .ops.conv import (conv1d, event_density_threshold, event_kernel, event_kernels,
@@ -20,7 +22,7 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ['Conv1d', 'DelayConv1d', 'LayerByLayer', 'LayerByLayerTrainer', 'conv1d',
-           'delay_kernel', 'event_density_threshold', 'event_kernel', 'event_kernels',
-           'from_torch', 'output_length', 'sigma_schedule', 'spike_drive',
-           'use_event_kernels', 'which_backend', '__version__']
+__all__ = ['Conv1d', 'DelayConv1d', 'LayerByLayer', 'LayerByLayerTrainer', 'NIRError',
+           'conv1d', 'delay_kernel', 'event_density_threshold', 'event_kernel',
+           'event_kernels', 'from_nir', 'from_torch', 'output_length', 'sigma_schedule',
+           'spike_drive', 'to_nir', 'use_event_kernels', 'which_backend', '__version__']

@@ -8,6 +8,8 @@ holds the conversion itself, in plain NumPy, between a NIR graph and a chain of 
   C_out)`` and the bias ``(C_out,)`` or None) <-> ``nir.Conv1d``;
 - :class:`LIF`: a leaky integrate-and-fire group with hard reset <-> ``nir.LIF``;
 - :class:`Flatten` <-> ``nir.Flatten``;
+- average pooling -> :class:`Conv` (:func:`avg_pool`: NIR has no 1-D pooling node, and the
+  depthwise convolution with weights ``1 / kernel_size`` computes the same);
 - :class:`Dense`: ``y = x @ weight + bias``, ``weight`` ``(N_in, N_out)`` <-> ``nir.Affine``
   (``nir.Linear`` without a bias);
 - :class:`Delay`: synapses with whole-step delays, ``y[t] = sum_d x[t - d] @ taps[d] + bias``
@@ -71,6 +73,27 @@ class Delay(NamedTuple):
 
 Step = object     # one of the classes above
 LIF_FIELDS = ('tau', 'r', 'v_leak', 'v_threshold', 'v_reset')
+
+
+def avg_pool(layer, shape: Tuple[int, ...], label: str) -> Conv:
+    """An average pooling layer (``bp.dnn.AvgPool1d`` or ``brainstate.nn.AvgPool1d``, which
+    name their arguments alike) on channels-last samples of ``shape`` as the depthwise
+    convolution that NIR holds: each channel's window weighted ``1 / kernel_size``."""
+    size, stride = (int(np.reshape(getattr(layer, name), -1)[0])
+                    for name in ('kernel_size', 'stride'))
+    padding = layer.padding
+    if not (padding == 'VALID' or np.all(np.asarray(padding, dtype=object) == 0)):
+        raise NIRError(f"{label}: padding={padding!r}; the average over a padded window "
+                       f"counts the padding, which this export does not write. Use "
+                       f"padding='VALID'.")
+    if layer.channel_axis != -1 or len(shape) != 2:
+        raise NIRError(f"{label}: channel_axis={layer.channel_axis} on samples of shape "
+                       f"{list(shape)}; the export pools [L, C] feature maps over L "
+                       f"(channel_axis=-1).")
+    channels = shape[1]
+    config = _args.layer_config(channels, channels, size, stride, 'VALID', 1, 1, channels,
+                                'zeros')
+    return Conv(config, np.full((size, 1, channels), 1.0 / size, np.float32), None, label)
 
 
 def import_nir():

@@ -1,5 +1,6 @@
 """NIR graphs to and from classic BrainPy networks (``bp.Sequential`` / ``LayerByLayer`` of
-``Conv1d``, ``DelayConv1d``, ``bp.dyn.Lif``, ``bp.dnn.Flatten`` and ``bp.dnn.Dense``)."""
+``Conv1d``, ``DelayConv1d``, ``bp.dyn.Lif``, ``bp.dnn.AvgPool1d``, ``bp.dnn.Flatten`` and
+``bp.dnn.Dense``)."""
 from typing import Optional, Sequence
 
 import brainpy as bp
@@ -58,8 +59,8 @@ def _steps(net, input_shape):
             if layer.mask is not None:
                 raise _nir.NIRError(f"{label} has a mask; nir.Conv1d has none. Fold it into "
                                     f"the kernel (w * mask) and build the layer without it.")
-            shape = (layer.config.output_length(shape[0]), layer.out_channels) \
-                if len(shape) == 2 else shape
+        elif type(layer) is bp.dnn.AvgPool1d:
+            step = _nir.avg_pool(layer, shape, label)
         elif isinstance(layer, DelayConv1d):
             if layer.interpolation != 'round':
                 raise _nir.NIRError(f"{label}: interpolation='gauss' spreads each weight over "
@@ -83,8 +84,10 @@ def _steps(net, input_shape):
         else:
             raise _nir.NIRError(f"{label} has no NIR node that this package writes; to_nir "
                                 f"takes Conv1d, DelayConv1d (rounded), bp.dyn.Lif, "
-                                f"bp.dnn.Flatten and bp.dnn.Dense, in a bp.Sequential or "
-                                f"LayerByLayer.")
+                                f"bp.dnn.AvgPool1d, bp.dnn.Flatten and bp.dnn.Dense, in a "
+                                f"bp.Sequential or LayerByLayer.")
+        if isinstance(step, _nir.Conv) and len(shape) == 2:
+            shape = (step.config.output_length(shape[0]), step.config.out_channels)
         yield step
 
 
@@ -96,8 +99,8 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
     ----------
     net : bp.Sequential, LayerByLayer or one layer
         Of :class:`Conv1d`, :class:`DelayConv1d` (after :meth:`~DelayConv1d.round_delays`),
-        ``bp.dyn.Lif`` (hard reset, zero initial state), ``bp.dnn.Flatten`` and
-        ``bp.dnn.Dense``.
+        ``bp.dyn.Lif`` (hard reset, zero initial state), ``bp.dnn.AvgPool1d`` (unpadded,
+        written as a depthwise ``nir.Conv1d``), ``bp.dnn.Flatten`` and ``bp.dnn.Dense``.
     input_shape : (int, int) or (int,)
         One sample without the batch axis, channels last: ``(L, C)``, or ``(N,)``.
     dt : float, optional

@@ -14,6 +14,7 @@ This module needs brainstate and brainunit (installed with BrainPy 2.8, which sh
 """
 from .conv import Conv1d, from_torch
 from .delay import DelayConv1d
+from .nir import from_nir, to_nir
 from .sequential import LayerByLayer
 
-__all__ = ['Conv1d', 'DelayConv1d', 'LayerByLayer', 'from_torch']
+__all__ = ['Conv1d', 'DelayConv1d', 'LayerByLayer', 'from_nir', 'from_torch', 'to_nir']
