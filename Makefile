@@ -29,13 +29,13 @@ VENV := .venv
 CONSTRAINTS := -c constraints/dev.txt -c constraints/default.txt
 # No torch extra: the registry serves PyTorch for Python 3.12 only as its CUDA build; the
 # tests that need PyTorch run on the BrainPy 2.8 stack.
-EXTRAS := test,examples,docs
+EXTRAS := test,examples,docs,nir
 PY_CHECK := $(PY312_CHECK)
 PYTHON ?= $(PYTHON312)
 else ifeq ($(STACK),brainpy-2.8)
 VENV := .venv-2.8
 CONSTRAINTS := -c constraints/dev.txt -c constraints/brainpy-2.8.txt
-EXTRAS := test,torch,examples
+EXTRAS := test,torch,examples,nir,peers
 PY_CHECK := $(PY311_CHECK)
 PYTHON ?= $(PYTHON311)
 else ifeq ($(STACK),brainpy-2.6)

@@ -7,8 +7,8 @@ import brainpy.math as bm
 import jax.numpy as jnp
 import numpy as np
 
-from bp_conv_ext import (Conv1d, DelayConv1d, conv1d, event_kernels, output_length, spike_drive,
-                         use_event_kernels)
+from bp_conv_ext import (Conv1d, DelayConv1d, NIRError, conv1d, event_kernels, output_length,
+                         spike_drive, use_event_kernels)
 
 try:
     from brainunit import UnitMismatchError
@@ -66,6 +66,71 @@ def _bias_in_another_unit():
     from bp_conv_ext.state import Conv1d as StateConv1d
     conv = StateConv1d(**_STATE, w_init=np.ones((3, 4, 6)) * u.mA, b_init=np.zeros(6) * u.mV)
     return conv(jnp.ones((10, 4)))
+
+
+def _to_nir(layers, input_shape=(10, 4), **options):
+    """A row: export ``layers()`` (built when the row runs) to NIR."""
+    def run():
+        import brainpy as bp
+        from bp_conv_ext import to_nir
+        return to_nir(bp.Sequential(*layers()), input_shape, **options)
+    return run
+
+
+def _lif(**changes):
+    import brainpy as bp
+    return bp.dyn.Lif((10, 6), keep_size=True, **{'spk_reset': 'hard', **changes})
+
+
+def _state_to_nir(layers, dt=0.1):
+    """A row: export brainpy.state ``layers()`` to NIR within brainstate's ``dt`` (ms)."""
+    def run():
+        import brainstate
+        import brainunit as u
+        from bp_conv_ext.state import to_nir
+        if dt is None:
+            return to_nir(brainstate.nn.Sequential(*layers()), (10, 4))
+        with brainstate.environ.context(dt=dt * u.ms):
+            return to_nir(brainstate.nn.Sequential(*layers()), (10, 4))
+    return run
+
+
+def _state_lif(**changes):
+    import brainpy.state
+    return brainpy.state.LIF((10, 6), **{'spk_reset': 'hard', **changes})
+
+
+def _from_nir(*nodes, input_type=(3,), **options):
+    """A row: import the chain ``Input -> nodes() -> Output`` (built when the row runs)."""
+    def run():
+        import nir
+        from bp_conv_ext import from_nir
+        chain = [node() for node in nodes]
+        names = ['input'] + [f'n{i}' for i in range(len(chain))] + ['output']
+        graph = nir.NIRGraph(
+            nodes=dict(zip(names, [nir.Input(np.array(input_type))] + list(chain)
+                           + [nir.Output(np.array([3]))])),
+            edges=list(zip(names[:-1], names[1:])), type_check=False)
+        return from_nir(graph, **options)
+    return run
+
+
+def _nir_node(kind, **fields):
+    def make():
+        import nir
+        return getattr(nir, kind)(**fields)
+    return make
+
+
+def _branching_graph():
+    import nir
+    from bp_conv_ext import from_nir
+    node = nir.Affine(weight=np.eye(3), bias=np.zeros(3))
+    graph = nir.NIRGraph(nodes=dict(input=nir.Input(np.array([3])), a=node, b=node,
+                                    output=nir.Output(np.array([3]))),
+                         edges=[('input', 'a'), ('input', 'b'), ('a', 'output'),
+                                ('b', 'output')], type_check=False)
+    return from_nir(graph)
 
 
 # (what is wrong, the call, exception type, regex the message matches); rows whose first
@@ -159,6 +224,29 @@ ROWS = [
     ("state.Conv1d: `bias` (PyTorch's name)", _state(bias=True), TypeError, r"got PyTorch's keyword `bias` \(=True\); here it is `b_init`: b_init=brainstate\.nn\.init\.ZeroInit\(\) for a bias"),
     ('state.Conv1d call: complex input', _state(lambda conv: conv(jnp.ones((10, 4), jnp.complex64))), TypeError, r"the input has dtype complex64; expected bool, integer or real floating"),
     ('state.Conv1d call: a bias in another unit than the output', _bias_in_another_unit, UnitMismatchError, r"the bias has unit mV, but the output has unit mA \(the input's unit 1 times the kernel's mA\)"),
+    ('to_nir: Conv1d with `lhs_dilation` > 1', _to_nir(lambda: [Conv1d(4, 6, 3, lhs_dilation=2)]), NIRError, r"lhs_dilation=2 \(input dilation\) has no nir\.Conv1d equivalent; use lhs_dilation=1"),
+    ("to_nir: Conv1d with `padding='CAUSAL'`", _to_nir(lambda: [Conv1d(4, 6, 3, padding='CAUSAL')]), NIRError, r"padding=\(2, 0\) on an input of 10 samples: two different amounts \(as 'CAUSAL' gives\); nir\.Conv1d pads both sides equally"),
+    ("to_nir: Conv1d with `padding='SAME'` and a stride, padding unequally", _to_nir(lambda: [Conv1d(4, 6, 3, stride=2)]), NIRError, r"padding='SAME' pads \(0, 1\) on an input of 10 samples: two different amounts"),
+    ("to_nir: Conv1d with `padding_mode='reflect'`", _to_nir(lambda: [Conv1d(4, 6, 3, padding_mode='reflect')]), NIRError, r"padding_mode='reflect'; nir\.Conv1d pads with zeros only\. Use padding_mode='zeros'"),
+    ('to_nir: Conv1d with a mask', _to_nir(lambda: [Conv1d(4, 6, 3, mask=np.ones((3, 4, 6)))]), NIRError, r"has a mask; nir\.Conv1d has none\. Fold it into the kernel"),
+    ('to_nir: bp.dyn.Lif with soft reset (TrainingMode)', _to_nir(lambda: [Conv1d(4, 6, 3, mode=bm.TrainingMode()), _lif(spk_reset='soft', mode=bm.TrainingMode())]), NIRError, r"spk_reset='soft' in TrainingMode subtracts the threshold at a spike; NIR's LIF resets to v_reset\. Build the neuron with spk_reset='hard'"),
+    ('to_nir: a neuron with a refractory period (bp.dyn.LifRef)', _to_nir(lambda: [Conv1d(4, 6, 3), __import__('brainpy').dyn.LifRef((10, 6), keep_size=True)]), NIRError, r"NIR's LIF is bp\.dyn\.Lif's model; LifRef .* Use bp\.dyn\.Lif"),
+    ('to_nir: bp.dyn.Lif starting away from 0', _to_nir(lambda: [Conv1d(4, 6, 3), _lif(V_initializer=__import__('brainpy').init.Uniform())]), NIRError, r"V_initializer=.*; a NIR graph holds no initial state \(readers start at 0\)\. Use bp\.init\.ZeroInit\(\)"),
+    ('to_nir: bp.dyn.Lif of another shape than its input', _to_nir(lambda: [Conv1d(4, 6, 3), __import__('brainpy').dyn.Lif(60)]), NIRError, r"has shape \(60,\); the layer before it gives \(10, 6\) per sample"),
+    ('to_nir: DelayConv1d with Gaussian (unrounded) delays', _to_nir(lambda: [DelayConv1d(4, 6, 3)], input_shape=(4,)), NIRError, r"interpolation='gauss' spreads each weight over several taps; NIR's Delay holds whole delays\. Call round_delays\(\) first"),
+    ('to_nir: a max pooling layer', _to_nir(lambda: [__import__('brainpy').dnn.MaxPool1d(2, 2, channel_axis=-1)]), NIRError, r"MaxPool1d\) has no NIR node that this package writes; to_nir takes Conv1d"),
+    ('to_nir: average pooling over a padded window', _to_nir(lambda: [__import__('brainpy').dnn.AvgPool1d(2, 2, padding='SAME', channel_axis=-1)]), NIRError, r"padding='SAME'; the average over a padded window counts the padding"),
+    ('to_nir: unknown `integrator`', _to_nir(lambda: [Conv1d(4, 6, 3), _lif()], integrator='rk4'), ValueError, r"`integrator` \(='rk4'\) must be one of \('exact', 'euler'\)"),
+    ('state.to_nir: brainpy.state.LIF with soft reset', _state_to_nir(lambda: [_state_lif(spk_reset='soft')]), NIRError, r"spk_reset='soft' subtracts the threshold at a spike; NIR's LIF resets to v_reset\. Build the neuron with spk_reset='hard'"),
+    ('state.to_nir: Conv1d with `channel_first=True`', _state_to_nir(lambda: [__import__('bp_conv_ext.state').state.Conv1d((4, 10), 6, 3, channel_first=True)]), NIRError, r"channel_first=True; the export takes channels-last networks"),
+    ('state.to_nir: a kernel in a unit that is no current', _state_to_nir(lambda: [__import__('bp_conv_ext.state').state.Conv1d((10, 4), 6, 3, w_init=np.ones((3, 4, 6)) * __import__('brainunit').mV)]), NIRError, r"a value in mV, where the export writes a current \(in mA\) or a plain number; a NIR graph holds numbers without units"),
+    ("state.to_nir: brainstate's `dt` not set", _state_to_nir(lambda: [_state_lif()], dt=None), NIRError, r"brainstate's time step is not set; NIR times are counted in it"),
+    ('from_nir: a node that this package does not build', _from_nir(_nir_node('CubaLIF', tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3))), NIRError, r"node 'n0' is a nir\.CubaLIF; from_nir builds Conv1d, LIF, Flatten, Affine, Linear and Delay nodes"),
+    ('from_nir: delays that are not whole time steps', _from_nir(_nir_node('Delay', delay=np.array([0.1, 0.25, 0.3]))), NIRError, r"delays \[0\.1\s+0\.25\s+0\.3\s*\] are not whole multiples of dt=0\.1"),
+    ("from_nir: an Euler graph whose tau is under one time step", _from_nir(_nir_node('LIF', tau=np.full(3, 0.05), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3), v_reset=np.zeros(3)), integrator='euler'), NIRError, r"tau / dt = 0\.5 <= 1, which forward Euler steps past the rest value"),
+    ("from_nir: Conv1d with padding 'same' and stride 2", _from_nir(_nir_node('Conv1d', input_shape=10, weight=np.ones((3, 4, 3)), stride=2, padding='same', dilation=1, groups=1, bias=np.zeros(3)), input_type=(4, 10)), NIRError, r"padding='same' with stride=2; NIR defines 'same' for stride 1 only"),
+    ('from_nir: a graph that branches', _branching_graph, NIRError, r"node 'input' \(Input\) has 2 outgoing edges \['a', 'b'\]; from_nir builds feedforward chains"),
+    ('from_nir: not a graph', lambda: __import__('bp_conv_ext').from_nir({'nodes': {}}), TypeError, r"`graph` must be a nir\.NIRGraph or the path of a NIR file, got dict"),
     ('conv1d: input of rank 4', lambda: conv1d(jnp.ones((1, 2, 10, 4)), jnp.ones((3, 4, 6))), ValueError, r"`x` must have shape \[H, C\] or \[B, H, C\]"),
     ('conv1d: kernel of rank 2', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 4))), ValueError, r"`w` must have shape \[K, C_in // groups, C_out\]"),
     ('conv1d: kernel for other input channels', lambda: conv1d(jnp.ones((10, 4)), jnp.ones((3, 2, 6))), ValueError, r"`w` \(shape \(3, 2, 6\)\) expects 2 input channels"),

@@ -48,6 +48,7 @@ EVERY_STACK = {
     'test_state.py': "brainpy.state is brainpy_state's on 2.8, brainpy's own from 2.9",
     'test_examples.py': "the examples' quick runs on each BrainPy",
     'test_torch_interop.py': "PyTorch (a CPU build) is installed on the Python 3.11 stacks",
+    'test_nir_peers.py': "SpikingJelly (on PyTorch) is installed on the BrainPy 2.8 stack",
     'test_parity.py::test_matches_brainpy_conv1d': "brainpy.dnn.Conv1d of each BrainPy",
     'test_parity.py::test_matches_torch_conv1d': "PyTorch: the Python 3.11 stacks",
     'test_padding_modes.py::test_matches_torch_padding_modes': "PyTorch: the Python 3.11 stacks",

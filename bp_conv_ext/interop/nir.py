@@ -141,11 +141,11 @@ def _nir_padding(conv: Conv, length: int):
     low, high = _args.resolve_padding(c.padding, length, c.kernel_size, c.stride,
                                       c.lhs_dilation, c.rhs_dilation)
     if low != high:
-        given = f"padding={c.padding!r}" if isinstance(c.padding, str) else \
-            f"padding={(low, high)}"
-        raise NIRError(f"{conv.label}: {given} pads {(low, high)} on an input of {length} "
-                       f"samples, two different amounts (as 'CAUSAL' does); nir.Conv1d pads "
-                       f"both sides equally. Give the layer a symmetric padding.")
+        given = f"padding={c.padding!r} pads {(low, high)}" if isinstance(c.padding, str) \
+            else f"padding={(low, high)}"
+        raise NIRError(f"{conv.label}: {given} on an input of {length} samples: two "
+                       f"different amounts (as 'CAUSAL' gives); nir.Conv1d pads both sides "
+                       f"equally. Give the layer a symmetric padding.")
     return int(low)
 
 
@@ -269,7 +269,7 @@ def lif_from_graph(step: LIF, sim_dt: float, graph_dt: float, integrator: str) -
     steps = _time_constants(step, graph_dt)
     if check_integrator(integrator) == 'euler':
         if np.any(steps <= 1):
-            raise NIRError(f"{step.label}: tau / dt = {np.min(steps)} <= 1, which forward "
+            raise NIRError(f"{step.label}: tau / dt = {np.min(steps):.6g} <= 1, which forward "
                            f"Euler steps past the rest value; no exact-step neuron does that. "
                            f"Import with integrator='exact' or a smaller dt.")
         steps = -1.0 / np.log1p(-1.0 / steps)
@@ -409,13 +409,14 @@ def from_graph(graph, dt: float) -> Tuple[Tuple[int, ...], List[Step]]:
         elif isinstance(node, nir.LIF):
             values = {}
             for field in LIF_FIELDS:
-                value = np.asarray(getattr(node, field), np.float32)
+                dtype = np.float64 if field == 'tau' else np.float32     # tau / dt, below
+                value = np.asarray(getattr(node, field), dtype)
                 if value.size != int(np.prod(shape)):
                     raise NIRError(f"node {name!r} (LIF): {field} has {value.size} entries; "
                                    f"the group receives {list(shape[::-1])}.")
                 values[field] = _uniform(_channels_last(value.reshape(shape[::-1]), shape,
-                                                        order))
-            step = LIF(**values, label=name)
+                                                        order), dtype)
+            step = LIF(**values, label=f"node {name!r} (LIF)")
         elif isinstance(node, nir.Flatten):
             out = _shape_of(node.output_type, 'output')
             if out is not None and len(out) != 1 and len(shape) == 2:
