@@ -69,15 +69,16 @@ def encode(series: np.ndarray, steps: int, gain: float = 2.0) -> np.ndarray:
     return np.repeat(gain * series[:, None, :, None], steps, axis=1)
 
 
-def build_network(length: int = LENGTH):
-    """The network, for series of ``length`` samples (GunPoint's: 150)."""
+def build_network(length: int = LENGTH, spk_reset: str = 'soft'):
+    """The network, for series of ``length`` samples (GunPoint's: 150); ``spk_reset='hard'``
+    sets a neuron that spikes to V_reset instead (as NIR's LIF does: nir_export.py)."""
     mode = bm.TrainingMode()
     # A spike lowers V by V_th - V_reset (soft reset): with V_reset at rest, by one threshold
     # (BrainPy's default V_reset=-5 would lower it by 5.3 and keep the neuron silent for most
     # of the T steps). The surrogate gradient is an arctan of V - V_th in units of that step,
     # as in brainpy.state's LIF: the network of gunpoint_state.py.
     v_th, v_reset = 0.3, 0.0
-    lif = dict(keep_size=True, tau=0.5, V_th=v_th, V_reset=v_reset,
+    lif = dict(keep_size=True, tau=0.5, V_th=v_th, V_reset=v_reset, spk_reset=spk_reset,
                spk_fun=bm.surrogate.Arctan(alpha=1 / (v_th - v_reset)), mode=mode)
     return bp_conv_ext.LayerByLayer(
         bp_conv_ext.Conv1d(1, 32, 7, mode=mode),

@@ -49,6 +49,26 @@ def test_gunpoint_quick(tmp_path, name):
     datetime.datetime.fromisoformat(report['date'])
 
 
+def test_nir_export_quick(tmp_path):
+    pytest.importorskip('nir')
+    pytest.importorskip('aeon')
+    result = _load('nir_export').main(['--quick', '--out', str(tmp_path)])
+    assert list(result['nodes'].values()) == [
+        'Input', 'Conv1d', 'LIF', 'Conv1d', 'Conv1d', 'LIF', 'Conv1d', 'Flatten', 'Affine',
+        'Output']
+    assert os.path.getsize(result['graph']) > 10_000
+    accuracies, differences = result['test_accuracy'], result['largest_output_difference']
+    assert differences['reloaded (classic)'] <= 1e-6
+    assert accuracies['reloaded (classic)'] == accuracies['here']
+    # SpikingJelly where installed (the BrainPy 2.8 stack): the same spikes, so the outputs
+    # differ by float32 rounding only (tests/interop/test_nir_peers.py says why).
+    for name in ('reloaded (brainpy.state)', 'SpikingJelly'):
+        if name in accuracies:
+            assert differences[name] <= 1e-5 and accuracies[name] == accuracies['here']
+    with open(result['report']) as f:
+        assert json.load(f)['test_accuracy'] == accuracies
+
+
 def test_delays_quick(tmp_path):
     pytest.importorskip('matplotlib')
     pytest.importorskip('aeon')

@@ -149,7 +149,19 @@ def _nir_padding(conv: Conv, length: int):
     return int(low)
 
 
-def _conv_node(nir, conv: Conv, shape):
+def _ungrouped(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped ``(C_out, C_in / groups, K)`` weight as the ``groups=1`` weight that computes
+    the same: each group's block on the diagonal, zeros elsewhere."""
+    c_out, c_group, k = weight.shape
+    full = np.zeros((c_out, c_group * groups, k), weight.dtype)
+    per_group = c_out // groups
+    for g in range(groups):
+        full[g * per_group:(g + 1) * per_group, g * c_group:(g + 1) * c_group] = \
+            weight[g * per_group:(g + 1) * per_group]
+    return full
+
+
+def _conv_node(nir, conv: Conv, shape, expand_groups: bool):
     c = conv.config
     if len(shape) != 2 or shape[1] != c.in_channels:
         raise NIRError(f"{conv.label} takes [L, {c.in_channels}] per sample; the layer before "
@@ -164,18 +176,25 @@ def _conv_node(nir, conv: Conv, shape):
     out_length = c.output_length(length)
     bias = np.zeros(c.out_channels, np.asarray(conv.kernel).dtype) if conv.bias is None \
         else np.asarray(conv.bias).reshape(-1)
-    node = nir.Conv1d(input_shape=length, weight=swap_kernel_layout(np.asarray(conv.kernel)),
-                      stride=c.stride, padding=_nir_padding(conv, length),
-                      dilation=c.rhs_dilation, groups=c.groups, bias=bias)
+    weight, groups = swap_kernel_layout(np.asarray(conv.kernel)), c.groups
+    if expand_groups and groups > 1:
+        weight, groups = _ungrouped(weight, groups), 1
+    node = nir.Conv1d(input_shape=length, weight=weight, stride=c.stride,
+                      padding=_nir_padding(conv, length), dilation=c.rhs_dilation,
+                      groups=groups, bias=bias)
     # nir 1.0.8 takes a Conv1d's input channels to be weight.shape[1], whatever the groups.
     node.input_type = {'input': np.array([c.in_channels, length])}
     return node, (out_length, c.out_channels)
 
 
-def to_graph(steps: Sequence[Step], input_shape: Tuple[int, ...], dt: float):
+def to_graph(steps: Sequence[Step], input_shape: Tuple[int, ...], dt: float,
+             expand_groups: bool = False):
     """A ``nir.NIRGraph`` of the chain ``steps`` on samples of channels-last shape
     ``input_shape`` (``(L, C)`` or ``(N,)``); delays are written as multiples of the time
-    step ``dt``."""
+    step ``dt``; with ``expand_groups``, grouped convolutions as ``groups=1`` ones with zero
+    blocks (for readers that take no groups)."""
+    if not isinstance(expand_groups, bool):
+        raise TypeError(f"`expand_groups` (={expand_groups!r}) must be a bool.")
     nir = import_nir()
     shape = tuple(int(n) for n in input_shape)
     order = np.arange(shape[0]) if len(shape) == 1 else None
@@ -189,7 +208,7 @@ def to_graph(steps: Sequence[Step], input_shape: Tuple[int, ...], dt: float):
 
     for step in steps:
         if isinstance(step, Conv):
-            node, shape = _conv_node(nir, step, shape)
+            node, shape = _conv_node(nir, step, shape, expand_groups)
             add('conv1d', node)
         elif isinstance(step, LIF):
             add('lif', nir.LIF(**{field: _channels_first(getattr(step, field), shape, order)

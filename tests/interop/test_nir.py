@@ -177,6 +177,23 @@ def test_euler_graphs_hold_the_time_constant_of_the_same_decay(tmp_path):
     assert not np.allclose(np.asarray(exact[1].tau), 0.5)
 
 
+def test_expanded_groups_compute_the_same_with_groups_1():
+    net = _classic_net(1, 1, 2, 'VALID', True)
+    grouped = to_nir(net, (L, C))
+    graph = to_nir(net, (L, C), expand_groups=True)
+    assert (grouped.nodes['0_conv1d'].groups, grouped.nodes['2_conv1d'].groups) == (2, 4)
+    assert graph.nodes['0_conv1d'].groups == graph.nodes['2_conv1d'].groups == 1
+    weight = graph.nodes['0_conv1d'].weight                  # (4, 2, 3): blocks of (2, 1, 3)
+    np.testing.assert_array_equal(weight[:2, 0], grouped.nodes['0_conv1d'].weight[:2, 0])
+    np.testing.assert_array_equal(weight[2:, 1], grouped.nodes['0_conv1d'].weight[2:, 0])
+    assert not weight[:2, 1].any() and not weight[2:, 0].any()
+    xs = _inputs('floats')
+    ours = _run(net, xs)
+    np.testing.assert_array_equal(Graph(graph, dt=bm.get_dt()).run(np.swapaxes(xs, -1, -2)),
+                                  ours)
+    np.testing.assert_allclose(_run(from_nir(graph, mode=bm.TrainingMode()), xs), ours, **TOL)
+
+
 def test_a_graph_that_is_not_a_chain_is_refused():
     net = _classic_net(1, 1, 1, 'VALID', False)
     graph = to_nir(net, (L, C))

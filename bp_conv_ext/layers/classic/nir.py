@@ -92,7 +92,7 @@ def _steps(net, input_shape):
 
 
 def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
-           integrator: str = 'exact'):
+           integrator: str = 'exact', expand_groups: bool = False):
     """Export a feedforward spiking 1-D CNN as a ``nir.NIRGraph``.
 
     Parameters
@@ -111,6 +111,10 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
         How the reader will step the neurons: ``'exact'`` (NIR's ODE solved over each step,
         as BrainPy does) or ``'euler'`` (forward Euler, as SpikingJelly, snnTorch and Norse
         do: each ``tau`` is written so that their step decays as BrainPy's exact one).
+    expand_groups : bool
+        Write grouped convolutions (and average pooling, a depthwise convolution) as
+        ``groups=1`` ones whose weight holds each group's block and zeros elsewhere: the same
+        numbers, for readers that take no ``groups`` (SpikingJelly 2.0).
 
     Returns
     -------
@@ -127,7 +131,7 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
     graph_dt = sim_dt if dt is None else float(dt)
     steps = [_nir.lif_to_graph(step, sim_dt, graph_dt, integrator)
              if isinstance(step, _nir.LIF) else step for step in _steps(net, input_shape)]
-    return _nir.to_graph(steps, input_shape, graph_dt)
+    return _nir.to_graph(steps, input_shape, graph_dt, expand_groups)
 
 
 def from_nir(graph, *, dt: Optional[float] = None, integrator: str = 'exact', mode=None):

@@ -167,7 +167,7 @@ def _model_steps(net, input_shape, dt):
 
 
 def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
-           integrator: str = 'exact'):
+           integrator: str = 'exact', expand_groups: bool = False):
     """Export a feedforward spiking 1-D CNN of ``brainpy.state`` modules as a
     ``nir.NIRGraph``; as :func:`bp_conv_ext.to_nir`, within brainstate's ``dt``.
 
@@ -184,7 +184,7 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
     dt : float, optional
         The graph's time step, in its own unit: times are written as ``steps * dt``, where
         ``steps`` counts brainstate's ``dt``. Default: brainstate's ``dt`` in ms.
-    integrator : {'exact', 'euler'}
+    integrator : {'exact', 'euler'}, expand_groups : bool
         As in :func:`bp_conv_ext.to_nir`.
     """
     sim_dt = _sim_dt()
@@ -192,7 +192,7 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
     steps = [_nir.lif_to_graph(step, 1.0, graph_dt, integrator)
              if isinstance(step, _nir.LIF) else step
              for step in _model_steps(net, input_shape, sim_dt)]
-    return _nir.to_graph(steps, input_shape, graph_dt)
+    return _nir.to_graph(steps, input_shape, graph_dt, expand_groups)
 
 
 def from_nir(graph, *, dt: Optional[float] = None, integrator: str = 'exact'):
