@@ -93,6 +93,18 @@ def peer_outputs(net, x):
     return np.swapaxes(np.stack(steps), 0, 1)
 
 
+def versions() -> dict:
+    """The versions of what the outputs came from (None: not installed)."""
+    from importlib import metadata
+    found = {}
+    for name in ('brainpy', 'jax', 'nir', 'torch', 'spikingjelly'):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def main(argv=None):
     import nir
     args, epochs = arguments(argv, __doc__.splitlines()[0], 'nir_export')
@@ -111,7 +123,9 @@ def main(argv=None):
             'reloaded (brainpy.state)': state_outputs(path, x_test),
             'SpikingJelly': peer_outputs(net, x_test)}
 
-    report = {'epochs': epochs, 'seed': args.seed, 'graph': path,
+    report = {'command': ' '.join(['python examples/nir_export.py'] +
+                                  list(sys.argv[1:] if argv is None else argv)),
+              'versions': versions(), 'epochs': epochs, 'seed': args.seed, 'graph': path,
               'nodes': {name: type(node).__name__ for name, node in graph.nodes.items()},
               'test_accuracy': {}, 'largest_output_difference': {}}
     print(f"\nNIR graph {path}: " + ' -> '.join(report['nodes'].values()))
