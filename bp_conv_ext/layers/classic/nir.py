@@ -126,6 +126,20 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
     bp_conv_ext.NIRError
         For what NIR cannot hold (see the NIR page of the docs), naming the layer and what
         to change.
+
+    Examples
+    --------
+    >>> import brainpy as bp
+    >>> import bp_conv_ext
+    >>> net = bp_conv_ext.LayerByLayer(bp_conv_ext.Conv1d(1, 4, 3),
+    ...                                bp.dyn.Lif((20, 4), keep_size=True))
+    >>> graph = bp_conv_ext.to_nir(net, (20, 1))
+    >>> [type(node).__name__ for node in graph.nodes.values()]
+    ['Input', 'Conv1d', 'LIF', 'Output']
+    >>> graph.nodes['0_conv1d'].weight.shape         # channels first: (C_out, C_in, K)
+    (4, 1, 3)
+    >>> bp_conv_ext.from_nir(graph)[0].w.shape        # and back: (K, C_in, C_out)
+    (3, 1, 4)
     """
     sim_dt = float(bm.get_dt())
     graph_dt = sim_dt if dt is None else float(dt)
