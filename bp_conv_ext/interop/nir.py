@@ -96,6 +96,31 @@ def avg_pool(layer, shape: Tuple[int, ...], label: str) -> Conv:
     return Conv(config, np.full((size, 1, channels), 1.0 / size, np.float32), None, label)
 
 
+def shape_after(step: Step, shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    """The channels-last shape of one sample after ``step`` on samples of ``shape``."""
+    if isinstance(step, Conv) and len(shape) == 2:
+        return step.config.output_length(shape[0]), step.config.out_channels
+    if isinstance(step, Flatten):
+        return (int(np.prod(shape)),)
+    if isinstance(step, (Dense, Delay)):
+        return (np.shape(step.weight if isinstance(step, Dense) else step.taps)[-1],)
+    return shape
+
+
+def check_rounded(layer, label: str):
+    """A delay layer must sit each weight on one tap (whole delays) to be written."""
+    if layer.interpolation != 'round':
+        raise NIRError(f"{label}: interpolation={layer.interpolation!r} spreads each weight "
+                       f"over several taps; NIR's Delay holds whole delays. Call "
+                       f"round_delays() first.")
+
+
+def check_whole_flatten(label: str, axes: Tuple[int, int]):
+    if tuple(axes) != (0, -1):
+        raise NIRError(f"{label}: flattens axes {tuple(axes)}; the export takes a flatten of "
+                       f"the whole sample (0, -1).")
+
+
 def import_nir():
     try:
         import nir

@@ -62,32 +62,23 @@ def _steps(net, input_shape):
         elif type(layer) is bp.dnn.AvgPool1d:
             step = _nir.avg_pool(layer, shape, label)
         elif isinstance(layer, DelayConv1d):
-            if layer.interpolation != 'round':
-                raise _nir.NIRError(f"{label}: interpolation='gauss' spreads each weight over "
-                                    f"several taps; NIR's Delay holds whole delays. Call "
-                                    f"round_delays() first.")
+            _nir.check_rounded(layer, label)
             step = _nir.Delay(_array(layer.kernel()), None if layer.b is None else
                               _array(layer.b), label)
-            shape = (layer.out_channels,)
         elif isinstance(layer, bp.dyn.NeuDyn):
             step = _lif_step(layer, shape)
         elif isinstance(layer, bp.dnn.Flatten):
-            if (layer.start_dim, layer.end_dim) != (0, -1):
-                raise _nir.NIRError(f"{label}: start_dim={layer.start_dim}, end_dim="
-                                    f"{layer.end_dim}; the export takes a flatten of the whole "
-                                    f"sample (0, -1).")
-            step, shape = _nir.Flatten(label), (int(np.prod(shape)),)
+            _nir.check_whole_flatten(label, (layer.start_dim, layer.end_dim))
+            step = _nir.Flatten(label)
         elif isinstance(layer, bp.dnn.Dense):
             step = _nir.Dense(_array(layer.W), None if layer.b is None else _array(layer.b),
                               label)
-            shape = (layer.num_out,)
         else:
             raise _nir.NIRError(f"{label} has no NIR node that this package writes; to_nir "
                                 f"takes Conv1d, DelayConv1d (rounded), bp.dyn.Lif, "
                                 f"bp.dnn.AvgPool1d, bp.dnn.Flatten and bp.dnn.Dense, in a "
                                 f"bp.Sequential or LayerByLayer.")
-        if isinstance(step, _nir.Conv) and len(shape) == 2:
-            shape = (step.config.output_length(shape[0]), step.config.out_channels)
+        shape = _nir.shape_after(step, shape)
         yield step
 
 

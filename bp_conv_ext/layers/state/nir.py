@@ -133,36 +133,27 @@ def _model_steps(net, input_shape, dt):
         if isinstance(layer, Conv1d):
             step = _conv_step(layer, shape)
         elif isinstance(layer, DelayConv1d):
-            if layer.interpolation != 'round':
-                raise _nir.NIRError(f"{label}: interpolation='gauss' spreads each weight over "
-                                    f"several taps; NIR's Delay holds whole delays. Call "
-                                    f"round_delays() first.")
+            _nir.check_rounded(layer, label)
             bias = layer.weight.value.get('bias')
             step = _nir.Delay(_number(layer.kernel(), 'current', label),
                               None if bias is None else
                               _number(bias, 'current', label).reshape(-1), label)
-            shape = (layer.out_channels,)
         elif isinstance(layer, brainpy.state.Neuron):
             step = _lif_step(layer, shape, dt)
         elif type(layer) is brainstate.nn.AvgPool1d:
             step = _nir.avg_pool(layer, shape, label)
         elif isinstance(layer, brainstate.nn.Flatten):
-            if (layer.start_axis, layer.end_axis) != (0, -1):
-                raise _nir.NIRError(f"{label}: start_axis={layer.start_axis}, end_axis="
-                                    f"{layer.end_axis}; the export takes a flatten of the "
-                                    f"whole sample (0, -1).")
-            step, shape = _nir.Flatten(label), (int(np.prod(shape)),)
+            _nir.check_whole_flatten(label, (layer.start_axis, layer.end_axis))
+            step = _nir.Flatten(label)
         elif isinstance(layer, brainstate.nn.Linear):
             step = _dense_step(layer)
-            shape = (step.weight.shape[1],)
         else:
             raise _nir.NIRError(f"{label} has no NIR node that this package writes; to_nir "
                                 f"takes Conv1d, DelayConv1d (rounded), brainpy.state.LIF, "
                                 f"brainstate.nn.AvgPool1d, brainstate.nn.Flatten and "
                                 f"brainstate.nn.Linear, in a brainstate.nn.Sequential or "
                                 f"LayerByLayer.")
-        if isinstance(step, _nir.Conv) and len(shape) == 2:
-            shape = (step.config.output_length(shape[0]), step.config.out_channels)
+        shape = _nir.shape_after(step, shape)
         yield step
 
 
