@@ -2,6 +2,7 @@
 which tests run on every stack. What tests share otherwise is in ``helpers/cases.py``."""
 import os
 
+import brainpy as bp
 import brainpy.math as bm
 import pytest
 from hypothesis import HealthCheck, settings
@@ -16,10 +17,16 @@ settings.register_profile('nightly', max_examples=400, deadline=None,
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 
+#: BrainPy's time step as a test starts: a test that sets another (``bp.share.save(dt=...)``
+#: changes ``bm.get_dt()`` for the whole process) does not hand it on.
+DEFAULT_DT = bm.get_dt()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_brainpy_state():
-    """Each test starts from the default mode, a fixed seed and free names."""
+    """Each test starts from the default mode and time step, a fixed seed and free names."""
     bm.set_mode(bm.NonBatchingMode())
+    bp.share.save(dt=DEFAULT_DT)
     bm.random.seed(0)
     yield
     bm.clear_name_cache()
@@ -34,6 +41,7 @@ EVERY_STACK = {
     'test_gpu_kernels.py': "the Pallas kernels lower through each JAX's Triton backend",
     'test_gradients.py': "gradients through each stack's kernels and JAX",
     'test_fused.py': "the fused kernel in each JAX's Pallas (interpreted; lowered via Triton)",
+    'test_fused_multistep.py': "the fused spiking step against each BrainPy's bp.dyn.Lif",
     'test_bad_input.py::test_event_path_and_auto_give_the_dense_answer_with_nan_and_inf':
         "NaN and inf through each stack's event kernels",
     'test_sharding.py': "the kernels' sharding rules use each JAX's custom_partitioning",

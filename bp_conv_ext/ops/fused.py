@@ -41,32 +41,48 @@ IMPLEMENTATIONS = ('auto', 'jax', 'pallas')
 class LIF(NamedTuple):
     """Constants of LIF neurons advanced by exponential Euler (exact for a constant current
     over the step), as ``brainpy.dyn.Lif`` does: ``tau dV/dt = -(V - v_rest) + r I``, a spike
-    when ``V >= v_th``, then ``V = v_reset``."""
+    when ``V >= v_th``, then ``V = v_reset`` (``soft``: ``V -= v_th - v_reset``). ``detach``:
+    under a surrogate spike function, the spikes pass no gradient, to the outputs or to the
+    reset (as ``brainpy.dyn.Lif``'s ``detach_spk``)."""
     decay: float          # exp(-dt / tau)
     v_rest: float
     v_th: float
     v_reset: float
     r: float
+    soft: bool = False
+    detach: bool = False
 
     @classmethod
     def make(cls, *, tau: float, dt: float, v_rest: float = 0., v_th: float = 10.,
-             v_reset: float = 0., r: float = 1.) -> 'LIF':
+             v_reset: float = 0., r: float = 1., soft: bool = False,
+             detach: bool = False) -> 'LIF':
         """The constants for time constant ``tau`` and step ``dt`` (``brainpy.dyn.Lif``'s
         defaults for the rest)."""
         for name, value in (('tau', tau), ('dt', dt)):
             if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
                 raise ValueError(f"`{name}` (={value!r}) must be a positive finite number.")
-        return cls(math.exp(-dt / tau), float(v_rest), float(v_th), float(v_reset), float(r))
+        return cls(math.exp(-dt / tau), float(v_rest), float(v_th), float(v_reset), float(r),
+                   bool(soft), bool(detach))
 
 
-def lif_update(v, current, lif: LIF):
-    """One step of the neurons: returns ``(spike, v)``, ``spike`` as ``bool``."""
+def lif_update(v, current, lif: LIF, spike_fn=None):
+    """One step of the neurons: returns ``(spike, v)``, ``spike`` as ``bool``. With a
+    surrogate ``spike_fn`` (``spike = spike_fn(v - v_th)``, 0 or 1 forward, a gradient
+    backward), as ``brainpy.dyn.Lif`` computes in ``TrainingMode``: the same values, with its
+    gradients."""
     v = v + (1. - lif.decay) * (lif.v_rest - v + lif.r * current)
-    spike = v >= lif.v_th
-    return spike, jnp.where(spike, jnp.asarray(lif.v_reset, v.dtype), v)
+    if spike_fn is None:
+        spike = v >= lif.v_th
+        reset = v - (lif.v_th - lif.v_reset) if lif.soft else lif.v_reset
+        return spike, jnp.where(spike, jnp.asarray(reset, v.dtype), v)
+    spike = spike_fn(v - lif.v_th)
+    if lif.detach:
+        spike = lax.stop_gradient(spike)
+    v = v - (lif.v_th - lif.v_reset) * spike if lif.soft else v + (lif.v_reset - v) * spike
+    return spike, v
 
 
-def _reference(xs, w, b, v0, lif, pads, rhs_dilation):
+def _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn=None):
     def convolve(x):
         return _conv.apply(x, w, b, ConvOptions(padding=pads, rhs_dilation=rhs_dilation,
                                                 backend='dense'))
@@ -74,7 +90,7 @@ def _reference(xs, w, b, v0, lif, pads, rhs_dilation):
     currents = fold_time(convolve, xs)
 
     def step(v, current):
-        spike, v = lif_update(v, current, lif)
+        spike, v = lif_update(v, current, lif, spike_fn)
         return v, spike.astype(v.dtype)
 
     v, spikes = lax.scan(step, v0, currents)
@@ -129,7 +145,7 @@ def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, tiles=None):
 
 
 def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
-             implementation: str = 'auto'):
+             implementation: str = 'auto', spike_fn=None):
     """Spikes of LIF neurons driven by a 1-D convolution of ``xs``, at every step.
 
     Parameters
@@ -149,6 +165,10 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
         As in :func:`bp_conv_ext.conv1d` (stride 1, one channel group).
     implementation : str
         ``'auto'``, ``'jax'`` or ``'pallas'`` (see the module).
+    spike_fn : callable, optional
+        A surrogate spike function (``brainpy.math.surrogate``'s): the spikes' gradient, as
+        in ``brainpy.dyn.Lif`` in ``TrainingMode`` (:func:`lif_update`). Without it the
+        spikes pass no gradient.
 
     Returns
     -------
@@ -173,7 +193,7 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
     if v0.shape != expected or not jnp.issubdtype(v0.dtype, jnp.floating):
         raise ValueError(f"`v0` must be a floating array of shape {expected} (batch, output "
                          f"length, out channels); got {v0.dtype} {v0.shape}.")
-    args = (xs, w, b, v0, lif, tuple(pads), rhs_dilation)
+    args = (xs, w, b, v0, lif, tuple(pads), rhs_dilation, spike_fn)
     supported = pallas_gpu.conv_lif_supported(xs.shape[1], w.shape[2], 1, 1, 1)
     if implementation == 'jax' or not supported:
         return _differentiable(*args, fused=False)
@@ -184,11 +204,11 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
         default=lambda *a: _differentiable(*a, *args[4:], fused=False))
 
 
-def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, fused: bool):
+def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, fused: bool):
     """The fused kernel (``fused``) or the ``'jax'`` implementation; gradients always through
-    the ``'jax'`` implementation."""
+    the ``'jax'`` implementation (with the surrogate ``spike_fn``, when given)."""
     if not fused:
-        return _reference(xs, w, b, v0, lif, pads, rhs_dilation)
+        return _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn)
 
     @jax.custom_vjp
     def fused(xs, w, b, v0):
@@ -198,7 +218,8 @@ def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, fused: bool):
         return fused(xs, w, b, v0), (xs, w, b, v0)
 
     def backward(residuals, cotangents):
-        _, vjp = jax.vjp(lambda *a: _reference(*a, lif, pads, rhs_dilation), *residuals)
+        _, vjp = jax.vjp(lambda *a: _reference(*a, lif, pads, rhs_dilation, spike_fn),
+                         *residuals)
         return vjp(cotangents)
 
     fused.defvjp(forward, backward)

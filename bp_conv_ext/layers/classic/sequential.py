@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from ...core import sequence as _sequence
+from ...ops import fused as _fused
+from .conv import Conv1d
 
 
 def _takes_fold(layer) -> bool:
@@ -28,6 +30,80 @@ def _scan_time(group, xs):
     return bm.for_loop(step, (jnp.arange(xs.shape[0]), xs))
 
 
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fused_neurons(conv, lif):
+    """The fused step's constants where ``conv -> lif`` is a convolution that
+    :func:`bp_conv_ext.ops.fused.conv_lif` computes (stride 1, one group, zero padding, no
+    mask, the default backend) into a ``bp.dyn.Lif`` that it advances as BrainPy does (scalar
+    parameters, exponential Euler, no noise, inputs or scaling); else None."""
+    if not isinstance(conv, Conv1d) or type(lif) is not bp.dyn.Lif:
+        return None
+    c = conv.config
+    if conv.mask is not None or conv.backend != 'auto' or c.padding_mode != 'zeros' or \
+            (c.stride, c.groups, c.lhs_dilation) != (1, 1, 1):
+        return None
+    # Read with defaults: BrainPy 2.6's Lif lacks some of these (its defaults fuse).
+    scaling = getattr(lif, 'scaling', None)
+    values = (lif.tau, lif.R, lif.V_rest, lif.V_th, lif.V_reset)
+    if getattr(lif, 'noise', None) is not None or \
+            getattr(lif, 'method', 'exp_auto') != 'exp_auto' or \
+            getattr(lif, 'cur_inputs', None) or getattr(lif, 'delta_inputs', None) or \
+            not all(map(_number, values)) or \
+            (scaling is not None and (scaling.scale, scaling.bias) != (1.0, 0.0)):
+        return None
+    training = isinstance(lif.mode, bm.TrainingMode)
+    return _fused.LIF.make(tau=float(lif.tau), dt=float(bm.get_dt()), v_rest=lif.V_rest,
+                           v_th=lif.V_th, v_reset=lif.V_reset, r=lif.R,
+                           soft=training and lif.spk_reset == 'soft',
+                           detach=training and lif.detach_spk)
+
+
+class _ConvLif:
+    """A ``Conv1d`` and the ``bp.dyn.Lif`` after it over a whole sequence, as one fused
+    spiking step (:func:`bp_conv_ext.ops.fused.conv_lif`: one kernel on CUDA GPUs, the
+    convolution folded over time then the neurons in a scan elsewhere); ``unfused(xs)`` where
+    the neurons' shape is not the convolution's output."""
+
+    def __init__(self, conv, lif, neurons, unfused):
+        self.conv, self.lif, self.neurons, self.unfused = conv, lif, neurons, unfused
+
+    def multi_step(self, xs, fold: str = 'time'):
+        conv, lif = self.conv, self.lif
+        xs, _ = conv._checked(xs, sequence=True)
+        batched = xs.ndim == 4
+        sequence = xs if batched else xs[:, None]
+        v0 = lif.V.value if batched else lif.V.value[None]
+        c = conv.config
+        if v0.shape[1:] != (c.output_length(sequence.shape[2]), c.out_channels):
+            return self.unfused(xs)
+        b = conv._bias(None, None)
+        spikes, v = _fused.conv_lif(
+            sequence, conv._kernel()[0], None if b is None else b.reshape(-1), v0,
+            self.neurons, padding=c.padding, rhs_dilation=c.rhs_dilation,
+            spike_fn=lif.spk_fun if isinstance(lif.mode, bm.TrainingMode) else None)
+        if not batched:
+            spikes, v = spikes[:, 0], v[0]
+        spikes = spikes.astype(lif.spike.value.dtype)
+        lif.V.value, lif.spike.value = v, spikes[-1]
+        return spikes
+
+
+def _fuse(layers, unfused):
+    """``layers`` with each ``Conv1d -> bp.dyn.Lif`` pair that the fused step computes as one
+    :class:`_ConvLif`."""
+    out = []
+    for layer in layers:
+        neurons = _fused_neurons(out[-1], layer) if out else None
+        if neurons is None:
+            out.append(layer)
+        else:
+            out[-1] = _ConvLif(out[-1], layer, neurons, unfused(out[-1], layer))
+    return out
+
+
 class LayerByLayer(bp.Sequential):
     """A feedforward network that can run one step at a time or a whole sequence at once.
 
@@ -45,7 +121,9 @@ class LayerByLayer(bp.Sequential):
       with ``bm.for_loop``, with ``t``, ``i`` and ``dt`` set as ``bp.DSRunner`` sets them.
 
     Both ways give the same outputs and gradients; layer by layer, each convolution and
-    dense layer is one large call instead of ``T`` small ones.
+    dense layer is one large call instead of ``T`` small ones. A :class:`Conv1d` followed by
+    a ``bp.dyn.Lif`` runs as one fused spiking step where the fused step computes them
+    (``fuse``; see :meth:`multi_step`).
 
     Examples
     --------
@@ -59,7 +137,7 @@ class LayerByLayer(bp.Sequential):
     (10, 8, 2)
     """
 
-    def multi_step(self, xs, reset_state: bool = True, fold: str = 'time'):
+    def multi_step(self, xs, reset_state: bool = True, fold: str = 'time', fuse: bool = True):
         """Run the whole sequence ``xs`` (time first) through every layer in turn.
 
         Parameters
@@ -73,6 +151,13 @@ class LayerByLayer(bp.Sequential):
             How the folded layers turn ``[T, B, ...]`` into one batch: ``T * B`` (a free
             reshape; the default) or ``B * T`` (batch first, so that a batch split over
             devices stays split: what :class:`LayerByLayerTrainer` uses for such a batch).
+        fuse : bool
+            Run each :class:`Conv1d` (stride 1, one group, zero padding, no mask, backend
+            ``'auto'``) followed by a ``bp.dyn.Lif`` (scalar parameters, default method, no
+            noise) as one spiking step (:func:`bp_conv_ext.ops.fused.conv_lif`): on CUDA GPUs
+            one kernel that never stores the convolution's output; elsewhere the same
+            computation as unfused. The same spikes, states and (surrogate) gradients
+            either way; with ``fold='time'`` only.
 
         Returns
         -------
@@ -96,7 +181,13 @@ class LayerByLayer(bp.Sequential):
                 return layer.multi_step(xs, fold=fold)
             return layer.multi_step(xs)
 
+        layers = list(self.children.values())
+        if not isinstance(fuse, bool):
+            raise TypeError(f"`fuse` (={fuse!r}) must be a bool.")
+        if fuse and fold == 'time':
+            layers = _fuse(layers, lambda conv, lif: lambda xs: _scan_time(
+                lif, whole(conv, xs)))
         return _sequence.layer_by_layer(
-            self.children.values(), xs, fold, batched=batched, whole=whole,
+            layers, xs, fold, batched=batched, whole=whole,
             stateful=lambda layer: not isinstance(layer, bp.dnn.Layer), scan=_scan_time,
             per_step=lambda layer, xs: jax.vmap(layer)(xs))
