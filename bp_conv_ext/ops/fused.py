@@ -43,7 +43,9 @@ class LIF(NamedTuple):
     over the step), as ``brainpy.dyn.Lif`` does: ``tau dV/dt = -(V - v_rest) + r I``, a spike
     when ``V >= v_th``, then ``V = v_reset`` (``soft``: ``V -= v_th - v_reset``). ``detach``:
     under a surrogate spike function, the spikes pass no gradient, to the outputs or to the
-    reset (as ``brainpy.dyn.Lif``'s ``detach_spk``)."""
+    reset (as ``brainpy.dyn.Lif``'s ``detach_spk``). ``reset_first``: the state is the
+    potential before its reset, which the next step applies first (``brainpy.state.LIF``:
+    the same spikes, its state and gradients)."""
     decay: float          # exp(-dt / tau)
     v_rest: float
     v_th: float
@@ -51,25 +53,30 @@ class LIF(NamedTuple):
     r: float
     soft: bool = False
     detach: bool = False
+    reset_first: bool = False
 
     @classmethod
     def make(cls, *, tau: float, dt: float, v_rest: float = 0., v_th: float = 10.,
              v_reset: float = 0., r: float = 1., soft: bool = False,
-             detach: bool = False) -> 'LIF':
+             detach: bool = False, reset_first: bool = False) -> 'LIF':
         """The constants for time constant ``tau`` and step ``dt`` (``brainpy.dyn.Lif``'s
         defaults for the rest)."""
         for name, value in (('tau', tau), ('dt', dt)):
             if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
                 raise ValueError(f"`{name}` (={value!r}) must be a positive finite number.")
         return cls(math.exp(-dt / tau), float(v_rest), float(v_th), float(v_reset), float(r),
-                   bool(soft), bool(detach))
+                   bool(soft), bool(detach), bool(reset_first))
 
 
 def lif_update(v, current, lif: LIF, spike_fn=None):
     """One step of the neurons: returns ``(spike, v)``, ``spike`` as ``bool``. With a
     surrogate ``spike_fn`` (``spike = spike_fn(v - v_th)``, 0 or 1 forward, a gradient
     backward), as ``brainpy.dyn.Lif`` computes in ``TrainingMode``: the same values, with its
-    gradients."""
+    gradients. With ``lif.reset_first``, ``v`` is the last step's potential before its reset
+    and the spike function is applied to ``(v - v_th) / (v_th - v_reset)``, as
+    ``brainpy.state.LIF`` computes."""
+    if lif.reset_first:
+        return _reset_first_update(v, current, lif, spike_fn)
     v = v + (1. - lif.decay) * (lif.v_rest - v + lif.r * current)
     if spike_fn is None:
         spike = v >= lif.v_th
@@ -82,10 +89,24 @@ def lif_update(v, current, lif: LIF, spike_fn=None):
     return spike, v
 
 
-def _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn=None):
+def _reset_first_update(v, current, lif: LIF, spike_fn):
+    if spike_fn is None:
+        reset = v - (lif.v_th - lif.v_reset) if lif.soft else lif.v_reset
+        v = jnp.where(v >= lif.v_th, jnp.asarray(reset, v.dtype), v)
+    else:
+        last = spike_fn((v - lif.v_th) / (lif.v_th - lif.v_reset))
+        drop = lif.v_th if lif.soft else lax.stop_gradient(v)
+        v = v - (drop - lif.v_reset) * last
+    v = v + (1. - lif.decay) * (lif.v_rest - v + lif.r * current)
+    if spike_fn is None:
+        return v >= lif.v_th, v
+    return spike_fn((v - lif.v_th) / (lif.v_th - lif.v_reset)), v
+
+
+def _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn=None, backend='dense'):
     def convolve(x):
         return _conv.apply(x, w, b, ConvOptions(padding=pads, rhs_dilation=rhs_dilation,
-                                                backend='dense'))
+                                                backend=backend))
 
     currents = fold_time(convolve, xs)
 
@@ -145,7 +166,7 @@ def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, tiles=None):
 
 
 def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
-             implementation: str = 'auto', spike_fn=None):
+             implementation: str = 'auto', spike_fn=None, backend: str = 'dense'):
     """Spikes of LIF neurons driven by a 1-D convolution of ``xs``, at every step.
 
     Parameters
@@ -169,6 +190,10 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
         A surrogate spike function (``brainpy.math.surrogate``'s): the spikes' gradient, as
         in ``brainpy.dyn.Lif`` in ``TrainingMode`` (:func:`lif_update`). Without it the
         spikes pass no gradient.
+    backend : str
+        The convolution's backend where it is not fused (``'jax'``, and every gradient):
+        ``'dense'``, or ``'auto'`` to take the event-driven path on sparse spikes as a
+        layer does.
 
     Returns
     -------
@@ -193,7 +218,7 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
     if v0.shape != expected or not jnp.issubdtype(v0.dtype, jnp.floating):
         raise ValueError(f"`v0` must be a floating array of shape {expected} (batch, output "
                          f"length, out channels); got {v0.dtype} {v0.shape}.")
-    args = (xs, w, b, v0, lif, tuple(pads), rhs_dilation, spike_fn)
+    args = (xs, w, b, v0, lif, tuple(pads), rhs_dilation, spike_fn, backend)
     supported = pallas_gpu.conv_lif_supported(xs.shape[1], w.shape[2], 1, 1, 1)
     if implementation == 'jax' or not supported:
         return _differentiable(*args, fused=False)
@@ -204,11 +229,11 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
         default=lambda *a: _differentiable(*a, *args[4:], fused=False))
 
 
-def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, fused: bool):
+def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fused: bool):
     """The fused kernel (``fused``) or the ``'jax'`` implementation; gradients always through
     the ``'jax'`` implementation (with the surrogate ``spike_fn``, when given)."""
     if not fused:
-        return _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn)
+        return _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend)
 
     @jax.custom_vjp
     def fused(xs, w, b, v0):
@@ -218,7 +243,8 @@ def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, fused: bool
         return fused(xs, w, b, v0), (xs, w, b, v0)
 
     def backward(residuals, cotangents):
-        _, vjp = jax.vjp(lambda *a: _reference(*a, lif, pads, rhs_dilation, spike_fn),
+        _, vjp = jax.vjp(lambda *a: _reference(*a, lif, pads, rhs_dilation, spike_fn,
+                                               backend),
                          *residuals)
         return vjp(cotangents)
 

@@ -79,8 +79,8 @@ def test_a_spikingjelly_network_imported_here_gives_its_spikes():
         np.testing.assert_array_equal(ours, spikes)
     graph = export_to_nir(peer, torch.zeros(1, C, L), save_path=None, dt=DT)
     net = from_nir(graph, dt=DT, integrator='euler', mode=bm.TrainingMode())
-    assert [type(m).__name__ for m in net.children.values()] == ['Conv1d', 'Lif', 'Conv1d', 'Lif', 'Flatten',
-                                               'Dense']
+    assert [type(m).__name__ for m in net.children.values()] == [
+        'Conv1d', 'Lif', 'Conv1d', 'Lif', 'Flatten', 'Dense']
     np.testing.assert_allclose(_ours(net, xs), expected, **DENSE_TOL)
 
 

@@ -131,3 +131,60 @@ def test_cuda_export_of_the_network_holds_one_fused_kernel():
     text = exported.mlir_module()
     assert re.findall(r'custom_call @"?([\w.$]+)', text) == [triton]
     assert 'convolution' not in text
+
+
+def _state_network(reset):
+    import brainpy.state
+    import brainstate
+    import braintools
+    import brainunit as u
+    from bp_conv_ext.state import Conv1d as StateConv1d, LayerByLayer as StateLayerByLayer
+    return StateLayerByLayer(
+        StateConv1d((L, C), 32, 3, rhs_dilation=2,
+                    w_init=brainstate.nn.init.Normal(0.6, 1.0, unit=u.mA),
+                    b_init=brainstate.nn.init.Constant(0.05 * u.mA)),
+        brainpy.state.LIF((L, 32), tau=1.0 * u.ms, V_th=0.6 * u.mV, V_reset=-0.1 * u.mV,
+                          V_rest=0.05 * u.mV, R=1.2 * u.ohm, spk_reset=reset,
+                          spk_fun=braintools.surrogate.Arctan()),
+        brainstate.nn.Flatten(in_size=(L, 32)),
+        brainstate.nn.Linear(L * 32, 3))
+
+
+@pytest.mark.parametrize('batched', [True, False], ids=['batched', 'unbatched'])
+@pytest.mark.parametrize('reset', ['soft', 'hard'])
+def test_state_fused_step_gives_the_unfused_layers_numbers_and_gradients(reset, batched,
+                                                                         calls):
+    brainstate = pytest.importorskip('brainstate')
+    import brainunit as u
+    net = _state_network(reset)
+    lif = net.layers[1]
+    xs = _inputs(bm.BatchingMode() if batched else bm.NonBatchingMode(), seed=2)
+    params = net.states(brainstate.ParamState)
+
+    def run(fuse):
+        brainstate.nn.init_all_states(net, B if batched else None)
+        lif.V.value = lif.V.value + 0.3 * u.mV        # a state that is not the reset value
+
+        def loss():
+            return jnp.sum(jnp.sin(u.get_mantissa(net.multi_step(xs, fuse=fuse))))
+
+        out = u.get_mantissa(net.multi_step(xs, fuse=fuse))
+        v = u.get_mantissa(lif.V.value)
+        brainstate.nn.init_all_states(net, B if batched else None)
+        lif.V.value = lif.V.value + 0.3 * u.mV
+        return out, v, brainstate.transform.grad(loss, params)()
+
+    with brainstate.environ.context(dt=0.1 * u.ms):
+        out, v, grads = run(False)
+        spikes = type(net)(*net.layers[:2]).multi_step(xs, fuse=False)
+        assert 0.05 < float(jnp.mean(spikes)) < 0.95
+        assert not calls
+        fused_out, fused_v, fused_grads = run(True)
+    assert len(calls) == 2                           # the run and the gradient's
+    np.testing.assert_allclose(fused_out, out, **TOL)
+    np.testing.assert_allclose(fused_v, v, **TOL)
+    leaves, fused_leaves = jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(
+        fused_grads)
+    assert len(leaves) == 4 and all(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
+    for got, expected in zip(fused_leaves, leaves):
+        np.testing.assert_allclose(u.get_mantissa(got), u.get_mantissa(expected), **TOL)

@@ -59,6 +59,33 @@ def test_gradients_of_the_fused_kernel_are_the_unfused_layers():
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('neurons', ['soft', 'reset-first', 'reset-first-soft'])
+def test_the_fused_kernel_with_other_resets_and_surrogate_gradients(neurons):
+    lif = NEURONS._replace(soft='soft' in neurons, reset_first='first' in neurons)
+    xs, w, b, v0 = _case(batch=16, cout=16, spikes=False)
+    surrogate = bm.surrogate.Arctan()
+
+    def run(implementation, spike_fn=None):
+        return conv_lif(xs, w, b, v0, lif, implementation=implementation, spike_fn=spike_fn)
+
+    (spikes, v), (expected_spikes, expected_v) = run('pallas'), run('jax')
+    assert 0.05 < float(jnp.mean(expected_spikes)) < 0.95
+    np.testing.assert_array_equal(spikes, expected_spikes)
+    np.testing.assert_allclose(v, expected_v, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(run('jax', surrogate)[0], expected_spikes)
+
+    def grads(implementation):
+        def f(w, b, v0):
+            spikes, v = conv_lif(xs, w, b, v0, lif, implementation=implementation,
+                                 spike_fn=surrogate)
+            return jnp.sum(jnp.sin(v)) + jnp.sum(spikes * jnp.arange(spikes.shape[-1]))
+        return jax.grad(f, argnums=(0, 1, 2))(w, b, v0)
+
+    for got, expected in zip(grads('pallas'), grads('jax')):
+        assert float(jnp.max(jnp.abs(expected))) > 0
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_the_unfused_layer_is_conv1d_into_brainpy_lif():
     batch, length, cin, cout, steps, dt = 4, 12, 3, 8, 6, 0.5
     xs, w, b, _ = _case(batch=batch, length=length, cin=cin, cout=cout, steps=steps)

@@ -82,7 +82,7 @@ class _ConvLif:
         b = conv._bias(None, None)
         spikes, v = _fused.conv_lif(
             sequence, conv._kernel()[0], None if b is None else b.reshape(-1), v0,
-            self.neurons, padding=c.padding, rhs_dilation=c.rhs_dilation,
+            self.neurons, padding=c.padding, rhs_dilation=c.rhs_dilation, backend='auto',
             spike_fn=lif.spk_fun if isinstance(lif.mode, bm.TrainingMode) else None)
         if not batched:
             spikes, v = spikes[:, 0], v[0]
