@@ -68,6 +68,40 @@ def test_classic_round_trip_through_a_file_is_exact_and_means_what_nir_says(conf
         np.testing.assert_array_equal(reference.run(np.swapaxes(xs, -1, -2)), ours)
 
 
+@pytest.mark.parametrize('config', GRID, ids=lambda c: '-'.join(map(str, c)))
+def test_state_round_trip_through_a_file_is_exact_and_means_what_nir_says(config, tmp_path):
+    brainstate = pytest.importorskip('brainstate')
+    import brainpy.state
+    import brainunit as u
+    import bp_conv_ext.state as S
+    stride, dilation, groups, padding, bias = config
+    length = output_length(L, 3, stride, padding, rhs_dilation=dilation)
+    current = brainstate.nn.init.Normal(0.5, 1.0, unit=u.mA)
+    lif = dict(tau=0.5 * u.ms, V_th=0.5 * u.mV, spk_reset='hard')
+    xs = _inputs('spikes').astype(np.float32)
+    with brainstate.environ.context(dt=0.1 * u.ms):
+        net = S.LayerByLayer(
+            S.Conv1d((L, C), 4, 3, stride=stride, padding=padding, rhs_dilation=dilation,
+                     groups=groups, w_init=current,
+                     b_init=brainstate.nn.init.Normal(0., 0.1, unit=u.mA) if bias else None),
+            brainpy.state.LIF((length, 4), **lif),
+            brainstate.nn.AvgPool1d(2, 2, channel_axis=-1, in_size=(length, 4)),
+            brainstate.nn.Flatten(in_size=(length // 2, 4)),
+            brainstate.nn.Linear(length // 2 * 4, 5,
+                                 w_init=brainstate.nn.init.Normal(0.3, 1.0, unit=u.mA)),
+            brainpy.state.LIF(5, **lif))
+        nir.write(tmp_path / 'state.nir', S.to_nir(net, (L, C)))
+        back = S.from_nir(tmp_path / 'state.nir')
+        outputs = []
+        for model in (net, back):
+            brainstate.nn.init_all_states(model, B)
+            outputs.append(np.asarray(u.get_mantissa(model.multi_step(xs))))
+    assert 0 < outputs[0].mean() < 1
+    np.testing.assert_allclose(outputs[1], outputs[0], **TOL)
+    reference = Graph(nir.read(tmp_path / 'state.nir', type_check=False), dt=0.1)
+    np.testing.assert_array_equal(reference.run(np.swapaxes(xs, -1, -2)), outputs[0])
+
+
 def test_export_writes_channels_first_nodes():
     net = _classic_net(2, 1, 2, 'VALID', True)
     graph = to_nir(net, (L, C))
