@@ -27,6 +27,20 @@ def fold_time(fn, xs, fold: str = 'time'):
     return jnp.swapaxes(y.reshape((batch, steps) + y.shape[1:]), 0, 1)
 
 
+def fuse_pairs(layers: Iterable, pair: Callable) -> list:
+    """``layers`` with each neighbouring pair ``(a, b)`` for which ``pair(a, b)`` gives one
+    layer (not None) replaced by it: how a ``Conv1d -> LIF`` pair becomes the fused spiking
+    step."""
+    out = []
+    for layer in layers:
+        joined = pair(out[-1], layer) if out else None
+        if joined is None:
+            out.append(layer)
+        else:
+            out[-1] = joined
+    return out
+
+
 def layer_by_layer(layers: Iterable, xs, fold: str, *, batched: bool,
                    whole: Callable, stateful: Callable, scan: Callable, per_step: Callable):
     """Run the time-first sequence ``xs`` through ``layers``, one layer after the other.

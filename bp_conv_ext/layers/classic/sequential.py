@@ -91,19 +91,6 @@ class _ConvLif:
         return spikes
 
 
-def _fuse(layers, unfused):
-    """``layers`` with each ``Conv1d -> bp.dyn.Lif`` pair that the fused step computes as one
-    :class:`_ConvLif`."""
-    out = []
-    for layer in layers:
-        neurons = _fused_neurons(out[-1], layer) if out else None
-        if neurons is None:
-            out.append(layer)
-        else:
-            out[-1] = _ConvLif(out[-1], layer, neurons, unfused(out[-1], layer))
-    return out
-
-
 class LayerByLayer(bp.Sequential):
     """A feedforward network that can run one step at a time or a whole sequence at once.
 
@@ -185,8 +172,11 @@ class LayerByLayer(bp.Sequential):
         if not isinstance(fuse, bool):
             raise TypeError(f"`fuse` (={fuse!r}) must be a bool.")
         if fuse and fold == 'time':
-            layers = _fuse(layers, lambda conv, lif: lambda xs: _scan_time(
-                lif, whole(conv, xs)))
+            def pair(conv, lif):
+                neurons = _fused_neurons(conv, lif)
+                return None if neurons is None else _ConvLif(
+                    conv, lif, neurons, lambda xs: _scan_time(lif, whole(conv, xs)))
+            layers = _sequence.fuse_pairs(layers, pair)
         return _sequence.layer_by_layer(
             layers, xs, fold, batched=batched, whole=whole,
             stateful=lambda layer: not isinstance(layer, bp.dnn.Layer), scan=_scan_time,

@@ -99,18 +99,6 @@ class _ConvLif:
         return spikes
 
 
-def _fuse(layers, unfused):
-    """``layers`` with each ``Conv1d -> brainpy.state.LIF`` pair that the fused step computes
-    as one :class:`_ConvLif`."""
-    out = []
-    for layer in layers:
-        if out and _fusable(out[-1], layer):
-            out[-1] = _ConvLif(out[-1], layer, unfused(out[-1], layer))
-        else:
-            out.append(layer)
-    return out
-
-
 class LayerByLayer(brainstate.nn.Sequential):
     """A :class:`brainstate.nn.Sequential` that can also run a whole sequence layer by layer.
 
@@ -160,8 +148,9 @@ class LayerByLayer(brainstate.nn.Sequential):
         batched = self.in_size is None or xs.ndim == len(self.in_size) + 2
         layers = list(self.layers)
         if fuse and fold == 'time':
-            layers = _fuse(layers, lambda conv, lif: lambda xs: _scan_time(
-                lif, conv.multi_step(xs, fold=fold)))
+            layers = _sequence.fuse_pairs(layers, lambda conv, lif: _ConvLif(
+                conv, lif, lambda xs: _scan_time(lif, conv.multi_step(xs, fold=fold)))
+                if _fusable(conv, lif) else None)
         return _sequence.layer_by_layer(
             layers, xs, fold, batched=batched,
             whole=lambda layer, xs: layer.multi_step(xs, fold=fold),
