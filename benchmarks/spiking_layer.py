@@ -11,7 +11,9 @@ dense convolutions nor the fused kernel depend on it):
   on a sequence of one step;
 - ``folded``: the convolution folded over the sequence (one call), then the neurons in a
   scan (``conv_lif(implementation='jax')``); ``fused seq``: the fused kernel over the whole
-  sequence (``conv_lif(implementation='pallas')``), the neurons' state kept in registers;
+  sequence (``conv_lif(implementation='pallas')``: Mosaic GPU on Hopper GPUs, Triton on
+  others; the ``kernel`` column names it), the neurons' state kept on chip; ``triton seq``:
+  the Triton kernel there, to compare the two;
 - ``grad``: a training step's kernel gradient through each of the two sequence forms.
 
 Also the spikes that differ between the fused kernel and the unfused layer, the temporary
@@ -84,7 +86,7 @@ def contenders(xs, w, b, v0, lif, kernel_size):
                                                     implementation=implementation)
 
     forward = {'lax step': lax_step, 'fused step': fused_step, 'folded': sequence('jax'),
-               'fused seq': sequence('pallas')}
+               'fused seq': sequence('pallas'), 'triton seq': sequence('triton')}
 
     def grad_of(f):
         return jax.grad(lambda w, xs, b, v0: jnp.sum(f(xs, w, b, v0)[1].astype(jnp.float32)
@@ -119,8 +121,9 @@ def row(name, batch, length, cin, cout, k, dtype, *, steps, repeats, rng):
     # dtype) and multiply-adds against its time.
     moved = xs.size + fused[0].size * dtype.itemsize
     flops = 2 * steps * batch * length * cin * cout * k
+    kernel = _fused.choose_kernel('pallas', xs, w, v0)
     return (f"| {name} | {dtype.name} | {t['lax step']:.2f} | {t['fused step']:.2f} | "
-            f"{t['folded']:.2f} | {t['fused seq']:.2f} | "
+            f"{t['folded']:.2f} | {t['fused seq']:.2f} | {kernel} | {t['triton seq']:.2f} | "
             f"{t['lax step'] / t['fused seq']:.2f}x | {t['folded'] / t['fused seq']:.2f}x | "
             f"{g['grad folded']:.2f} | {g['grad fused']:.2f} | "
             f"{differ} of {fused[0].size} ({float(jnp.mean(folded[0])):.3f} spiking) | "
@@ -128,13 +131,13 @@ def row(name, batch, length, cin, cout, k, dtype, *, steps, repeats, rng):
             f"{flops / t['fused seq'] / 1e9:.1f} TFLOP/s |")
 
 
-#: Tiles ``(batch rows, output channels, warps)`` of the fused kernel measured by ``--tiles``.
+#: Tiles ``(batch rows, output channels, warps)`` of the Triton kernel measured by ``--tiles``.
 TILES = [(64, 128, 4), (64, 128, 8), (32, 128, 4), (32, 128, 8), (64, 64, 4), (32, 64, 4),
          (16, 64, 4), (16, 32, 4)]
 
 
 def tiles_table(shapes, steps, repeats, rng):
-    """Print the fused sequence kernel's time with each tile of :data:`TILES` that fits."""
+    """Print the Triton sequence kernel's time with each tile of :data:`TILES` that fits."""
     print("| shape | dtype | rows x channels, warps | fused seq (ms) |\n| --- | --- | --- | ---: |")
     for name, batch, length, cin, cout, k, dtype in shapes:
         xs = jnp.asarray(rng.random((steps, batch, length, cin)) < DENSITY)
@@ -146,7 +149,7 @@ def tiles_table(shapes, steps, repeats, rng):
             if batch % rows or cout % channels:
                 continue
             f = jax.jit(lambda xs, w, b, v0, tiles=(rows, channels, warps): _fused._pallas(
-                xs, w, b, v0, lif, pads, 1, tiles))
+                xs, w, b, v0, lif, pads, 1, 'triton', tiles=tiles))
             try:
                 ms = f"{median_seconds(lambda: f(xs, w, b, v0), repeats) * 1e3:.2f}"
             except Exception as error:
@@ -160,7 +163,7 @@ def main():
     parser.add_argument('--dry-run', action='store_true',
                         help='tiny shapes on the CPU (the kernel interpreted)')
     parser.add_argument('--tiles', action='store_true',
-                        help="also time the fused kernel's tiles on the 64- to 256-channel shapes")
+                        help="also time the Triton kernel's tiles on the 64- to 256-channel shapes")
     args = parser.parse_args()
     if not args.dry_run and jax.default_backend() != 'gpu':
         parser.error("needs JAX on a CUDA GPU (or --dry-run)")
@@ -170,10 +173,11 @@ def main():
     print(f"# Conv1d -> LIF, T={steps}, p={DENSITY}, on {jax.devices()[0].device_kind}, "
           f"jax {jax.__version__}, matmul precision {jax.config.jax_default_matmul_precision}")
     print("| shape | dtype | lax step (ms) | fused step (ms) | folded (ms) | fused seq (ms) | "
-          "lax step / fused seq | folded / fused seq | grad folded (ms) | grad fused (ms) | "
-          "spikes differing | temp MiB lax step / folded / fused seq | fused seq achieved |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-          "---: |")
+          "kernel | triton seq (ms) | lax step / fused seq | folded / fused seq | "
+          "grad folded (ms) | grad fused (ms) | spikes differing | "
+          "temp MiB lax step / folded / fused seq | fused seq achieved |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: "
+          "| ---: | ---: |")
     for shape in shapes:
         try:
             print(row(*shape, steps=steps, repeats=repeats, rng=rng), flush=True)
@@ -181,7 +185,7 @@ def main():
             print(f"| {shape[0]} | {shape[-1]} | failed: {type(error).__name__}: "
                   f"{str(error).splitlines()[0][:300]} |", flush=True)
     if args.tiles:
-        print("\n## The fused kernel's tiles\n")
+        print("\n## The Triton kernel's tiles\n")
         tiles_table(shapes if args.dry_run else SHAPES[:2] + SHAPES[3:4], steps, repeats, rng)
     stats = jax.devices()[0].memory_stats() or {}
     print(f"\npeak GiB in use: {stats.get('peak_bytes_in_use', 0) / 2 ** 30:.2f}")

@@ -13,6 +13,9 @@ answer, through JAX's public API, around the lowering of the event kernels only:
   (that is the GPU the user chose);
 - otherwise, with JAX that has ``AbstractDevice``: :data:`DEFAULT_GPU` (compute capability
   9.0, what JAX before 0.12 assumed), keeping the current mesh's axes.
+
+:func:`compute_capability` says which GPU generation a program is lowered for, by the same
+rules, for the choices that depend on it (the fused step's Mosaic GPU kernel runs on Hopper).
 """
 import contextlib
 
@@ -21,6 +24,10 @@ import jax
 #: The GPU the CUDA event kernels are lowered for on a machine without one, unless the
 #: program is lowered under an abstract mesh naming another.
 DEFAULT_GPU = 'NVIDIA H100'
+#: Its compute capability.
+DEFAULT_CAPABILITY = (9, 0)
+#: Words in the names of GPUs of compute capability 9.x (Hopper).
+HOPPER = ('H100', 'H200', 'H800', 'H20', 'GH200')
 
 _AbstractDevice = getattr(jax.sharding, 'AbstractDevice', None)   # JAX 0.12+
 
@@ -43,6 +50,22 @@ def cuda_lowering():
             "jax.sharding.use_abstract_mesh(AbstractMesh(..., abstract_device="
             f"AbstractDevice(device_kind={DEFAULT_GPU!r}, num_cores=None, platform='gpu'))), "
             "or use backend='dense' for this program.") from error
+
+
+def compute_capability():
+    """``(major, minor)`` of the GPU a program is lowered for: the machine's GPU; else the
+    abstract mesh's device (``(9, 0)`` if its name is a Hopper's, else ``(0, 0)``: unknown);
+    else :data:`DEFAULT_CAPABILITY`."""
+    if jax.default_backend() == 'gpu':
+        capability = getattr(jax.devices()[0], 'compute_capability', None)
+        if capability:
+            return tuple(int(part) for part in str(capability).split('.')[:2])
+        return (0, 0)
+    get_mesh = getattr(jax.sharding, 'get_abstract_mesh', None)
+    device = getattr(get_mesh(), 'abstract_device', None) if get_mesh else None
+    if device is None:
+        return DEFAULT_CAPABILITY
+    return (9, 0) if any(name in device.device_kind.split() for name in HOPPER) else (0, 0)
 
 
 def _abstract_target():

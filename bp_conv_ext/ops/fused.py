@@ -8,13 +8,18 @@ implementations give the same numbers:
 
 - ``'jax'``: the convolution folded over time (one call on ``[T * B, H, C]``), then the
   neurons in a ``lax.scan``;
-- ``'pallas'``: one kernel for the whole sequence
-  (:func:`bp_conv_ext.event.kernels.pallas_gpu.conv_lif`) that keeps the neurons' state in
-  registers and never stores the convolution's output; on CUDA GPUs through Triton, elsewhere
-  in Pallas's interpreter (slow; for tests).
+- ``'pallas'``: one Pallas kernel for the whole sequence that keeps the neurons' state on chip
+  and never stores the convolution's output: ``'mosaic'``
+  (:func:`bp_conv_ext.event.kernels.mosaic_gpu.conv_lif`, Mosaic GPU: Hopper's TMA copies and
+  warpgroup products) on GPUs of compute capability 9.x with JAX 0.12+, ``'triton'``
+  (:func:`bp_conv_ext.event.kernels.pallas_gpu.conv_lif`) on other CUDA GPUs or where only
+  it supports the problem. Naming ``'mosaic'`` or ``'triton'`` takes that kernel. On a machine
+  without a GPU the kernels are chosen as for the one :mod:`bp_conv_ext.event.gpu_target`
+  names, and run in Pallas's interpreters (slow; for tests).
 
-``'auto'`` takes ``'pallas'`` on CUDA GPUs where the kernel supports the problem, and
-``'jax'`` everywhere else. Differentiation runs through the ``'jax'`` implementation.
+``'auto'`` takes ``'pallas'`` on CUDA GPUs where a kernel supports the problem, and
+``'jax'`` everywhere else; so does a kernel asked for a problem it does not support.
+Differentiation runs through the ``'jax'`` implementation.
 """
 import contextlib
 import functools
@@ -31,11 +36,13 @@ from jax.interpreters import mlir
 from ..core import args as _args, dense as _dense
 from ..core.args import ConvOptions
 from ..core.sequence import fold_time
-from ..event.gpu_target import cuda_lowering
-from ..event.kernels import pallas_gpu
+from ..event.gpu_target import compute_capability, cuda_lowering
+from ..event.kernels import mosaic_gpu, pallas_gpu
 from . import conv as _conv
 
-IMPLEMENTATIONS = ('auto', 'jax', 'pallas')
+IMPLEMENTATIONS = ('auto', 'jax', 'pallas', 'mosaic', 'triton')
+#: The fused kernels, by name.
+_KERNELS = dict(mosaic=mosaic_gpu, triton=pallas_gpu)
 
 
 class LIF(NamedTuple):
@@ -125,10 +132,11 @@ _KERNEL = Primitive('bp_conv_ext_conv_lif')
 _KERNEL.multiple_results = True
 
 
-def _kernel_call(interpret, xs, w, b, v0, *, lif, pads, rhs_dilation, conv_dtype, tiles):
-    return pallas_gpu.conv_lif(xs, w, b, v0, lambda v, i: lif_update(v, i, lif),
-                               padding=pads, rhs_dilation=rhs_dilation, conv_dtype=conv_dtype,
-                               interpret=interpret, tiles=tiles)
+def _kernel_call(interpret, xs, w, b, v0, *, kernel, lif, pads, rhs_dilation, conv_dtype,
+                 tiles):
+    return _KERNELS[kernel].conv_lif(xs, w, b, v0, lambda v, i: lif_update(v, i, lif),
+                                     padding=pads, rhs_dilation=rhs_dilation,
+                                     conv_dtype=conv_dtype, interpret=interpret, tiles=tiles)
 
 
 def _kernel_shapes(xs, w, b, v0, *, pads, rhs_dilation, **unused):
@@ -155,14 +163,37 @@ mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, True))
 mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, False), platform='cuda')
 
 
-def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, tiles=None):
+def choose_kernel(implementation, xs, w, v0):
+    """The fused kernel (``'mosaic'`` or ``'triton'``) that ``implementation`` runs on this
+    problem for the GPU the program is lowered for, or ``None`` (the ``'jax'``
+    implementation)."""
+    if implementation == 'jax':
+        return None
+    conv_dtype = _dense.compute_dtype(xs.dtype, w.dtype)
+    taps, channels, n_out = w.shape
+    runs = dict(
+        mosaic=mosaic_gpu.supported(taps, channels, n_out, 1, 1, 1, xs.dtype, conv_dtype,
+                                    v0.dtype),
+        triton=pallas_gpu.conv_lif_supported(xs.shape[1], n_out, 1, 1, 1))
+    if implementation in runs:
+        return implementation if runs[implementation] else None
+    if compute_capability()[0] == 9 and runs['mosaic']:
+        return 'mosaic'
+    return 'triton' if runs['triton'] else None
+
+
+def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret=False, tiles=None):
     conv_dtype = _dense.compute_dtype(xs.dtype, w.dtype)
     w = w.astype(conv_dtype)
     b = (jnp.zeros((w.shape[2],), conv_dtype) if b is None
          else jnp.reshape(b, (-1,)).astype(conv_dtype))
-    spikes, v = _KERNEL.bind(xs, w, b, v0, lif=lif, pads=pads, rhs_dilation=rhs_dilation,
-                             conv_dtype=jnp.dtype(conv_dtype), tiles=tiles)
-    return spikes, v
+    params = dict(kernel=kernel, lif=lif, pads=pads, rhs_dilation=rhs_dilation,
+                  conv_dtype=jnp.dtype(conv_dtype), tiles=tiles)
+    if interpret:
+        # Outside the primitive: Mosaic GPU's interpreter orders its callbacks, which the
+        # primitive's lowering does not carry.
+        return tuple(_kernel_call(True, xs, w, b, v0, **params))
+    return tuple(_KERNEL.bind(xs, w, b, v0, **params))
 
 
 def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
@@ -185,7 +216,7 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
     padding, rhs_dilation
         As in :func:`bp_conv_ext.conv1d` (stride 1, one channel group).
     implementation : str
-        ``'auto'``, ``'jax'`` or ``'pallas'`` (see the module).
+        ``'auto'``, ``'jax'``, ``'pallas'``, ``'mosaic'`` or ``'triton'`` (see the module).
     spike_fn : callable, optional
         A surrogate spike function (``brainpy.math.surrogate``'s): the spikes' gradient, as
         in ``brainpy.dyn.Lif`` in ``TrainingMode`` (:func:`lif_update`). Without it the
@@ -219,25 +250,28 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
         raise ValueError(f"`v0` must be a floating array of shape {expected} (batch, output "
                          f"length, out channels); got {v0.dtype} {v0.shape}.")
     args = (xs, w, b, v0, lif, tuple(pads), rhs_dilation, spike_fn, backend)
-    supported = pallas_gpu.conv_lif_supported(xs.shape[1], w.shape[2], 1, 1, 1)
-    if implementation == 'jax' or not supported:
-        return _differentiable(*args, fused=False)
-    if implementation == 'pallas':
-        return _differentiable(*args, fused=True)
+    kernel = choose_kernel(implementation, xs, w, v0)
+    if kernel is None:
+        return _differentiable(*args, kernel=None)
+    if implementation != 'auto':
+        return _differentiable(*args, kernel=kernel,
+                               interpret=jax.default_backend() != 'gpu')
     return lax.platform_dependent(
-        *args[:4], cuda=lambda *a: _differentiable(*a, *args[4:], fused=True),
-        default=lambda *a: _differentiable(*a, *args[4:], fused=False))
+        *args[:4], cuda=lambda *a: _differentiable(*a, *args[4:], kernel=kernel),
+        default=lambda *a: _differentiable(*a, *args[4:], kernel=None))
 
 
-def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fused: bool):
-    """The fused kernel (``fused``) or the ``'jax'`` implementation; gradients always through
-    the ``'jax'`` implementation (with the surrogate ``spike_fn``, when given)."""
-    if not fused:
+def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, kernel,
+                    interpret=False):
+    """The fused ``kernel`` (``interpret``: in its interpreter) or (``None``) the ``'jax'``
+    implementation; gradients always through the ``'jax'`` implementation (with the
+    surrogate ``spike_fn``, when given)."""
+    if kernel is None:
         return _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend)
 
     @jax.custom_vjp
     def fused(xs, w, b, v0):
-        return _pallas(xs, w, b, v0, lif, pads, rhs_dilation)
+        return _pallas(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret)
 
     def forward(xs, w, b, v0):
         return fused(xs, w, b, v0), (xs, w, b, v0)

@@ -1,5 +1,6 @@
 """The spiking layer Conv1d -> LIF over a sequence (``bp_conv_ext.ops.fused``): the fused Pallas
-kernel (interpreted here) equals the unfused layer, which equals BrainPy's own neurons."""
+kernels, Mosaic GPU and Triton (interpreted here), equal the unfused layer, which equals
+BrainPy's own neurons."""
 import re
 
 import brainpy as bp
@@ -10,34 +11,45 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import Conv1d, output_length
-from bp_conv_ext.ops.fused import LIF, conv_lif
+from bp_conv_ext.event.kernels import mosaic_gpu
+from bp_conv_ext.ops.fused import LIF, choose_kernel, conv_lif
 
 export = pytest.importorskip('jax.export')
-TRITON = '__gpu$xla.gpu.triton'
+TRITON, MOSAIC = '__gpu$xla.gpu.triton', 'mosaic_gpu_v2'
+KERNELS = ['mosaic', 'triton']
 NEURONS = LIF.make(tau=2., dt=1., v_th=1., v_reset=-0.2, v_rest=0.1, r=1.5)
 
 
 def _case(batch=16, length=10, cin=3, cout=32, k=3, steps=4, spikes=True, padding='SAME',
-          rhs_dilation=1, seed=0):
+          rhs_dilation=1, seed=0, dtype=jnp.float32, input_dtype=None):
     rng = np.random.default_rng(seed)
     xs = rng.random((steps, batch, length, cin)) < 0.3
     xs = jnp.asarray(xs if spikes else xs * rng.standard_normal(xs.shape), None if spikes
                      else jnp.float32)
-    w = jnp.asarray(rng.standard_normal((k, cin, cout)), jnp.float32)
-    b = jnp.asarray(rng.standard_normal(cout) * 0.1, jnp.float32)
+    if input_dtype is not None:
+        xs = xs.astype(input_dtype)
+    w = jnp.asarray(rng.standard_normal((k, cin, cout)), dtype)
+    b = jnp.asarray(rng.standard_normal(cout) * 0.1, dtype)
     out_len = output_length(length, k, 1, padding, 1, rhs_dilation)
-    v0 = jnp.asarray(rng.standard_normal((batch, out_len, cout)) * 0.5, jnp.float32)
+    v0 = jnp.asarray(rng.standard_normal((batch, out_len, cout)) * 0.5, dtype)
     return xs, w, b, v0
 
 
+def _kernel(name):
+    if name == 'mosaic' and not mosaic_gpu.available():
+        pytest.skip("Mosaic GPU's interpreter needs JAX 0.12")
+    return name
+
+
+@pytest.mark.parametrize('kernel', KERNELS)
 @pytest.mark.parametrize('options', [dict(), dict(padding='CAUSAL', rhs_dilation=2),
                                      dict(padding='VALID', spikes=False, k=5),
                                      dict(batch=3, cout=8)],
                          ids=['same-spikes', 'causal-dilated', 'valid-float', 'unsupported-shape'])
-def test_fused_kernel_equals_the_unfused_layer(options):
+def test_fused_kernel_equals_the_unfused_layer(options, kernel):
     conv_options = {k: options[k] for k in ('padding', 'rhs_dilation') if k in options}
     xs, w, b, v0 = _case(**options)
-    spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation='pallas', **conv_options)
+    spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation=_kernel(kernel), **conv_options)
     expected_spikes, expected_v = conv_lif(xs, w, b, v0, NEURONS, implementation='jax',
                                            **conv_options)
     assert 0.05 < float(jnp.mean(expected_spikes)) < 0.95        # the neurons do spike
@@ -45,8 +57,66 @@ def test_fused_kernel_equals_the_unfused_layer(options):
     np.testing.assert_allclose(v, expected_v, rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_of_the_fused_kernel_are_the_unfused_layers():
+@pytest.mark.parametrize('options', [
+    dict(batch=70, cin=20, cout=48, k=2, padding='CAUSAL'),
+    dict(dtype=jnp.bfloat16),
+    dict(spikes=False, input_dtype=jnp.bfloat16),
+    dict(spikes=False, input_dtype=jnp.int8, cin=70, cout=16)],
+    ids=['padded-batch-narrow-block', 'bfloat16', 'bfloat16-input', 'int8-input-wide'])
+def test_the_mosaic_kernel_over_its_tiles_and_dtypes(options):
+    """The batch padded to 64 rows, 16-channel blocks, one-part ``bfloat16`` and 8-bit
+    operands, three-part ``float32`` kernels on ``bfloat16`` inputs, 128 input channels."""
+    xs, w, b, v0 = _case(**options)
+    padding = options.get('padding', 'SAME')
+    assert choose_kernel('pallas', xs, w, v0) == _kernel('mosaic')
+    spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation='mosaic', padding=padding)
+    expected_spikes, expected_v = conv_lif(xs, w, b, v0, NEURONS, implementation='jax',
+                                           padding=padding)
+    assert 0.05 < float(jnp.mean(expected_spikes)) < 0.95
+    tolerance = 1e-2 if v0.dtype == jnp.bfloat16 else 1e-5
+    np.testing.assert_array_equal(spikes, expected_spikes)
+    np.testing.assert_allclose(v.astype(jnp.float32), expected_v.astype(jnp.float32),
+                               rtol=tolerance, atol=tolerance)
+
+
+def test_bfloat16_parts_sum_to_every_float32():
+    rng = np.random.default_rng(1)
+    a = np.concatenate([rng.standard_normal(10000) * 10.0 ** rng.integers(-30, 30, 10000),
+                        [np.pi, -1 / 3, 3.4e38, -3.4e38, 1.2e-38, 0.]]).astype(np.float32)
+    parts = mosaic_gpu.split(jnp.asarray(a), 3)
+    assert all(p.dtype == jnp.bfloat16 for p in parts)
+    total = sum(np.asarray(p, np.float64) for p in parts)
+    normal = np.abs(a) >= 2. ** -110            # parts of smaller ones may be flushed to 0
+    np.testing.assert_array_equal(total[normal], a[normal].astype(np.float64))
+    assert np.all(np.abs(total - a) <= 2. ** -126)
+    assert np.any(np.asarray(parts[2]) != 0)               # the third part is needed
+
+
+def test_the_kernel_each_gpu_runs():
+    xs, w, b, v0 = _case()
+    assert choose_kernel('jax', xs, w, v0) is None
+    assert choose_kernel('triton', xs[:, :3], w, v0[:3]) is None        # 3 rows: too few
+    mosaic = 'mosaic' if mosaic_gpu.available() else 'triton'
+    assert choose_kernel('pallas', xs, w, v0) == mosaic                   # an H100's
+    wide = jnp.zeros((7, 512, 32), jnp.float32)                    # no room in shared memory
+    wide_xs = jnp.zeros(xs.shape[:3] + (512,), bool)
+    assert choose_kernel('mosaic', wide_xs, wide, v0) is None
+    assert choose_kernel('pallas', wide_xs, wide, v0) == 'triton'
+    if hasattr(jax.sharding, 'AbstractDevice'):
+        with _abstract_gpu('NVIDIA A100-SXM4-80GB'):
+            assert choose_kernel('pallas', xs, w, v0) == 'triton'
+
+
+def _abstract_gpu(kind):
+    device = jax.sharding.AbstractDevice(device_kind=kind, num_cores=None, platform='gpu')
+    return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), (),
+                                                                    abstract_device=device))
+
+
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_gradients_of_the_fused_kernel_are_the_unfused_layers(kernel):
     xs, w, b, v0 = _case(spikes=False)
+    kernel = _kernel(kernel)
 
     def loss(implementation):
         def f(w, b, v0):
@@ -54,7 +124,7 @@ def test_gradients_of_the_fused_kernel_are_the_unfused_layers():
             return jnp.sum(jnp.sin(v)) + jnp.sum(spikes)
         return jax.grad(f, argnums=(0, 1, 2))(w, b, v0)
 
-    for got, expected in zip(loss('pallas'), loss('jax')):
+    for got, expected in zip(loss(kernel), loss('jax')):
         assert float(jnp.max(jnp.abs(expected))) > 0
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -108,9 +178,12 @@ def test_the_unfused_layer_is_conv1d_into_brainpy_lif():
 
 @pytest.mark.parametrize('per_step', [False, True], ids=['sequence', 'per-step-scan'])
 def test_cuda_runs_one_fused_kernel(per_step):
+    """Exported for the GPU a machine without one lowers for (an H100): one Mosaic GPU
+    kernel (JAX 0.12; Triton before), in the program or in its scan's body."""
     if jax.__version_info__ < (0, 5):
         pytest.skip("JAX 0.4 keeps every platform's branch in a one-platform export")
     xs, w, b, v0 = _case()
+    kernel = MOSAIC if mosaic_gpu.available() else TRITON
 
     def sequence(xs, w, v0):
         return conv_lif(xs, w, b, v0, NEURONS)
@@ -125,8 +198,19 @@ def test_cuda_runs_one_fused_kernel(per_step):
                              disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON)]
                              )(xs, w, v0)
     text = exported.mlir_module()
-    assert re.findall(r'custom_call @"?([\w.$]+)', text) == [TRITON]
+    assert re.findall(r'custom_call @"?([\w.$]+)', text) == [kernel]
     assert ('while' in text) == per_step and 'convolution' not in text
+
+
+def test_gpus_before_hopper_run_the_triton_kernel():
+    if not hasattr(jax.sharding, 'AbstractDevice'):
+        pytest.skip("JAX before 0.12 lowers for a GPU it is not told of as for an H100")
+    xs, w, b, v0 = (jax.device_put(a) for a in _case())
+    with _abstract_gpu('NVIDIA A100-SXM4-80GB'):
+        exported = export.export(
+            jax.jit(lambda xs, w, v0: conv_lif(xs, w, b, v0, NEURONS)), platforms=['cuda'],
+            disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON)])(xs, w, v0)
+    assert re.findall(r'custom_call @"?([\w.$]+)', exported.mlir_module()) == [TRITON]
 
 
 def test_bad_arguments_are_named():
