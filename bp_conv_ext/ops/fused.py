@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.core import ShapedArray
 from jax.extend.core import Primitive
-from jax.interpreters import mlir
+from jax.interpreters import batching, mlir
 
 from ..core import args as _args, dense as _dense
 from ..core.args import ConvOptions
@@ -157,7 +157,32 @@ def _compiled(params):
     return jax.jit(lambda *args: _KERNEL.bind(*args, **dict(params)))
 
 
+def _kernel_batch(args, axes, **params):
+    """``vmap`` of the fused kernel: a mapped input and state fold into the batch (one call);
+    mapped kernels or biases take one call each."""
+    size = next(a.shape[axis] for a, axis in zip(args, axes) if axis is not None)
+
+    def front(a, axis):
+        return (jnp.broadcast_to(a, (size,) + a.shape) if axis is None
+                else jnp.moveaxis(a, axis, 0))
+
+    xs, w, b, v0 = args
+    x_axis, w_axis, b_axis, v_axis = axes
+    if w_axis is None and b_axis is None:
+        xs = jnp.moveaxis(front(xs, x_axis), 0, 1)                 # [T, size, B, H, C]
+        steps, batch = xs.shape[0], xs.shape[2]
+        v0 = front(v0, v_axis)
+        spikes, v = _KERNEL.bind(xs.reshape((steps, size * batch) + xs.shape[3:]), w, b,
+                                 v0.reshape((size * batch,) + v0.shape[2:]), **params)
+        return ([spikes.reshape((steps, size, batch) + spikes.shape[2:]),
+                 v.reshape((size, batch) + v.shape[1:])], [1, 0])
+    spikes, v = lax.map(lambda a: tuple(_KERNEL.bind(*a, **params)),
+                        tuple(front(a, axis) for a, axis in zip(args, axes)))
+    return [spikes, v], [0, 0]
+
+
 _KERNEL.def_abstract_eval(_kernel_shapes)
+batching.primitive_batchers[_KERNEL] = _kernel_batch
 _KERNEL.def_impl(lambda *args, **params: _compiled(tuple(sorted(params.items())))(*args))
 mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, True))
 mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, False), platform='cuda')
@@ -189,9 +214,9 @@ def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret=False, tile
          else jnp.reshape(b, (-1,)).astype(conv_dtype))
     params = dict(kernel=kernel, lif=lif, pads=pads, rhs_dilation=rhs_dilation,
                   conv_dtype=jnp.dtype(conv_dtype), tiles=tiles)
-    if interpret:
+    if interpret and kernel == 'mosaic':
         # Outside the primitive: Mosaic GPU's interpreter orders its callbacks, which the
-        # primitive's lowering does not carry.
+        # primitive's lowering does not carry (the Triton one's interpreter runs inside it).
         return tuple(_kernel_call(True, xs, w, b, v0, **params))
     return tuple(_KERNEL.bind(xs, w, b, v0, **params))
 

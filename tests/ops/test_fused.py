@@ -113,6 +113,33 @@ def _abstract_gpu(kind):
                                                                     abstract_device=device))
 
 
+@pytest.mark.parametrize('mapped', ['inputs', 'kernels'])
+def test_vmap_of_the_fused_kernel(mapped):
+    """Mapped inputs and states fold into the batch; mapped kernels and biases take one call
+    each (the primitive's rule, which both kernels share; the Triton one runs it here)."""
+    xs, w, b, v0 = _case(steps=3)
+    members = 2
+    rng = np.random.default_rng(5)
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, members), jnp.float32)
+    if mapped == 'inputs':
+        xs = jnp.stack([xs, ~xs])
+        axes, args = (1, None, None, 0), (jnp.moveaxis(xs, 0, 1), w, b, jnp.stack([v0, -v0]))
+    else:
+        axes, args = (None, 0, 0, None), (xs, w * scale[:, None, None, None],
+                                          b * scale[:, None], v0)
+
+    def run(implementation):
+        return jax.vmap(lambda xs, w, b, v0: conv_lif(xs, w, b, v0, NEURONS,
+                                                      implementation=implementation),
+                        in_axes=axes)(*args)
+
+    (spikes, v), (expected_spikes, expected_v) = run('triton'), run('jax')
+    assert spikes.shape == (members,) + expected_spikes.shape[1:]
+    assert 0.05 < float(jnp.mean(expected_spikes)) < 0.95
+    np.testing.assert_array_equal(spikes, expected_spikes)
+    np.testing.assert_allclose(v, expected_v, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('kernel', KERNELS)
 def test_gradients_of_the_fused_kernel_are_the_unfused_layers(kernel):
     xs, w, b, v0 = _case(spikes=False)
