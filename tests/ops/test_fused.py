@@ -65,7 +65,7 @@ def test_fused_kernel_equals_the_unfused_layer(options, kernel):
 
 
 @pytest.mark.parametrize('options', [
-    dict(batch=70, cin=20, cout=48, k=2, padding='CAUSAL'),
+    dict(batch=70, cin=20, cout=48, k=2, padding='CAUSAL', length=5, steps=3),
     dict(dtype=jnp.bfloat16),
     dict(spikes=False, input_dtype=jnp.bfloat16),
     dict(spikes=False, input_dtype=jnp.int8, cin=70, cout=16)],
