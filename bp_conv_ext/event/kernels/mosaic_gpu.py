@@ -117,7 +117,8 @@ def _operands(xs, w, padding, conv_dtype):
     w_parts = _PARTS[jnp.dtype(conv_dtype)]
     x = xs.astype(conv_dtype) if x_parts > 1 else xs.astype(jnp.bfloat16)
     x = jnp.pad(x, ((0, 0), (0, rows - batch), (low, high), (0, width - channels)))
-    x = jnp.concatenate(split(x, x_parts), axis=-1)
+    if x_parts > 1:           # one part is the input itself: no pass over it to split it
+        x = jnp.concatenate(split(x, x_parts), axis=-1)
     w = jnp.pad(w, ((0, 0), (0, width - channels), (0, 0)))
     w_pieces = split(w, w_parts)
     zero = jnp.zeros_like(w_pieces[0])
