@@ -272,6 +272,8 @@ ROWS = [
     ('spike_drive: rate 0', lambda: spike_drive(5, 2, rate=0., current=20.), ValueError, r"`rate` \(=0.0\) must be a spike probability in \(0, 1\]"),
     ('spike_drive: rate as a percentage', lambda: spike_drive(5, 2, rate=5, current=20.), ValueError, r"`rate` \(=5\) must be a spike probability in \(0, 1\]"),
     ('spike_drive: negative current', lambda: spike_drive(5, 2, rate=0.05, current=-20.), ValueError, r"`current` \(=-20.0\) must be a positive current"),
+    ('spike_drive: infinite current', lambda: spike_drive(5, 2, rate=0.05, current=float('inf')), ValueError, r"`current` \(=inf\) must be finite: a positive current"),
+    ('spike_drive: NaN drive', lambda: spike_drive(5, 2, rate=0.05, current=20., drive=float('nan')), ValueError, r"`drive` \(=nan\) must be finite: a number >= 0"),
     ('spike_drive: in_channels not divisible by groups', lambda: spike_drive(5, 3, rate=0.05, current=20., groups=2), ValueError, r"`in_channels` \(=3\) must be divisible by `groups` \(=2\)"),
     ('w_initializer returning None', _build(w_initializer=lambda shape: None), TypeError, r"`w_initializer` \(.*\) returned None for shape \(3, 4, 6\)"),
     ('DelayConv1d.multi_step with T=0', lambda: DelayConv1d(4, 6, 3).multi_step(np.zeros((0, 4), bool)), ValueError, r"takes, in multi_step, at least one time step; got an input of shape \(0, 4\)"),

@@ -1,5 +1,7 @@
 """Building parameter arrays and masks from what users pass to the layer."""
+import math
 import numbers
+import operator
 from typing import Optional, Tuple
 
 import brainpy.math as bm
@@ -140,20 +142,31 @@ def spike_drive(kernel_size: int, in_channels: int, rate: float, current: float,
     Parameters
     ----------
     kernel_size, in_channels, groups : int
-        The convolution's arguments.
+        The convolution's arguments (Python or NumPy integers, or 0-d integer arrays).
     rate : float
         The input's spike probability per element and step, in ``(0, 1]``.
     current : float
         The current that holds the neurons at their threshold, in the unit the kernel will
-        have (positive).
+        have (positive, finite).
     drive, spread : float
-        The expected output, and its spread between outputs, in units of ``current``.
+        The expected output, and its spread between outputs, in units of ``current``
+        (finite, ``>= 0``).
+
+    The real arguments may be Python or NumPy numbers or 0-d NumPy or JAX arrays (concrete
+    values, not traced ones).
 
     Returns
     -------
     (mean, std) : tuple of float
         For ``bp.init.Normal(mean, std)`` (classic API) or
         ``brainstate.nn.init.Normal(mean, std, unit=...)`` (brainpy.state).
+
+    Raises
+    ------
+    ValueError
+        Naming the argument and its value: an integer argument that is not a positive int,
+        ``in_channels`` not divisible by ``groups``, a real argument that is not a finite
+        real number in its range (``bool``, NaN and infinities included).
 
     Examples
     --------
@@ -162,10 +175,9 @@ def spike_drive(kernel_size: int, in_channels: int, rate: float, current: float,
     >>> round(mean, 3), round(std, 3)
     (5.0, 22.361)
     """
-    for name, value in (('kernel_size', kernel_size), ('in_channels', in_channels),
-                        ('groups', groups)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"`{name}` (={value!r}) must be a positive int.")
+    kernel_size, in_channels, groups = (
+        _positive_int(name, value) for name, value in
+        (('kernel_size', kernel_size), ('in_channels', in_channels), ('groups', groups)))
     if in_channels % groups:
         raise ValueError(f"`in_channels` (={in_channels}) must be divisible by `groups` "
                          f"(={groups}).")
@@ -173,8 +185,42 @@ def spike_drive(kernel_size: int, in_channels: int, rate: float, current: float,
               ('current', current, lambda v: v > 0, 'a positive current'),
               ('drive', drive, lambda v: v >= 0, 'a number >= 0'),
               ('spread', spread, lambda v: v >= 0, 'a number >= 0'))
-    for name, value, ok, expected in checks:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
-            raise ValueError(f"`{name}` (={value!r}) must be {expected}.")
+    rate, current, drive, spread = (_real_scalar(name, value, ok, expected)
+                                    for name, value, ok, expected in checks)
     n = kernel_size * (in_channels // groups)
     return float(drive * current / (rate * n)), float(spread * current / (rate * n ** 0.5))
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, (bool, np.bool_)) or getattr(value, 'dtype', None) == np.bool_
+
+
+def _positive_int(name: str, value) -> int:
+    """``value`` as an ``int`` >= 1: a Python or NumPy integer, or a 0-d integer array (NumPy
+    or JAX); a ``ValueError`` naming ``name`` otherwise (``bool`` included)."""
+    try:
+        number = None if _is_bool(value) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise ValueError(f"`{name}` (={value!r}) must be a positive int.")
+    return number
+
+
+def _real_scalar(name: str, value, ok, expected: str) -> float:
+    """``value`` as a finite ``float`` for which ``ok`` holds: a Python or NumPy real number,
+    or a 0-d real array (NumPy or JAX, concrete); a ``ValueError`` naming ``name`` and saying
+    what was ``expected`` otherwise (``bool``, NaN and infinities included)."""
+    number = None
+    if not _is_bool(value) and (isinstance(value, numbers.Real) or (
+            np.shape(value) == () and getattr(value, 'dtype', None) is not None and
+            np.dtype(value.dtype).kind in 'iuf')):
+        try:
+            number = float(value)
+        except (TypeError, jax.errors.ConcretizationTypeError):    # a traced value
+            number = None
+    if number is not None and not math.isfinite(number):
+        raise ValueError(f"`{name}` (={value!r}) must be finite: {expected}.")
+    if number is None or not ok(number):
+        raise ValueError(f"`{name}` (={value!r}) must be {expected}.")
+    return number

@@ -251,3 +251,35 @@ def test_spike_drive_gives_the_promised_current(kernel_size, in_channels, groups
     assert abs(expected.mean() / (1.5 * current) - 1) < 0.05
     assert abs(expected.std() / (0.5 * current) - 1) < 0.05
     assert abs(y.mean() / (1.5 * current) - 1) < 0.1
+
+
+@pytest.mark.parametrize('integer,real', [(jnp.asarray, jnp.asarray), (np.asarray, np.asarray),
+                                          (np.int32, np.float32)],
+                         ids=['jax-0d', 'numpy-0d', 'numpy-scalar'])
+def test_spike_drive_takes_numpy_and_jax_scalars(integer, real):
+    # Each form gives the answer of the Python numbers it holds (float32 values: 0.1 rounded).
+    expected = spike_drive(3, 16, rate=float(np.float32(0.1)), current=20., groups=4,
+                           drive=1.5, spread=0.25)
+    got = spike_drive(integer(3), integer(16), rate=real(0.1), current=real(20.),
+                      groups=integer(4), drive=real(1.5), spread=real(0.25))
+    assert all(type(v) is float for v in got)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('name,value,message', [
+    ('current', np.inf, r"`current` \(=inf\) must be finite: a positive current"),
+    ('current', jnp.asarray(jnp.nan), r"`current` \(=Array\(nan.*\)\) must be finite"),
+    ('drive', np.inf, r"`drive` \(=inf\) must be finite: a number >= 0"),
+    ('spread', np.nan, r"`spread` \(=nan\) must be finite: a number >= 0"),
+    ('rate', jnp.asarray(1.5), r"`rate` \(=Array\(1.5.*\)\) must be a spike probability in \(0, 1\]"),
+    ('rate', jnp.asarray([0.1]), r"`rate` \(=Array\(\[0.1\].*\)\) must be a spike probability"),
+    ('rate', np.bool_(True), r"`rate` \(=np.True_\) must be a spike probability"),
+    ('kernel_size', jnp.asarray(5.), r"`kernel_size` \(=Array\(5.*\)\) must be a positive int"),
+    ('groups', jnp.asarray(True), r"`groups` \(=Array\(True.*\)\) must be a positive int"),
+], ids=['current-inf', 'current-nan-jax', 'drive-inf', 'spread-nan', 'rate-jax-1.5',
+        'rate-jax-1-element', 'rate-numpy-bool', 'kernel_size-jax-float', 'groups-jax-bool'])
+def test_spike_drive_refuses_non_finite_and_non_scalar_values(name, value, message):
+    kwargs = dict(kernel_size=5, in_channels=2, rate=0.05, current=20.)
+    kwargs[name] = value
+    with pytest.raises(ValueError, match=message):
+        spike_drive(**kwargs)
