@@ -190,3 +190,103 @@ def test_state_fused_step_gives_the_unfused_layers_numbers_and_gradients(reset, 
     assert len(leaves) == 4 and all(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
     for got, expected in zip(fused_leaves, leaves):
         np.testing.assert_allclose(u.get_mantissa(got), u.get_mantissa(expected), **TOL)
+
+
+class _Subclass(bp.dyn.Lif):
+    """A Lif subclass: its update may differ from the model the fused step computes."""
+
+
+def _count(counter):
+    return lambda *unused: counter.update(counter.value + 1)
+
+
+#: Every way a ``bp.dyn.Lif`` can compute something besides the plain model (a tweak of the
+#: group and its arguments), with what ``fusion`` says of it.
+EXTENSIONS = {
+    'after-update hook': (lambda lif, n: lif.add_aft_update('count', _count(n)), {},
+                          r'functions run after its update \(add_aft_update: count\)'),
+    'before-update hook': (lambda lif, n: lif.add_bef_update('count', _count(n)), {},
+                           r'functions run before its update \(add_bef_update: count\)'),
+    'current input': (lambda lif, n: lif.add_inp_fun('extra', lambda v: 0.3), {},
+                      r'current inputs \(add_inp_fun: extra\)'),
+    'delta input': (lambda lif, n: lif.add_inp_fun('kick', lambda: 0.1, category='delta'), {},
+                    r'delta inputs'),
+    'update on the object': (lambda lif, n: setattr(lif, 'update', lif.update), {},
+                             r'its own `update` set on the object'),
+    'subclass': (None, dict(cls=_Subclass), r'is not bp.dyn.Lif'),
+    'refractory': (None, dict(cls=bp.dyn.LifRef), r'is not bp.dyn.Lif'),
+    'noise': (None, dict(noise=0.1), r'has noise'),
+    'euler': (None, dict(method='euler'), r"stepped by method='euler', not 'exp_auto'"),
+    'scaling': (None, dict(scaling=bm.Scaling(2.0, 0.0)), r'rescales its voltages'),
+    'tau per neuron': (None, dict(tau=np.full((L, 32), 2.0)), r'tau per neuron'),
+    'negative tau': (None, dict(tau=-1.0), r'tau=-1.0 \(a positive finite tau is fused\)'),
+    'infinite tau': (None, dict(tau=np.inf), r'tau=inf'),
+    'unknown reset': (None, dict(spk_reset='partial'), r"spk_reset='partial'"),
+}
+
+
+def _extended(case, counter=None, mode=None):
+    tweak, options, _ = EXTENSIONS[case]
+    mode = mode or bm.TrainingMode()
+    options = dict(dict(tau=1.0), **options)
+    cls = options.pop('cls', bp.dyn.Lif)
+    if 'scaling' in options and 'scaling' not in \
+            __import__('inspect').signature(bp.dyn.Lif).parameters:
+        pytest.skip("this BrainPy's Lif has no scaling")
+    lif = cls((L, 32), keep_size=True, V_th=0.6, mode=mode,
+              **options)
+    if tweak is not None:
+        tweak(lif, counter)
+    conv = Conv1d(C, 32, 3, padding='SAME', w_initializer=bp.init.Normal(0.3, 1.0),
+                  mode=mode)
+    return LayerByLayer(conv, lif, mode=mode), conv, lif
+
+
+@pytest.mark.parametrize('case', EXTENSIONS)
+def test_fusion_says_why_neurons_with_more_than_the_model_stay_unfused(case):
+    net, conv, lif = _extended(case, bm.Variable(jnp.zeros(())))
+    [(conv_name, lif_name, reason)] = net.fusion()
+    assert (conv_name, lif_name) == (conv.name, lif.name)
+    assert re.search(EXTENSIONS[case][2], reason) and lif.name in reason
+
+
+@pytest.mark.parametrize('case', ['after-update hook', 'before-update hook', 'delta input',
+                                  'negative tau'])
+def test_neurons_with_more_than_the_model_run_as_brainpy_runs_them(case, calls):
+    """Hooks run at every step, inputs are added and any tau runs (as BrainPy's own group
+    runs it): the pair runs unfused, with the unfused layers' numbers."""
+    results = []
+    for fuse in (False, True):
+        counter = bm.Variable(jnp.zeros(()))
+        net, conv, lif = _extended(case, counter, bm.BatchingMode())
+        conv.w.value = jnp.asarray(np.random.default_rng(3).normal(0.5, 1.0, conv.w.shape),
+                                   conv.w.dtype)
+        results.append((np.asarray(net.multi_step(_inputs(bm.BatchingMode()), fuse=fuse)),
+                        float(counter.value)))
+    (unfused, unfused_count), (fused_out, fused_count) = results
+    assert not calls
+    np.testing.assert_array_equal(fused_out, unfused)
+    assert fused_count == unfused_count == (T if 'hook' in case else 0)
+    assert 'tau' in case or unfused.any()
+
+
+def test_fusion_reports_the_fused_pairs_and_the_convolutions_options():
+    mode = bm.BatchingMode()
+    net = LayerByLayer(Conv1d(C, 32, 3, mode=mode, name='fused_conv'),
+                       bp.dyn.Lif((L, 32), keep_size=True, mode=mode, name='fused_lif'),
+                       LayerByLayer(Conv1d(32, 32, 3, stride=2, mode=mode, name='strided'),
+                                    bp.dyn.Lif((6, 32), keep_size=True, mode=mode,
+                                               name='after_strided'), mode=mode),
+                       mode=mode)
+    assert net.fusion() == [('fused_conv', 'fused_lif', None),
+                            ('strided', 'after_strided', 'strided (Conv1d) has stride 2')]
+
+
+def test_an_empty_sequence_gives_empty_spikes_and_keeps_the_state():
+    mode = bm.BatchingMode()
+    net = _network(mode)
+    lif = net[1]
+    out = net.multi_step(jnp.zeros((0, B, L, C), bool))
+    assert out.shape == (0, B, 3)
+    np.testing.assert_array_equal(lif.V.value, np.zeros((B, L, 32)))
+    assert lif.spike.value.shape == (B, L, 32)

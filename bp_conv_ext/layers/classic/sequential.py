@@ -1,6 +1,7 @@
 """The classic ``LayerByLayer``: a ``bp.Sequential`` that can run a whole sequence layer by
 layer."""
 import inspect
+from typing import List, Optional, Tuple
 
 import brainpy as bp
 import brainpy.math as bm
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 
 from ...core import sequence as _sequence
 from ...ops import fused as _fused
+from . import neurons as _neurons
 from .conv import Conv1d
 
 
@@ -30,35 +32,22 @@ def _scan_time(group, xs):
     return bm.for_loop(step, (jnp.arange(xs.shape[0]), xs))
 
 
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _fused_neurons(conv, lif):
+def _fusion(conv, lif):
     """The fused step's constants where ``conv -> lif`` is a convolution that
     :func:`bp_conv_ext.ops.fused.conv_lif` computes (stride 1, one group, zero padding, no
-    mask, the default backend) into a ``bp.dyn.Lif`` that it advances as BrainPy does (scalar
-    parameters, exponential Euler, no noise, inputs or scaling); else None."""
-    if not isinstance(conv, Conv1d) or type(lif) is not bp.dyn.Lif:
-        return None
+    mask, the default backend) into a ``bp.dyn.Lif`` that it advances exactly as BrainPy does
+    (:func:`bp_conv_ext.layers.classic.neurons.fused_constants`); else why not, in words."""
     c = conv.config
-    if conv.mask is not None or conv.backend != 'auto' or c.padding_mode != 'zeros' or \
-            (c.stride, c.groups, c.lhs_dilation) != (1, 1, 1):
-        return None
-    # Read with defaults: BrainPy 2.6's Lif lacks some of these (its defaults fuse).
-    scaling = getattr(lif, 'scaling', None)
-    values = (lif.tau, lif.R, lif.V_rest, lif.V_th, lif.V_reset)
-    if getattr(lif, 'noise', None) is not None or \
-            getattr(lif, 'method', 'exp_auto') != 'exp_auto' or \
-            getattr(lif, 'cur_inputs', None) or getattr(lif, 'delta_inputs', None) or \
-            not all(map(_number, values)) or \
-            (scaling is not None and (scaling.scale, scaling.bias) != (1.0, 0.0)):
-        return None
-    training = isinstance(lif.mode, bm.TrainingMode)
-    return _fused.LIF.make(tau=float(lif.tau), dt=float(bm.get_dt()), v_rest=lif.V_rest,
-                           v_th=lif.V_th, v_reset=lif.V_reset, r=lif.R,
-                           soft=training and lif.spk_reset == 'soft',
-                           detach=training and lif.detach_spk)
+    label = f"{conv.name} (Conv1d)"
+    for unfusable, what in ((conv.mask is not None, 'has a mask'),
+                            (conv.backend != 'auto', f'has backend={conv.backend!r}'),
+                            (c.padding_mode != 'zeros', f'pads with {c.padding_mode!r}'),
+                            (c.stride != 1, f'has stride {c.stride}'),
+                            (c.groups != 1, f'has {c.groups} groups'),
+                            (c.lhs_dilation != 1, f'has lhs_dilation {c.lhs_dilation}')):
+        if unfusable:
+            return f"{label} {what}"
+    return _neurons.fused_constants(lif)
 
 
 class _ConvLif:
@@ -87,7 +76,9 @@ class _ConvLif:
         if not batched:
             spikes, v = spikes[:, 0], v[0]
         spikes = spikes.astype(lif.spike.value.dtype)
-        lif.V.value, lif.spike.value = v, spikes[-1]
+        lif.V.value = v
+        if spikes.shape[0]:
+            lif.spike.value = spikes[-1]
         return spikes
 
 
@@ -140,11 +131,14 @@ class LayerByLayer(bp.Sequential):
             devices stays split: what :class:`LayerByLayerTrainer` uses for such a batch).
         fuse : bool
             Run each :class:`Conv1d` (stride 1, one group, zero padding, no mask, backend
-            ``'auto'``) followed by a ``bp.dyn.Lif`` (scalar parameters, default method, no
-            noise) as one spiking step (:func:`bp_conv_ext.ops.fused.conv_lif`): on CUDA GPUs
-            one kernel that never stores the convolution's output; elsewhere the same
-            computation as unfused. The same spikes, states and (surrogate) gradients
-            either way; with ``fold='time'`` only.
+            ``'auto'``) followed by a ``bp.dyn.Lif`` that is exactly BrainPy's LIF model
+            (not a subclass; no hooks, input functions or noise; the default integration
+            method; one positive finite ``tau`` and one number per parameter) as one
+            spiking step (:func:`bp_conv_ext.ops.fused.conv_lif`): on CUDA GPUs one kernel
+            that never stores the convolution's output; elsewhere the same computation as
+            unfused. The same spikes, states and (surrogate) gradients either way; with
+            ``fold='time'`` only. :meth:`fusion` says which pairs are fused and why the
+            others are not.
 
         Returns
         -------
@@ -161,23 +155,64 @@ class LayerByLayer(bp.Sequential):
         if reset_state:
             self.reset(xs.shape[1] if batched else None)
 
+        if not isinstance(fuse, bool):
+            raise TypeError(f"`fuse` (={fuse!r}) must be a bool.")
+
         def whole(layer, xs):
             if isinstance(layer, LayerByLayer):
-                return layer.multi_step(xs, reset_state=False, fold=fold)
+                return layer.multi_step(xs, reset_state=False, fold=fold, fuse=fuse)
             if _takes_fold(layer):
                 return layer.multi_step(xs, fold=fold)
             return layer.multi_step(xs)
 
         layers = list(self.children.values())
-        if not isinstance(fuse, bool):
-            raise TypeError(f"`fuse` (={fuse!r}) must be a bool.")
         if fuse and fold == 'time':
             def pair(conv, lif):
-                neurons = _fused_neurons(conv, lif)
-                return None if neurons is None else _ConvLif(
+                neurons = _fusion(conv, lif) if _candidate(conv, lif) else None
+                return None if not isinstance(neurons, _fused.LIF) else _ConvLif(
                     conv, lif, neurons, lambda xs: _scan_time(lif, whole(conv, xs)))
             layers = _sequence.fuse_pairs(layers, pair)
         return _sequence.layer_by_layer(
             layers, xs, fold, batched=batched, whole=whole,
             stateful=lambda layer: not isinstance(layer, bp.dnn.Layer), scan=_scan_time,
             per_step=lambda layer, xs: jax.vmap(layer)(xs))
+
+    def fusion(self) -> List[Tuple[str, str, Optional[str]]]:
+        """Which :class:`Conv1d` -> neuron group pairs :meth:`multi_step` runs as one fused
+        spiking step (with ``fuse=True, fold='time'``), and why the others are not.
+
+        Returns
+        -------
+        list of (str, str, str or None)
+            For each :class:`Conv1d` followed by a neuron group, in order (nested
+            ``LayerByLayer`` included): the two layers' names and ``None`` where the pair is
+            fused, else the reason it runs unfused (the group's hooks or inputs, its
+            integration method, the convolution's options, ...). A pair whose neurons'
+            shape is not the convolution's output also runs unfused.
+
+        Examples
+        --------
+        >>> import brainpy as bp
+        >>> from bp_conv_ext import Conv1d, LayerByLayer
+        >>> lif = bp.dyn.Lif((20, 4), keep_size=True, method='euler', name='lif')
+        >>> LayerByLayer(Conv1d(1, 4, 3, name='conv'), lif).fusion()
+        [('conv', 'lif', "lif (bp.dyn.Lif) is stepped by method='euler', not 'exp_auto'")]
+        """
+        layers = list(_flat(self))
+        return [(conv.name, lif.name, None if isinstance(decision, _fused.LIF) else decision)
+                for conv, lif in zip(layers, layers[1:]) if _candidate(conv, lif)
+                for decision in [_fusion(conv, lif)]]
+
+
+def _flat(net):
+    for layer in net.children.values():
+        if isinstance(layer, LayerByLayer):
+            yield from _flat(layer)
+        else:
+            yield layer
+
+
+def _candidate(conv, neurons) -> bool:
+    """Whether ``conv -> neurons`` is a pair the fused step might run: a :class:`Conv1d` into
+    a neuron group."""
+    return isinstance(conv, Conv1d) and isinstance(neurons, bp.dyn.NeuDyn)

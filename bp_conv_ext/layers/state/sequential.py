@@ -1,14 +1,15 @@
 """The brainpy.state ``LayerByLayer``: a ``brainstate.nn.Sequential`` that can run a whole
 sequence layer by layer."""
+from typing import List, Optional, Tuple
+
 import brainpy.state
 import brainstate
 import brainunit as u
 import jax.numpy as jnp
-import numpy as np
 
 from ...core import sequence as _sequence
 from ...ops import fused as _fused
-from . import units as _units
+from . import neurons as _neurons, units as _units
 from .conv import Conv1d
 
 
@@ -29,64 +30,59 @@ def _scan_time(layer, xs):
     return brainstate.transform.for_loop(step, jnp.arange(xs.shape[0]), xs)
 
 
-def _fusable(conv, lif) -> bool:
-    """Whether ``conv -> lif`` is a convolution that :func:`bp_conv_ext.ops.fused.conv_lif`
-    computes (channels last, stride 1, one group, zero padding, no mask, the default
-    backend) into a ``brainpy.state.LIF`` without other inputs."""
-    if not isinstance(conv, Conv1d) or type(lif) is not brainpy.state.LIF:
-        return False
+def _conv_unfusable(conv) -> Optional[str]:
+    """Why the fused step does not compute ``conv`` (a :class:`Conv1d`), or None: it takes
+    channels last, stride 1, one group, zero padding, no mask and the default backend."""
     c = conv.config
-    return not (conv.channel_first or conv.w_mask is not None or conv.backend != 'auto' or
-                c.padding_mode != 'zeros' or (c.stride, c.groups, c.lhs_dilation) != (1, 1, 1)
-                or getattr(lif, '_current_inputs', None) or
-                getattr(lif, '_delta_inputs', None) or lif.spk_reset not in ('soft', 'hard'))
+    for unfusable, what in ((conv.channel_first, 'is channels first'),
+                            (conv.w_mask is not None, 'has a mask'),
+                            (conv.backend != 'auto', f'has backend={conv.backend!r}'),
+                            (c.padding_mode != 'zeros', f'pads with {c.padding_mode!r}'),
+                            (c.stride != 1, f'has stride {c.stride}'),
+                            (c.groups != 1, f'has {c.groups} groups'),
+                            (c.lhs_dilation != 1, f'has lhs_dilation {c.lhs_dilation}')):
+        if unfusable:
+            return f"{conv.name or 'Conv1d'} (Conv1d) {what}"
+    return None
 
 
-def _scalar(value, unit):
-    """``value`` as a float in ``unit`` (``None``: a plain number), or None where it is not
-    one number in that unit."""
-    if np.size(u.get_mantissa(value)) != 1:
-        return None
-    try:
-        if unit is None:
-            value = u.Quantity(value)
-            return float(value.to_decimal()) if u.get_dim(value).is_dimensionless else None
-        return float(u.Quantity(value).to_decimal(unit))
-    except (u.UnitMismatchError, TypeError, ValueError):
-        return None
+def _fusion(conv, lif, x_unit):
+    """The fused step's constants for ``conv -> lif`` on an input in ``x_unit``, or why the
+    pair runs unfused: the one decision (:mod:`bp_conv_ext.layers.state.neurons` for the
+    neurons)."""
+    reason = _conv_unfusable(conv) or _neurons.lif_unsupported(lif)
+    if reason is not None:
+        return reason
+    _, w_unit = conv._kernel()
+    return _neurons.fused_constants(lif, _units.times(x_unit, w_unit),
+                                    _units.split(lif.V.value)[1])
+
+
+def _candidate(conv, neurons) -> bool:
+    """Whether ``conv -> neurons`` is a pair the fused step might run: a :class:`Conv1d` into
+    a ``brainpy.state`` neuron module."""
+    return isinstance(conv, Conv1d) and isinstance(neurons, brainpy.state.Neuron)
 
 
 class _ConvLif:
     """A :class:`Conv1d` and the ``brainpy.state.LIF`` after it over a whole sequence, as one
-    fused spiking step (see the classic API's); ``unfused(xs)`` where the neurons' constants
-    are not one number each in the units of their state, or their shape is not the
-    convolution's output."""
+    fused spiking step (see the classic API's); ``unfused(xs)`` where :func:`_fusion` does not
+    fuse the pair for this input's unit, or the neurons' shape is not the convolution's
+    output."""
 
     def __init__(self, conv, lif, unfused):
         self.conv, self.lif, self.unfused = conv, lif, unfused
-
-    def _neurons(self, current_unit, v_unit):
-        lif = self.lif
-        ohm_current = u.Quantity(1.0) if current_unit is None else 1.0 * current_unit
-        values = [_scalar(lif.tau / brainstate.environ.get_dt(), None),
-                  _scalar(lif.R * ohm_current, v_unit)] + \
-            [_scalar(value, v_unit) for value in (lif.V_rest, lif.V_th, lif.V_reset)]
-        if None in values or values[0] <= 0 or values[3] <= values[4]:
-            return None
-        steps, r, v_rest, v_th, v_reset = values
-        return _fused.LIF.make(tau=steps, dt=1.0, v_rest=v_rest, v_th=v_th, v_reset=v_reset,
-                               r=r, soft=lif.spk_reset == 'soft', reset_first=True)
 
     def multi_step(self, xs, fold: str = 'time'):
         conv, lif = self.conv, self.lif
         x, x_unit = conv._checked(xs, sequence=True)
         kernel, w_unit = conv._kernel()
         v, v_unit = _units.split(lif.V.value)
-        neurons = self._neurons(_units.times(x_unit, w_unit), v_unit)
+        neurons = _fusion(conv, lif, x_unit)
         batched = x.ndim == 4
         sequence, v0 = (x, v) if batched else (x[:, None], v[None])
         c = conv.config
-        if neurons is None or \
+        if not isinstance(neurons, _fused.LIF) or \
                 v0.shape[1:] != (c.output_length(sequence.shape[2]), c.out_channels):
             return self.unfused(xs)
         b = conv._bias(x_unit, w_unit)
@@ -150,10 +146,31 @@ class LayerByLayer(brainstate.nn.Sequential):
         if fuse and fold == 'time':
             layers = _sequence.fuse_pairs(layers, lambda conv, lif: _ConvLif(
                 conv, lif, lambda xs: _scan_time(lif, conv.multi_step(xs, fold=fold)))
-                if _fusable(conv, lif) else None)
+                if _candidate(conv, lif) and _conv_unfusable(conv) is None and
+                _neurons.lif_unsupported(lif) is None else None)
         return _sequence.layer_by_layer(
             layers, xs, fold, batched=batched,
             whole=lambda layer, xs: layer.multi_step(xs, fold=fold),
             stateful=lambda layer: isinstance(layer, brainstate.nn.Module) and
             _is_stateful(layer),
             scan=_scan_time, per_step=lambda layer, xs: layer(xs))   # time serves as the batch
+
+    def fusion(self, x_unit=None) -> List[Tuple[str, str, Optional[str]]]:
+        """Which :class:`Conv1d` -> neuron pairs :meth:`multi_step` runs as one fused spiking
+        step (with ``fuse=True, fold='time'``) for an input in ``x_unit`` (``None``: plain
+        numbers), and why the others are not. Call it once the states are initialised.
+
+        Returns
+        -------
+        list of (str, str, str or None)
+            For each :class:`Conv1d` followed by a ``brainpy.state`` neuron module, in order:
+            the two modules' names (their class where they have none) and ``None`` where the pair is fused, else the reason it
+            runs unfused (the neurons' hooks, inputs or class, the convolution's options,
+            parameters that are not one number each in the state's units, ...). A pair whose
+            neurons' shape is not the convolution's output also runs unfused.
+        """
+        layers = list(self.layers)
+        return [(conv.name or 'Conv1d', lif.name or type(lif).__name__,
+                 None if isinstance(decision, _fused.LIF) else decision)
+                for conv, lif in zip(layers, layers[1:]) if _candidate(conv, lif)
+                for decision in [_fusion(conv, lif, x_unit)]]
