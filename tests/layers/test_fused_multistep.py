@@ -197,7 +197,9 @@ class _Subclass(bp.dyn.Lif):
 
 
 def _count(counter):
-    return lambda *unused: counter.update(counter.value + 1)
+    def count(*unused):
+        counter.value = counter.value + 1
+    return count
 
 
 #: Every way a ``bp.dyn.Lif`` can compute something besides the plain model (a tweak of the
@@ -290,3 +292,71 @@ def test_an_empty_sequence_gives_empty_spikes_and_keeps_the_state():
     assert out.shape == (0, B, 3)
     np.testing.assert_array_equal(lif.V.value, np.zeros((B, L, 32)))
     assert lif.spike.value.shape == (B, L, 32)
+
+
+def _state_extended(case, counter):
+    """A ``brainpy.state`` Conv1d -> LIF pair, the LIF tweaked as ``case`` says."""
+    import brainpy.state
+    import brainstate
+    import brainunit as u
+    from bp_conv_ext.state import Conv1d as StateConv1d, LayerByLayer as StateLayerByLayer
+
+    class Subclass(brainpy.state.LIF):
+        """A LIF subclass: its update may differ from the model the fused step computes."""
+
+    options = dict(tau=1.0 * u.ms, V_th=0.6 * u.mV)
+    cls = {'subclass': Subclass, 'refractory': brainpy.state.LIFRef}.get(case, brainpy.state.LIF)
+    options.update({'negative tau': dict(tau=-1.0 * u.ms), 'infinite tau': dict(tau=np.inf * u.ms),
+                    'threshold at reset': dict(V_reset=0.6 * u.mV)}.get(case, {}))
+    lif = cls((L, 32), **options)
+    kernel = np.random.default_rng(3).normal(0.5, 1.0, (3, C, 32)).astype(np.float32)
+    conv = StateConv1d((L, C), 32, 3, w_init=kernel * u.mA)
+    net = StateLayerByLayer(conv, lif)
+    brainstate.nn.init_all_states(net, B)
+    add = {'after-update hook': lambda: lif.add_after_update('count', _count(counter)),
+           'before-update hook': lambda: lif.add_before_update('count', _count(counter)),
+           'current input': lambda: lif.add_current_input('extra', lambda *a: 0.3 * u.mA),
+           'delta input': lambda: lif.add_delta_input('kick', lambda *a: 0.1 * u.mV)}
+    if case in add:
+        add[case]()
+    return net
+
+
+STATE_EXTENSIONS = {
+    'after-update hook': r'functions run after its update \(add_after_update: count\)',
+    'before-update hook': r'functions run before its update \(add_before_update: count\)',
+    'current input': r'current inputs \(add_current_input: extra\)',
+    'delta input': r'delta inputs \(add_delta_input: kick\)',
+    'subclass': r'is not brainpy.state.LIF', 'refractory': r'is not brainpy.state.LIF',
+    'negative tau': r'tau=-1.* ms \(a positive finite tau is fused\)',
+    'infinite tau': r'tau=inf',
+    'threshold at reset': r'V_th=0.6 mV <= V_reset=0.6 mV'}
+
+
+@pytest.mark.parametrize('case', STATE_EXTENSIONS)
+def test_state_fusion_says_why_neurons_with_more_than_the_model_stay_unfused(case):
+    brainstate = pytest.importorskip('brainstate')
+    import brainunit as u
+    net = _state_extended(case, brainstate.ShortTermState(jnp.zeros(())))
+    with brainstate.environ.context(dt=0.1 * u.ms):
+        [(_, _, reason)] = net.fusion()
+    assert re.search(STATE_EXTENSIONS[case], reason), reason
+
+
+@pytest.mark.parametrize('case', ['after-update hook', 'delta input', 'negative tau'])
+def test_state_neurons_with_more_than_the_model_run_as_brainpy_runs_them(case, calls):
+    brainstate = pytest.importorskip('brainstate')
+    import brainunit as u
+    results = []
+    for fuse in (False, True):
+        counter = brainstate.ShortTermState(jnp.zeros(()))
+        net = _state_extended(case, counter)
+        with brainstate.environ.context(dt=0.1 * u.ms):
+            out = np.asarray(u.get_mantissa(net.multi_step(_inputs(bm.BatchingMode()),
+                                                           fuse=fuse)))
+        results.append((out, float(counter.value)))
+    (unfused, unfused_count), (fused_out, fused_count) = results
+    assert not calls
+    np.testing.assert_array_equal(fused_out, unfused)
+    assert fused_count == unfused_count == (T if 'hook' in case else 0)
+    assert 'tau' in case or unfused.any()
