@@ -1,11 +1,49 @@
-"""pytest's settings for the suite: hypothesis profiles, a fresh BrainPy state per test, and
-which tests run on every stack. What tests share otherwise is in ``helpers/cases.py``."""
+"""pytest's settings for the suite: the kernel cache it builds in, hypothesis profiles, a fresh
+BrainPy state per test, and which tests run on every stack. What tests share otherwise is in
+``helpers/cases.py``."""
+import atexit
 import os
+import pathlib
+import shutil
+import stat
+import tempfile
 
-import brainpy as bp
-import brainpy.math as bm
-import pytest
-from hypothesis import HealthCheck, settings
+
+def _kernel_cache() -> str:
+    """Where the suite keeps the C++ kernels it builds: its own folder, not the user's cache
+    (``~/.cache/bp_conv_ext``), which the tests neither fill nor depend on.
+
+    A fixed folder of this user's in the system's temporary folder: the processes of one run
+    (pytest-xdist's workers, the tests' subprocesses) and later runs, of every stack, share one
+    build per JAX version (the cache's key), which costs seconds to make. The cache itself makes
+    sharing safe (a library is built under a temporary name, renamed into place under a lock
+    and loaded only if it matches its stamp). Used only if it is a folder of this user's that no
+    one else may write in; otherwise a new temporary folder for this process, removed at exit.
+    """
+    if hasattr(os, 'getuid'):
+        folder = pathlib.Path(tempfile.gettempdir()) / f'bp_conv_ext-test-cache-{os.getuid()}'
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            info = os.lstat(folder)
+            if (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+                    and not info.st_mode & 0o022):
+                return str(folder)
+        except OSError:
+            pass
+    folder = tempfile.mkdtemp(prefix='bp_conv_ext-test-cache-')
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+# Before anything imports the package. A cache named by the caller is kept (the fallback run
+# of the Makefile gives an empty one).
+if not os.environ.get('BP_CONV_EXT_CACHE'):
+    os.environ['BP_CONV_EXT_CACHE'] = _kernel_cache()
+
+import brainpy as bp  # noqa: E402
+import brainpy.math as bm  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Property-based tests: a quick profile for CI, a long one for nightly-style runs.
 settings.register_profile('ci', max_examples=25, deadline=None,

@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -84,9 +85,11 @@ def _environment(cache, cxx, **extra):
     return environment
 
 
-def _probe(cache, cxx=None, **extra):
-    """Runs the probe in a fresh process; its result as a dict. A crash fails the test."""
-    done = subprocess.run([sys.executable, '-c', _PROBE], cwd=ROOT,
+def _probe(cache, cxx=None, umask=None, **extra):
+    """Runs the probe in a fresh process (with ``umask``, if given); its result as a dict. A
+    crash fails the test."""
+    code = _PROBE if umask is None else f'import os; os.umask({umask:#o})\n{_PROBE}'
+    done = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
                           env=_environment(cache, cxx, **extra),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (f"the process exited with {done.returncode}: "
@@ -268,3 +271,30 @@ def test_processes_building_at_once_never_load_a_half_written_library(built, ser
     assert (result['kernel'], result['same'], result['warnings']) == ('c++', True, []), result
     (library,) = cache.glob('*.so')
     assert _matches_its_stamp(library) and not any(cache.glob('*.partial'))
+
+
+def test_the_library_and_its_stamp_get_the_permissions_the_umask_gives(serve, tmp_path):
+    # A cache shared between users serves them one build: the stamp was always 0600 (the
+    # library too, with a compiler that writes into the file it is given), so another user
+    # could not read it and rebuilt the library over the last one's.
+    environment, log = serve
+    umask = 0o027
+    result = _probe(tmp_path, umask=umask, **environment)
+    assert (result['kernel'], result['same'], result['warnings']) == ('c++', True, []), result
+    (library,) = tmp_path.glob('*.so')
+    modes = {path.suffix: stat.S_IMODE(path.stat().st_mode)
+             for path in (library, library.with_suffix('.stamp'), library.with_suffix('.lock'))}
+    assert modes == dict.fromkeys(['.so', '.stamp', '.lock'], 0o666 & ~umask)
+
+
+def test_the_suite_builds_its_kernels_in_a_cache_of_its_own(monkeypatch):
+    # tests/conftest.py names the cache before the package is imported; before, the suite
+    # built the library in the user's own cache.
+    from bp_conv_ext.event.kernels import cxx_cpu
+    ours = cxx_cpu.cache_dir()
+    monkeypatch.delenv('BP_CONV_EXT_CACHE', raising=False)
+    users = cxx_cpu.cache_dir()
+    monkeypatch.undo()
+    assert ours.resolve() != users.resolve()
+    if cxx_cpu.library() is not None:
+        assert pathlib.Path(cxx_cpu.library()._name).parent == ours.absolute()

@@ -1,7 +1,12 @@
 """padding_mode: 'reflect', 'replicate', 'circular' against NumPy padding + the loop
 reference and against torch, on every backend, with gradients, in the layer and multi-step."""
 import importlib.util
+import inspect
 import itertools
+import os
+import subprocess
+import sys
+import zlib
 
 import brainpy.math as bm
 import jax
@@ -31,6 +36,12 @@ def padded_reference(x, w, b, mode, padding, stride=1, rhs_dilation=1, groups=1)
                             groups=groups)
 
 
+def case_seed(*case) -> int:
+    """A seed drawn from a case's values, the same in every process (``hash`` of a string is
+    not: Python salts it per process, so a failure could not be reproduced)."""
+    return zlib.crc32(repr(case).encode())
+
+
 # A pairwise grid (the full product under `make test-full`): the mode decides the values
 # the pads hold, the padding form and stride and dilation their widths (one formula), and the
 # kernels only ever see the padded input with no padding of their own; every pair of them is
@@ -42,7 +53,7 @@ GRID = pairwise(MODES, PADDINGS, [1, 2], [1, 2], [1, 2], list(zip(RUNS, RUN_IDS)
                          ids=grid_ids([row[:-1] + (row[-1][1],) for row in GRID]))
 def test_matches_numpy_padding_and_reference(mode, padding, stride, rhs_dilation, groups, run):
     (backend, runtime), _ = run
-    rng = np.random.default_rng(hash((mode, str(padding), stride, rhs_dilation, groups)) % 2**32)
+    rng = np.random.default_rng(case_seed(mode, padding, stride, rhs_dilation, groups))
     x, w, b = random_case(rng, 2, 11, 4, 6, 3, groups=groups,
                           density=0.3 if backend == 'event' else None)
     with event_runtime(runtime):
@@ -50,6 +61,17 @@ def test_matches_numpy_padding_and_reference(mode, padding, stride, rhs_dilation
                    groups=groups, padding_mode=mode, backend=backend)
     expected = padded_reference(x, w, b, mode, padding, stride, rhs_dilation, groups)
     np.testing.assert_allclose(np.asarray(y), expected, **TOL)
+
+
+def test_the_grid_draws_the_same_case_in_every_process():
+    # The seed of one grid row, in this process and in two others with other string hashes.
+    case = GRID[0][:-1]
+    code = f"import zlib\n{inspect.getsource(case_seed)}\nprint(case_seed(*{case!r}))"
+    seeds = {case_seed(*case)} | {
+        int(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONHASHSEED=salt), check=True).stdout)
+        for salt in ('1', '2')}
+    assert len(seeds) == 1
 
 
 @pytest.mark.parametrize('mode', MODES)

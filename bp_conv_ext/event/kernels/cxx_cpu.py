@@ -9,7 +9,10 @@ instruction set, and the library is cached in ``$BP_CONV_EXT_CACHE`` (default
 that later processes load it at once (with or without a compiler).
 
 A build is written under a temporary name and loaded; only then is it renamed into place, with
-a stamp beside it (its size and SHA-256, written the same way). A later process loads a cached
+a stamp beside it (its size and SHA-256, written the same way). Both get the permissions the
+umask gives new files: a cache folder shared on purpose between users serves them one build (the
+default cache is each user's own). Share one only with users you trust: the stamp detects
+damaged files, but whoever can write in the folder chooses the code that processes load. A later process loads a cached
 library only if it matches its stamp, checked by reading the file, not by mapping it (mapping
 a truncated library kills the process with ``SIGBUS``); one that does not match, or does not
 load, or lacks a kernel symbol, is rebuilt, once. Where no compiler works (or that rebuild
@@ -28,10 +31,10 @@ import json
 import os
 import pathlib
 import platform
+import secrets
 import shlex
 import shutil
 import subprocess
-import tempfile
 import warnings
 
 import jax
@@ -132,9 +135,27 @@ def _digest(path) -> dict:
     return {'size': size, 'sha256': sha.hexdigest()}
 
 
+def _new_file(folder: pathlib.Path, suffix: str):
+    """A new, empty file in ``folder`` under a unique temporary name: ``(descriptor, path)``.
+
+    Created with the permissions the process's umask gives new files (as the compiler's own
+    output is), not ``tempfile.mkstemp``'s owner-only ``0600``: a library and its stamp in a
+    cache shared on purpose between users (``$BP_CONV_EXT_CACHE`` naming a folder they can all
+    read) are then read and loaded by every one of them, where an unreadable stamp made each
+    user rebuild the library over the last user's.
+    """
+    for _ in range(100):
+        partial = folder / f'tmp{secrets.token_hex(8)}{suffix}'
+        try:
+            return os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(partial)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
 def _write_stamp(path: pathlib.Path, record: dict):
     """Writes the stamp of the library at ``path`` under a temporary name and renames it."""
-    handle, partial = tempfile.mkstemp(suffix='.stamp.partial', dir=path.parent)
+    handle, partial = _new_file(path.parent, '.stamp.partial')
     try:
         with os.fdopen(handle, 'w') as file:
             json.dump(record, file, indent=1)
@@ -201,7 +222,9 @@ def _locked(path: pathlib.Path):
         import fcntl
     except ImportError:
         fcntl = None
-    with open(path.with_suffix('.lock'), 'a') as file:
+    # Opened for reading: a user who may replace the library in a shared cache but not write
+    # another user's lock file still takes the lock.
+    with open(os.open(path.with_suffix('.lock'), os.O_RDONLY | os.O_CREAT, 0o666)) as file:
         if fcntl is not None:
             with contextlib.suppress(OSError):      # e.g. ENOLCK on some network file systems
                 fcntl.flock(file, fcntl.LOCK_EX)
@@ -225,7 +248,7 @@ def _build(path: pathlib.Path):
     # never see a half-written library, and only a library that loaded gets a stamp.
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(suffix='.so.partial', dir=path.parent)
+        handle, partial = _new_file(path.parent, '.so.partial')
         os.close(handle)
     except OSError as error:
         raise BuildError(f"the library cannot be written to {path.parent} ({error})") from None
