@@ -133,6 +133,27 @@ def _branching_graph():
     return from_nir(graph)
 
 
+def _padded_conv(padding):
+    """A ``nir.Conv1d`` whose ``padding`` is changed after ``nir``'s own check."""
+    def make():
+        import nir
+        node = nir.Conv1d(input_shape=10, weight=np.ones((3, 4, 3)), stride=1, padding=0,
+                          dilation=1, groups=1, bias=np.zeros(3))
+        node.padding = padding
+        return node
+    return make
+
+
+def _edge_to_no_node():
+    import nir
+    from bp_conv_ext import from_nir
+    graph = nir.NIRGraph(nodes=dict(input=nir.Input(np.array([3])),
+                                    a=nir.Affine(weight=np.eye(3), bias=np.zeros(3)),
+                                    output=nir.Output(np.array([3]))),
+                         edges=[('input', 'a'), ('a', 'b.c')], type_check=False)
+    return from_nir(graph)
+
+
 # (what is wrong, the call, exception type, regex the message matches); rows whose first
 # word is `state.Conv1d` are for the brainpy.state layer.
 ROWS = [
@@ -231,7 +252,8 @@ ROWS = [
     ('to_nir: Conv1d with a mask', _to_nir(lambda: [Conv1d(4, 6, 3, mask=np.ones((3, 4, 6)))]), NIRError, r"has a mask; nir\.Conv1d has none\. Fold it into the kernel"),
     ('to_nir: bp.dyn.Lif with soft reset (TrainingMode)', _to_nir(lambda: [Conv1d(4, 6, 3, mode=bm.TrainingMode()), _lif(spk_reset='soft', mode=bm.TrainingMode())]), NIRError, r"spk_reset='soft' in TrainingMode subtracts the threshold at a spike; NIR's LIF resets to v_reset\. Build the neuron with spk_reset='hard'"),
     ('to_nir: a neuron with a refractory period (bp.dyn.LifRef)', _to_nir(lambda: [Conv1d(4, 6, 3), __import__('brainpy').dyn.LifRef((10, 6), keep_size=True)]), NIRError, r"NIR's LIF is bp\.dyn\.Lif's model; LifRef .* Use bp\.dyn\.Lif"),
-    ('to_nir: bp.dyn.Lif starting away from 0', _to_nir(lambda: [Conv1d(4, 6, 3), _lif(V_initializer=__import__('brainpy').init.Uniform())]), NIRError, r"V_initializer=.*; a NIR graph holds no initial state \(readers start at 0\)\. Use bp\.init\.ZeroInit\(\)"),
+    ('to_nir: bp.dyn.Lif starting away from its rest `V_rest`', _to_nir(lambda: [Conv1d(4, 6, 3), _lif(V_rest=-0.25)]), NIRError, r"V_initializer=ZeroInit starts the membrane at 0 where its rest V_rest is -0\.25; a NIR neuron starts at its rest \(v_leak\), the graph holding no state\. Build it with V_initializer=bp\.init\.Constant\(V_rest\)"),
+    ('to_nir: bp.dyn.Lif with a NaN threshold', _to_nir(lambda: [Conv1d(4, 6, 3), _lif(V_th=float('nan'))]), NIRError, r"\(bp\.dyn\.Lif\): v_threshold holds nan; NIR's LIF takes finite parameters\. Give every neuron a finite v_threshold"),
     ('to_nir: bp.dyn.Lif of another shape than its input', _to_nir(lambda: [Conv1d(4, 6, 3), __import__('brainpy').dyn.Lif(60)]), NIRError, r"has shape \(60,\); the layer before it gives \(10, 6\) per sample"),
     ('to_nir: DelayConv1d with Gaussian (unrounded) delays', _to_nir(lambda: [DelayConv1d(4, 6, 3)], input_shape=(4,)), NIRError, r"interpolation='gauss' spreads each weight over several taps; NIR's Delay holds whole delays\. Call round_delays\(\) first"),
     ('to_nir: a max pooling layer', _to_nir(lambda: [__import__('brainpy').dnn.MaxPool1d(2, 2, channel_axis=-1)]), NIRError, r"MaxPool1d\) has no NIR node that this package writes; to_nir takes Conv1d"),
@@ -243,9 +265,20 @@ ROWS = [
     ('state.to_nir: Conv1d with a mask', _state_to_nir(lambda: [__import__('bp_conv_ext.state').state.Conv1d((10, 4), 6, 3, w_mask=np.ones((3, 4, 6)))]), NIRError, r"has a mask; nir\.Conv1d has none\. Fold it into the kernel"),
     ('state.to_nir: brainstate.nn.Linear with a mask', _state_to_nir(lambda: [__import__('brainstate').nn.Flatten(in_size=(10, 4)), __import__('brainstate').nn.Linear(40, 3, w_mask=np.ones((40, 3)))]), NIRError, r"has a mask; nir\.Affine has none\. Fold it into the weight"),
     ('state.to_nir: DelayConv1d with Gaussian (unrounded) delays', _state_to_nir(lambda: [__import__('brainstate').nn.Flatten(in_size=(10, 4)), __import__('bp_conv_ext.state').state.DelayConv1d(40, 6, 3)]), NIRError, r"interpolation='gauss' spreads each weight over several taps; NIR's Delay holds whole delays\. Call round_delays\(\) first"),
+    ('state.to_nir: brainpy.state.LIF starting away from its rest `V_rest`', _state_to_nir(lambda: [__import__('brainpy.state').state.LIF((10, 4), spk_reset='hard', V_rest=-0.25 * __import__('brainunit').mV)]), NIRError, r"V_initializer=Constant starts the membrane at 0 where its rest V_rest is -0\.25; a NIR neuron starts at its rest \(v_leak\).* Build it with V_initializer=braintools\.init\.Constant\(V_rest\)"),
     ("state.to_nir: brainstate's `dt` not set", _state_to_nir(lambda: [_state_lif()], dt=None), NIRError, r"brainstate's time step is not set; NIR times are counted in it"),
     ('from_nir: a node that this package does not build', _from_nir(_nir_node('CubaLIF', tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3))), NIRError, r"node 'n0' is a nir\.CubaLIF; from_nir builds Conv1d, LIF, Flatten, Affine, Linear and Delay nodes"),
     ('from_nir: delays that are not whole time steps', _from_nir(_nir_node('Delay', delay=np.array([1., 2.5, 3.])), dt=1.), NIRError, r"delays \[1\.\s+2\.5\s+3\.\s*\] are not whole multiples of dt=1\.0"),
+    ('from_nir: a Delay too long to allocate', _from_nir(_nir_node('Delay', delay=np.array([1e9, 0., 0.])), dt=1.), NIRError, r"node 'n0' \(Delay\): a delay of 1e\+09 steps of dt=1\.0 into 3 x 3 synapses needs taps of 33\.53 GiB \(float32\), over the 1 GiB that from_nir allocates for one delay layer\. Check that dt is in the graph's unit of time"),
+    ('from_nir: an infinite delay', _from_nir(_nir_node('Delay', delay=np.array([np.inf, 0., 0.])), dt=1.), NIRError, r"node 'n0' \(Delay\): delays \[ 0\. inf\] are not whole multiples of dt=1\.0"),
+    ('from_nir: a LIF node with a NaN threshold', _from_nir(_nir_node('LIF', tau=np.ones(3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.array([1., np.nan, 1.]), v_reset=np.zeros(3))), NIRError, r"node 'n0' \(LIF\): v_threshold holds nan; NIR's LIF takes finite parameters\. Give every neuron a finite v_threshold"),
+    ('from_nir: a LIF node with an infinite v_leak', _from_nir(_nir_node('LIF', tau=np.ones(3), r=np.ones(3), v_leak=np.full(3, -np.inf), v_threshold=np.ones(3), v_reset=np.zeros(3))), NIRError, r"node 'n0' \(LIF\): v_leak holds -inf; NIR's LIF takes finite parameters"),
+    ('from_nir: Conv1d with a stride of two values', _from_nir(_nir_node('Conv1d', input_shape=10, weight=np.ones((3, 4, 3)), stride=np.array([1, 2]), padding=0, dilation=1, groups=1, bias=np.zeros(3)), input_type=(4, 10)), NIRError, r"node 'n0' \(Conv1d\): stride=array\(\[1, 2\]\); from_nir takes one integer >= 1 \(a number, a 1-tuple or a 1-element array\)"),
+    ('from_nir: Conv1d with a fractional dilation', _from_nir(_nir_node('Conv1d', input_shape=None, weight=np.ones((3, 4, 3)), stride=1, padding=0, dilation=1.5, groups=1, bias=np.zeros(3)), input_type=(4, 10)), NIRError, r"node 'n0' \(Conv1d\): dilation=1\.5; from_nir takes one integer >= 1"),
+    ('from_nir: Conv1d with zero groups', _from_nir(_nir_node('Conv1d', input_shape=10, weight=np.ones((3, 4, 3)), stride=1, padding=0, dilation=1, groups=(0,), bias=np.zeros(3)), input_type=(4, 10)), NIRError, r"node 'n0' \(Conv1d\): groups=\(0,\); from_nir takes one integer >= 1"),
+    ("from_nir: Conv1d whose padding was set to 'full' after it was built", _from_nir(_padded_conv('full'), input_type=(4, 10)), NIRError, r"node 'n0' \(Conv1d\): padding='full'; from_nir takes 'same', 'valid' or one integer >= 0"),
+    ('from_nir: Conv1d with a negative padding', _from_nir(_nir_node('Conv1d', input_shape=10, weight=np.ones((3, 4, 3)), stride=1, padding=np.array([-1]), dilation=1, groups=1, bias=np.zeros(3)), input_type=(4, 10)), NIRError, r"node 'n0' \(Conv1d\): padding=array\(\[-1\]\); from_nir takes one integer >= 0"),
+    ('from_nir: an edge to no node', _edge_to_no_node, NIRError, r"the edge \('a', 'b\.c'\) names 'b\.c', which is no node of the graph \(its nodes: \['a', 'input', 'output'\]\)"),
     ("from_nir: an Euler graph whose tau is under one time step", _from_nir(_nir_node('LIF', tau=np.full(3, 0.05), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3), v_reset=np.zeros(3)), dt=0.1, integrator='euler'), NIRError, r"tau / dt = 0\.5 <= 1, which forward Euler steps past the rest value"),
     ("from_nir: Conv1d with padding 'same' and stride 2", _from_nir(_nir_node('Conv1d', input_shape=10, weight=np.ones((3, 4, 3)), stride=2, padding='same', dilation=1, groups=1, bias=np.zeros(3)), input_type=(4, 10)), NIRError, r"padding='same' with stride=2; NIR defines 'same' for stride 1 only"),
     ('from_nir: a graph that branches', _branching_graph, NIRError, r"node 'input' \(Input\) has 2 outgoing edges \['a', 'b'\]; from_nir builds feedforward chains"),

@@ -46,7 +46,8 @@ class Conv(NamedTuple):
 
 class LIF(NamedTuple):
     """``tau dv/dt = v_leak - v + r * I``; a spike where ``v`` reaches ``v_threshold``, then
-    ``v = v_reset``. Each parameter broadcasts to the group's channels-last shape."""
+    ``v = v_reset``; ``v`` starts at its rest, ``v_leak`` (:func:`check_start`). Each parameter
+    broadcasts to the group's channels-last shape."""
     tau: np.ndarray
     r: np.ndarray
     v_leak: np.ndarray
@@ -236,6 +237,7 @@ def to_graph(steps: Sequence[Step], input_shape: Tuple[int, ...], dt: float,
             node, shape = _conv_node(nir, step, shape, expand_groups)
             add('conv1d', node)
         elif isinstance(step, LIF):
+            check_lif(step)
             add('lif', nir.LIF(**{field: _channels_first(getattr(step, field), shape, order)
                                   .astype(np.float32) for field in LIF_FIELDS}))
         elif isinstance(step, Flatten):
@@ -335,20 +337,32 @@ def read(graph):
     return graph
 
 
+def _endpoint(graph, name: str, edge) -> str:
+    """The node an edge's end names: the node of that name (names may hold dots, as nirtorch
+    writes for nested modules), else the longest dotted prefix that names one (a port of a
+    subgraph, ``'node.port'``)."""
+    prefix = str(name)
+    while True:
+        if prefix in graph.nodes:
+            return prefix
+        if '.' not in prefix:
+            raise NIRError(f"the edge {tuple(edge)} names {name!r}, which is no node of the "
+                           f"graph (its nodes: {sorted(graph.nodes)}).")
+        prefix = prefix.rsplit('.', 1)[0]
+
+
 def _chain(nir, graph) -> List[Tuple[str, object]]:
     """The nodes of ``graph`` from its one input to its one output, refusing anything but a
     chain."""
-    def base(name):
-        return name.split('.')[0]
-
     inputs = [name for name, node in graph.nodes.items() if isinstance(node, nir.Input)]
     outputs = [name for name, node in graph.nodes.items() if isinstance(node, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
         raise NIRError(f"the graph has {len(inputs)} Input and {len(outputs)} Output nodes; "
                        f"from_nir builds feedforward chains: one of each.")
     successors = {}
-    for source, target in graph.edges:
-        successors.setdefault(base(source), []).append(base(target))
+    for edge in graph.edges:
+        source, target = (_endpoint(graph, end, edge) for end in edge)
+        successors.setdefault(source, []).append(target)
     chain, name, seen = [], inputs[0], set()
     while True:
         seen.add(name)
@@ -361,9 +375,9 @@ def _chain(nir, graph) -> List[Tuple[str, object]]:
                            f"{len(nexts)} outgoing edges {nexts}; from_nir builds feedforward "
                            f"chains: one edge out of every node but the Output.")
         name = nexts[0]
-        if name in seen or name not in graph.nodes:
-            raise NIRError(f"the edge into {name!r} closes a loop or names no node; from_nir "
-                           f"builds feedforward chains.")
+        if name in seen:
+            raise NIRError(f"the edge from {chain[-1][0]!r} into {name!r} closes a loop; "
+                           f"from_nir builds feedforward chains.")
     if len(seen) != len(graph.nodes) or len(graph.edges) != len(chain) - 1:
         raise NIRError(f"the graph holds nodes or edges off the path from {inputs[0]!r} to "
                        f"{outputs[0]!r} ({sorted(set(graph.nodes) - seen)}); from_nir builds "
@@ -383,6 +397,41 @@ def _uniform(values: np.ndarray, dtype=np.float32):
     return float(flat[0]) if flat.size and np.all(flat == flat[0]) else values
 
 
+def _one_value(value):
+    """``value`` as one item where it holds exactly one (a number, a 1-tuple, a 1-element
+    array or tensor, as PyTorch-based writers and ``nir.read`` give), else None."""
+    if isinstance(value, (str, bytes)) or value is None:
+        return None
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        return None
+    return array.reshape(-1)[0].item() if array.size == 1 and array.ndim <= 1 else None
+
+
+def _conv_int(node, name, field: str, minimum: int) -> int:
+    """A ``nir.Conv1d``'s ``stride``, ``dilation``, ``groups`` (or int ``padding``): an
+    integer >= ``minimum`` in any of the forms :func:`_one_value` takes."""
+    given = getattr(node, field)
+    value = _one_value(given)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not float(value).is_integer() or value < minimum:
+        raise NIRError(f"node {name!r} (Conv1d): {field}={given!r}; from_nir takes one "
+                       f"integer >= {minimum} (a number, a 1-tuple or a 1-element array).")
+    return int(value)
+
+
+def _conv_padding(node, name):
+    """A ``nir.Conv1d``'s ``padding``: ``'same'``, ``'valid'`` or one integer >= 0, as this
+    package's ``'SAME'``, ``'VALID'`` or that int."""
+    if isinstance(node.padding, str):
+        if node.padding not in ('same', 'valid'):
+            raise NIRError(f"node {name!r} (Conv1d): padding={node.padding!r}; from_nir takes "
+                           f"'same', 'valid' or one integer >= 0.")
+        return node.padding.upper()
+    return _conv_int(node, name, 'padding', 0)
+
+
 def _read_conv(node, name, shape) -> Tuple[Conv, Tuple[int, int]]:
     weight = np.asarray(node.weight)
     if weight.ndim != 3:
@@ -396,17 +445,14 @@ def _read_conv(node, name, shape) -> Tuple[Conv, Tuple[int, int]]:
             != length:
         raise NIRError(f"node {name!r} (Conv1d) declares input_shape={node.input_shape}, but "
                        f"receives {length} samples.")
-    padding = node.padding
-    if isinstance(padding, str):
-        if padding == 'same' and int(node.stride) != 1:
-            raise NIRError(f"node {name!r}: padding='same' with stride={node.stride}; NIR "
-                           f"defines 'same' for stride 1 only (as PyTorch does).")
-        padding = padding.upper()
-    else:
-        padding = int(np.asarray(padding).reshape(-1)[0])
-    groups = int(node.groups)
-    config = _args.layer_config(channels, weight.shape[0], weight.shape[2], int(node.stride),
-                                padding, 1, int(node.dilation), groups, 'zeros')
+    stride, dilation, groups = (_conv_int(node, name, field, 1)
+                                for field in ('stride', 'dilation', 'groups'))
+    padding = _conv_padding(node, name)
+    if padding == 'SAME' and stride != 1:
+        raise NIRError(f"node {name!r}: padding='same' with stride={stride}; NIR defines "
+                       f"'same' for stride 1 only (as PyTorch does).")
+    config = _args.layer_config(channels, weight.shape[0], weight.shape[2], stride, padding,
+                                1, dilation, groups, 'zeros')
     if weight.shape[1] * groups != channels:
         raise NIRError(f"node {name!r}: a weight of shape {weight.shape} with groups={groups} "
                        f"takes {weight.shape[1] * groups} channels; it receives {channels}.")
@@ -428,6 +474,60 @@ def _read_weight(node, name, shape, order) -> np.ndarray:
     out = np.empty_like(weight.T)
     out[order] = weight.T
     return out
+
+
+def _shown(values) -> str:
+    """Some values for a message: the one value, or up to four of the distinct ones."""
+    distinct = np.unique(np.asarray(values))
+    if distinct.size == 1:
+        return f"{distinct[0]:.6g}"
+    return f"values such as {', '.join(f'{v:.6g}' for v in distinct[:4])}"
+
+
+def check_start(step: LIF, start, initializer, fix: str):
+    """A neuron whose membrane starts at ``start`` (its initial values, ``initializer`` the
+    object that gives them) can be written only if that is its rest, ``v_leak``: what a NIR
+    graph's LIF starts at (the graph holds no state; every writer known starts there), and
+    what :func:`from_graph`'s readers build. ``fix`` says how to set it."""
+    start = np.asarray(start, np.float32)
+    rest = np.broadcast_to(np.asarray(step.v_leak, np.float32), start.shape)
+    if not np.array_equal(start, rest):
+        differ = start != rest
+        raise NIRError(f"{step.label}: V_initializer={type(initializer).__name__} starts the "
+                       f"membrane at {_shown(start[differ])} where its rest V_rest is "
+                       f"{_shown(rest[differ])}; a NIR neuron starts at its rest (v_leak), "
+                       f"the graph holding no state. {fix}")
+
+
+#: The most memory, in bytes, that the taps of a layer built from one ``nir.Delay`` may take:
+#: ``(longest delay + 1) * N_in * N_out`` float32 values. The layer holds its weights and
+#: delays in arrays of that size and builds the taps from them at every step, so a graph over
+#: this would need several GiB before its first step; such delays usually mean a graph in
+#: seconds read with a ``dt`` in milliseconds (or the reverse).
+MAX_DELAY_BYTES = 2 ** 30
+
+
+def _check_delay_size(name, steps: float, dt: float, weight_shape):
+    n_in, n_out = weight_shape
+    size = (steps + 1) * n_in * n_out * 4
+    if size > MAX_DELAY_BYTES:
+        raise NIRError(f"node {name!r} (Delay): a delay of {steps:.6g} steps of dt={dt} into "
+                       f"{n_in} x {n_out} synapses needs taps of {size / 2 ** 30:.4g} GiB "
+                       f"(float32), over the {MAX_DELAY_BYTES / 2 ** 30:g} GiB that from_nir "
+                       f"allocates for one delay layer. Check that dt is in the graph's unit "
+                       f"of time.")
+
+
+def check_lif(step: LIF) -> LIF:
+    """Refuse a neuron with a parameter that is NaN or infinite: NIR's ODE has no meaning
+    there (a NaN threshold, say, silently never fires)."""
+    for field in LIF_FIELDS:
+        values = np.asarray(getattr(step, field), np.float64)
+        if not np.all(np.isfinite(values)):
+            bad = _shown(values[~np.isfinite(values)])
+            raise NIRError(f"{step.label}: {field} holds {bad}; NIR's LIF takes finite "
+                           f"parameters. Give every neuron a finite {field}.")
+    return step
 
 
 def from_graph(graph, dt: float) -> Tuple[Tuple[int, ...], List[Step]]:
@@ -460,7 +560,7 @@ def from_graph(graph, dt: float) -> Tuple[Tuple[int, ...], List[Step]]:
                                    f"the group receives {list(shape[::-1])}.")
                 values[field] = _uniform(_channels_last(value.reshape(shape[::-1]), shape,
                                                         order), dtype)
-            step = LIF(**values, label=f"node {name!r} (LIF)")
+            step = check_lif(LIF(**values, label=f"node {name!r} (LIF)"))
         elif isinstance(node, nir.Flatten):
             out = _shape_of(node.output_type, 'output')
             if out is not None and len(out) != 1 and len(shape) == 2:
@@ -482,12 +582,12 @@ def from_graph(graph, dt: float) -> Tuple[Tuple[int, ...], List[Step]]:
                                f"{list(shape[::-1])} per sample (from_nir takes delays on "
                                f"vectors).")
             steps_ = delays / dt
-            if np.any(steps_ < 0) or not np.allclose(steps_, np.round(steps_), rtol=0,
-                                                     atol=1e-6):
+            if not np.all(np.isfinite(steps_)) or np.any(steps_ < 0) or \
+                    not np.allclose(steps_, np.round(steps_), rtol=0, atol=1e-6):
                 raise NIRError(f"node {name!r} (Delay): delays {np.unique(delays)[:8]} are not "
                                f"whole multiples of dt={dt}; this package delays by whole "
                                f"time steps. Import with the graph's time step.")
-            steps_ = np.round(steps_).astype(int)
+            steps_ = np.round(steps_)
             if i < len(nodes) and isinstance(nodes[i][1], (nir.Affine, nir.Linear)):
                 weight = _read_weight(nodes[i][1], nodes[i][0], shape, order)
                 bias = np.asarray(nodes[i][1].bias, np.float32).reshape(-1) \
@@ -495,6 +595,8 @@ def from_graph(graph, dt: float) -> Tuple[Tuple[int, ...], List[Step]]:
                 i += 1
             else:
                 weight, bias = np.eye(shape[0], dtype=np.float32)[:, order], None
+            _check_delay_size(name, float(steps_.max()), dt, weight.shape)
+            steps_ = steps_.astype(int)
             taps = np.zeros((steps_.max() + 1,) + weight.shape, np.float32)
             taps[steps_[np.argsort(order)], np.arange(shape[0])] = weight
             step = Delay(taps, bias, name) if len(taps) > 1 else Dense(taps[0], bias, name)

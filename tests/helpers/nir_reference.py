@@ -3,24 +3,32 @@ of the package: what a NIR graph means, step by step, for the tests to hold the 
 exported graphs and imported models to.
 
 Each node advances by one step of ``dt`` on channels-first samples with a leading batch axis;
-``LIF`` nodes integrate their ODE exactly over the step (``integrator='exact'``) or by forward
-Euler (``'euler'``), spike where ``v >= v_threshold`` and reset to ``v_reset``.
+``LIF`` nodes start at their rest ``v_leak``, integrate their ODE exactly over the step
+(``integrator='exact'``) or by forward Euler (``'euler'``), spike where ``v >= v_threshold``
+and reset to ``v_reset``.
 """
 import numpy as np
+
+
+def _int(value) -> int:
+    """A number that writers give as a scalar, a 1-tuple or a 1-element array."""
+    (item,) = np.asarray(value).reshape(-1)
+    return int(item)
 
 
 def _conv1d(node, x):
     """``nir.Conv1d`` on ``x`` ``[B, C_in, L]``: cross-correlation, as PyTorch's."""
     w = np.asarray(node.weight, np.float64)
     c_out, c_group, k = w.shape
-    stride, dilation, groups = int(node.stride), int(node.dilation), int(node.groups)
+    stride, dilation, groups = _int(node.stride), _int(node.dilation), _int(node.groups)
     span = dilation * (k - 1)
-    if node.padding == 'valid':
+    padding = node.padding.lower() if isinstance(node.padding, str) else _int(node.padding)
+    if padding == 'valid':
         low = high = 0
-    elif node.padding == 'same':
+    elif padding == 'same':
         low, high = span // 2, span - span // 2
     else:
-        low = high = int(node.padding)
+        low = high = padding
     x = np.pad(x, ((0, 0), (0, 0), (low, high)))
     out_length = (x.shape[2] - span - 1) // stride + 1
     y = np.zeros((x.shape[0], c_out, out_length))
@@ -43,8 +51,12 @@ class Graph:
     def __init__(self, graph, dt: float, integrator: str = 'exact'):
         import nir
         self.nir, self.dt, self.integrator = nir, dt, integrator
-        successors = {source.split('.')[0]: target.split('.')[0]
-                      for source, target in graph.edges}
+        def node_of(end):           # a node's name, or 'node.port' of a subgraph's port
+            while end not in graph.nodes:
+                end = end.rsplit('.', 1)[0]
+            return end
+
+        successors = {node_of(source): node_of(target) for source, target in graph.edges}
         name = next(n for n, node in graph.nodes.items() if isinstance(node, nir.Input))
         self.nodes = []
         while name in successors:
@@ -72,7 +84,7 @@ class Graph:
         if isinstance(node, nir.LIF):
             tau, r, v_leak, v_th, v_reset = (np.asarray(getattr(node, f), np.float64) for f in
                                              ('tau', 'r', 'v_leak', 'v_threshold', 'v_reset'))
-            v = state.get(id(node), np.zeros_like(x))
+            v = state.get(id(node), np.broadcast_to(v_leak, x.shape))     # starts at rest
             if self.integrator == 'exact':
                 decay = np.exp(-self.dt / tau)
                 v = v_leak + (v - v_leak) * decay + (1 - decay) * r * x

@@ -235,3 +235,100 @@ def test_a_graph_that_is_not_a_chain_is_refused():
     with pytest.raises(bp_conv_ext.NIRError, match=r"node '0_conv1d' \(Conv1d\) has 2 "
                                                    r"outgoing edges"):
         from_nir(graph)
+
+
+def test_node_names_with_dots_are_names_not_ports(tmp_path):
+    # nirtorch names the nodes of nested modules 'block.0', ...; NIR's edges name nodes.
+    net = _classic_net(1, 1, 1, 'VALID', False)
+    graph = to_nir(net, (L, C))
+    name = {n: n if n in ('input', 'output') else f'block.{n}' for n in graph.nodes}
+    dotted = nir.NIRGraph(nodes={name[n]: node for n, node in graph.nodes.items()},
+                          edges=[(name[a], name[b]) for a, b in graph.edges], type_check=False)
+    nir.write(tmp_path / 'dotted.nir', dotted)
+    back = from_nir(tmp_path / 'dotted.nir', mode=bm.TrainingMode())
+    xs = _inputs('floats')
+    np.testing.assert_allclose(_run(back, xs), _run(net, xs), **TOL)
+
+
+# How PyTorch-based writers hold a Conv1d's stride, dilation, groups and padding: 1-tuples in
+# memory, which a file read back with nir.read gives as 1-element arrays.
+FORMS = {'1-tuple': lambda v: (v,), '1-element array': lambda v: np.array([v]),
+         '1-tuple through a file': lambda v: (v,)}
+
+
+@pytest.mark.parametrize('form', list(FORMS))
+def test_conv1d_fields_in_the_forms_that_writers_give(form, tmp_path):
+    net = _classic_net(2, 2, 2, 2, True)
+    graph = to_nir(net, (L, C))
+    conv = graph.nodes['0_conv1d']
+    for field in ('stride', 'dilation', 'groups', 'padding'):
+        setattr(conv, field, FORMS[form](getattr(conv, field)))
+    if 'file' in form:
+        nir.write(tmp_path / 'tuples.nir', graph)
+        graph = nir.read(tmp_path / 'tuples.nir', type_check=False)
+        assert isinstance(graph.nodes['0_conv1d'].stride, np.ndarray)
+    back = from_nir(graph, mode=bm.TrainingMode())
+    config = back[0].config
+    assert (config.stride, config.rhs_dilation, config.groups, config.padding) == \
+        (2, 2, 2, (2, 2))
+    xs = _inputs('floats')
+    np.testing.assert_allclose(_run(back, xs), _run(net, xs), **TOL)
+
+
+def _resting_net(api):
+    """Conv1d -> LIF whose rest (and reset) is away from 0, per neuron, the membrane starting
+    there: as SpikingJelly's neurons with v_reset != 0 do."""
+    rng = np.random.default_rng(3)
+    rest = rng.uniform(-0.6, -0.1, (L - 2, 4)).astype(np.float32)
+    if api == 'classic':
+        mode = bm.TrainingMode()
+        return LayerByLayer(
+            Conv1d(C, 4, 3, padding='VALID', w_initializer=bp.init.Normal(0.5, 1.0), mode=mode),
+            bp.dyn.Lif((L - 2, 4), keep_size=True, tau=0.5, V_th=0.4, V_rest=rest,
+                       V_reset=-0.2, V_initializer=bp.init.Constant(rest), spk_reset='hard',
+                       mode=mode),
+            mode=mode), rest
+    import brainpy.state
+    import braintools
+    import brainunit as u
+    import bp_conv_ext.state as S
+    return S.LayerByLayer(
+        S.Conv1d((L, C), 4, 3, padding='VALID',
+                 w_init=braintools.init.Normal(0.5 * u.mA, 1.0 * u.mA)),
+        brainpy.state.LIF((L - 2, 4), tau=0.5 * u.ms, V_th=0.4 * u.mV, V_rest=rest * u.mV,
+                          V_reset=-0.2 * u.mV, V_initializer=braintools.init.Constant(
+                              rest * u.mV), spk_reset='hard')), rest
+
+
+@pytest.mark.parametrize('api', ['classic', 'state'])
+def test_neurons_start_at_their_rest_both_ways(api, tmp_path):
+    xs = _inputs('floats')
+    if api == 'classic':
+        net, rest = _resting_net(api)
+        graph = to_nir(net, (L, C))
+        nir.write(tmp_path / 'rest.nir', graph)
+        back = from_nir(tmp_path / 'rest.nir', mode=bm.TrainingMode())
+        np.testing.assert_array_equal(np.asarray(back[1].V)[0], rest)
+        ours, again = _run(net, xs), _run(back, xs)
+    else:
+        brainstate = pytest.importorskip('brainstate')
+        import brainunit as u
+        import bp_conv_ext.state as S
+        with brainstate.environ.context(dt=bm.get_dt() * u.ms):
+            net, rest = _resting_net(api)
+            graph = S.to_nir(net, (L, C))
+            nir.write(tmp_path / 'rest.nir', graph)
+            back = S.from_nir(tmp_path / 'rest.nir')
+            outputs = []
+            for model in (net, back):
+                brainstate.nn.init_all_states(model, B)
+                np.testing.assert_array_equal(u.get_mantissa(model[1].V.value)[0], rest)
+                outputs.append(np.asarray(u.get_mantissa(model.multi_step(xs))))
+        ours, again = outputs
+    np.testing.assert_array_equal(graph.nodes['1_lif'].v_leak, rest.T)
+    assert 0 < ours.mean() < 1
+    np.testing.assert_allclose(again, ours, **TOL)
+    # What the graph means (its neurons starting at v_leak) is what the network computed.
+    reference = Graph(nir.read(tmp_path / 'rest.nir', type_check=False), dt=bm.get_dt())
+    np.testing.assert_array_equal(reference.run(np.swapaxes(xs, -1, -2)),
+                                  np.swapaxes(ours, -1, -2))

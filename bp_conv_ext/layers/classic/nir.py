@@ -29,16 +29,16 @@ def _lif_step(layer, shape) -> _nir.LIF:
                             f"neuron with spk_reset='hard'.")
     if getattr(layer, 'noise', None) is not None:
         raise _nir.NIRError(f"{label} has noise; NIR's LIF is deterministic.")
-    if not isinstance(layer._V_initializer, bp.init.ZeroInit):
-        raise _nir.NIRError(f"{label}: V_initializer={layer._V_initializer!r}; a NIR graph "
-                            f"holds no initial state (readers start at 0). Use "
-                            f"bp.init.ZeroInit().")
     if tuple(layer.varshape) != tuple(shape):
         raise _nir.NIRError(f"{label} has shape {tuple(layer.varshape)}; the layer before it "
                             f"gives {tuple(shape)} per sample (build it with that shape and "
                             f"keep_size=True).")
-    return _nir.LIF(tau=_array(layer.tau), r=_array(layer.R), v_leak=_array(layer.V_rest),
+    step = _nir.LIF(tau=_array(layer.tau), r=_array(layer.R), v_leak=_array(layer.V_rest),
                     v_threshold=_array(layer.V_th), v_reset=_array(layer.V_reset), label=label)
+    initializer = layer._V_initializer
+    _nir.check_start(step, _array(bp.init.parameter(initializer, layer.varshape)), initializer,
+                     "Build it with V_initializer=bp.init.Constant(V_rest).")
+    return step
 
 
 def _layers(net):
@@ -90,8 +90,9 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
     ----------
     net : bp.Sequential, LayerByLayer or one layer
         Of :class:`Conv1d`, :class:`DelayConv1d` (after :meth:`~DelayConv1d.round_delays`),
-        ``bp.dyn.Lif`` (hard reset, zero initial state), ``bp.dnn.AvgPool1d`` (unpadded,
-        written as a depthwise ``nir.Conv1d``), ``bp.dnn.Flatten`` and ``bp.dnn.Dense``.
+        ``bp.dyn.Lif`` (hard reset, starting at its rest ``V_rest``), ``bp.dnn.AvgPool1d``
+        (unpadded, written as a depthwise ``nir.Conv1d``), ``bp.dnn.Flatten`` and
+        ``bp.dnn.Dense``.
     input_shape : (int, int) or (int,)
         One sample without the batch axis, channels last: ``(L, C)``, or ``(N,)``.
     dt : float, optional
@@ -161,7 +162,8 @@ def from_nir(graph, *, dt: Optional[float] = None, integrator: str = 'exact', mo
     Returns
     -------
     LayerByLayer
-        ``Conv1d``, ``bp.dyn.Lif`` (hard reset), ``bp.dnn.Flatten``, ``bp.dnn.Dense`` and
+        ``Conv1d``, ``bp.dyn.Lif`` (hard reset, starting at its rest: ``V_initializer=
+        bp.init.Constant(v_leak)``), ``bp.dnn.Flatten``, ``bp.dnn.Dense`` and
         ``DelayConv1d`` (rounded) layers, channels last: feed ``[B, L, C]`` where the graph
         takes ``[C, L]``.
     """
@@ -182,7 +184,8 @@ def from_nir(graph, *, dt: Optional[float] = None, integrator: str = 'exact', mo
             step = _nir.lif_from_graph(step, sim_dt, graph_dt, integrator)
             layers.append(bp.dyn.Lif(shape, keep_size=True, tau=step.tau, R=step.r,
                                      V_rest=step.v_leak, V_th=step.v_threshold,
-                                     V_reset=step.v_reset, V_initializer=bp.init.ZeroInit(),
+                                     V_reset=step.v_reset,
+                                     V_initializer=bp.init.Constant(step.v_leak),
                                      spk_reset='hard', mode=mode))
         elif isinstance(step, _nir.Flatten):
             layers.append(bp.dnn.Flatten(mode=mode))

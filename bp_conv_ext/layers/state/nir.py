@@ -78,17 +78,16 @@ def _lif_step(layer, shape, dt) -> _nir.LIF:
     if tuple(layer.varshape) != tuple(shape):
         raise _nir.NIRError(f"{label} has shape {tuple(layer.varshape)}; the layer before it "
                             f"gives {tuple(shape)} per sample.")
-    start = _number(braintools.init.param(layer.V_initializer, layer.varshape), 'voltage',
-                    label)
-    if np.any(start != 0):
-        raise _nir.NIRError(f"{label}: V_initializer={layer.V_initializer!r} does not start "
-                            f"at 0; a NIR graph holds no initial state (readers start at 0). "
-                            f"Use braintools.init.Constant(0. * u.mV).")
-    return _nir.LIF(tau=_steps(layer.tau, dt, label),
+    step = _nir.LIF(tau=_steps(layer.tau, dt, label),
                     r=_number(layer.R, 'resistance', label),
                     v_leak=_number(layer.V_rest, 'voltage', label),
                     v_threshold=_number(layer.V_th, 'voltage', label),
                     v_reset=_number(layer.V_reset, 'voltage', label), label=label)
+    start = _number(braintools.init.param(layer.V_initializer, layer.varshape), 'voltage',
+                    label)
+    _nir.check_start(step, start, layer.V_initializer,
+                     "Build it with V_initializer=braintools.init.Constant(V_rest).")
+    return step
 
 
 def _layers(net):
@@ -167,8 +166,8 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
     net : brainstate.nn.Sequential, LayerByLayer or one module
         Of :class:`Conv1d` (channels last), :class:`DelayConv1d` (after
         :meth:`~DelayConv1d.round_delays`), ``brainpy.state.LIF`` (``spk_reset='hard'``,
-        starting at 0), ``brainstate.nn.AvgPool1d`` (unpadded), ``brainstate.nn.Flatten``
-        and ``brainstate.nn.Linear``. Values with units are written as numbers in mA
+        starting at its rest ``V_rest``), ``brainstate.nn.AvgPool1d`` (unpadded),
+        ``brainstate.nn.Flatten`` and ``brainstate.nn.Linear``. Values with units are written as numbers in mA
         (weights and biases), ohm and mV (see the module's docstring).
     input_shape : (int, int) or (int,)
         One sample without the batch axis, channels last.
@@ -193,7 +192,8 @@ def from_nir(graph, *, dt: Optional[float] = None, integrator: str = 'exact'):
 
     The modules hold plain numbers (currents in mA, voltages in mV, ``R`` in ohm, as the
     export writes them) and time constants in brainstate's ``dt``'s unit: :class:`Conv1d`
-    (channels last: feed ``[B, L, C]``), ``brainpy.state.LIF`` (``spk_reset='hard'``),
+    (channels last: feed ``[B, L, C]``), ``brainpy.state.LIF`` (``spk_reset='hard'``, starting
+    at its rest: ``V_initializer=braintools.init.Constant(v_leak)``),
     ``brainstate.nn.Flatten``, ``brainstate.nn.Linear`` and :class:`DelayConv1d` (rounded).
     Initialise their states (``brainstate.nn.init_all_states(net, batch_size)``) before a
     run.
@@ -214,7 +214,7 @@ def from_nir(graph, *, dt: Optional[float] = None, integrator: str = 'exact'):
             layers.append(brainpy.state.LIF(
                 shape, R=step.r, tau=step.tau * sim_dt, V_th=step.v_threshold,
                 V_reset=step.v_reset, V_rest=step.v_leak,
-                V_initializer=braintools.init.Constant(0.), spk_reset='hard'))
+                V_initializer=braintools.init.Constant(step.v_leak), spk_reset='hard'))
         elif isinstance(step, _nir.Flatten):
             layers.append(brainstate.nn.Flatten(in_size=shape))
             shape = (int(np.prod(shape)),)
