@@ -36,6 +36,10 @@ else ifeq ($(STACK),brainpy-2.8)
 VENV := .venv-2.8
 CONSTRAINTS := -c constraints/dev.txt -c constraints/brainpy-2.8.txt
 EXTRAS := test,torch,examples,nir,peers
+# Sinabs, a second NIR writer for the exchange tests, pins nir<=1.0.4 and wants samna (its
+# hardware library), which the tests do not need: it is installed beside nir 1.0.8 without
+# its dependencies, with pbr, which it imports (versions: constraints/brainpy-2.8.txt).
+NO_DEPS := sinabs pbr
 PY_CHECK := $(PY311_CHECK)
 PYTHON ?= $(PYTHON311)
 else ifeq ($(STACK),brainpy-2.6)
@@ -61,6 +65,7 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard constraints/*.txt)
 		rm -rf $(VENV) && echo "$(PYTHON) -m venv $(VENV)" && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet -c constraints/dev.txt --upgrade pip
 	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	$(if $(NO_DEPS),$(PY) -m pip install --quiet --no-deps $(CONSTRAINTS) $(NO_DEPS))
 	touch $(STAMP)
 
 demo: $(STAMP)

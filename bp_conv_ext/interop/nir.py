@@ -201,7 +201,7 @@ def _conv_node(nir, conv: Conv, shape, expand_groups: bool):
     length = shape[0]
     out_length = c.output_length(length)
     bias = np.zeros(c.out_channels, np.asarray(conv.kernel).dtype) if conv.bias is None \
-        else np.asarray(conv.bias).reshape(-1)
+        else np.array(conv.bias).reshape(-1)           # a copy: readers may write to it
     weight, groups = swap_kernel_layout(np.asarray(conv.kernel)), c.groups
     if expand_groups and groups > 1:
         weight, groups = _ungrouped(weight, groups), 1
@@ -258,7 +258,7 @@ def to_graph(steps: Sequence[Step], input_shape: Tuple[int, ...], dt: float,
                 add('linear', nir.Linear(weight=np.ascontiguousarray(weight.T)))
             else:
                 add('affine', nir.Affine(weight=np.ascontiguousarray(weight.T),
-                                         bias=np.asarray(step.bias).reshape(-1)))
+                                         bias=np.array(step.bias).reshape(-1)))
             order, shape = np.arange(weight.shape[1]), (weight.shape[1],)
         else:
             raise TypeError(f"not a NIR step: {step!r}")

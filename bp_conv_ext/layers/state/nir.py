@@ -167,8 +167,8 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
         Of :class:`Conv1d` (channels last), :class:`DelayConv1d` (after
         :meth:`~DelayConv1d.round_delays`), ``brainpy.state.LIF`` (``spk_reset='hard'``,
         starting at its rest ``V_rest``), ``brainstate.nn.AvgPool1d`` (unpadded),
-        ``brainstate.nn.Flatten`` and ``brainstate.nn.Linear``. Values with units are written as numbers in mA
-        (weights and biases), ohm and mV (see the module's docstring).
+        ``brainstate.nn.Flatten`` and ``brainstate.nn.Linear``. Values with units are written
+        as numbers in mA (weights and biases), ohm and mV (see the module's docstring).
     input_shape : (int, int) or (int,)
         One sample without the batch axis, channels last.
     dt : float, optional
