@@ -9,33 +9,44 @@ implementations give the same numbers:
 - ``'jax'``: the convolution folded over time (one call on ``[T * B, H, C]``), then the
   neurons in a ``lax.scan``;
 - ``'pallas'``: one Pallas kernel for the whole sequence that keeps the neurons' state on chip
-  and never stores the convolution's output: ``'mosaic'``
-  (:func:`bp_conv_ext.event.kernels.mosaic_gpu.conv_lif`, Mosaic GPU: Hopper's TMA copies and
-  warpgroup products) on GPUs of compute capability 9.x with JAX 0.12+, ``'triton'``
-  (:func:`bp_conv_ext.event.kernels.pallas_gpu.conv_lif`) on other CUDA GPUs or where only
-  it supports the problem. Naming ``'mosaic'`` or ``'triton'`` takes that kernel. On a machine
+  and never stores the convolution's output: ``'triton'``
+  (:func:`bp_conv_ext.event.kernels.pallas_gpu.conv_lif`, through Triton: measured on GPUs)
+  on every CUDA GPU, or ``'mosaic'`` (:func:`bp_conv_ext.event.kernels.mosaic_gpu.conv_lif`,
+  Mosaic GPU: Hopper's TMA copies and warpgroup products, JAX 0.12+), which no GPU has run
+  yet: only where named, until a GPU has measured it (:data:`MOSAIC_BY_DEFAULT`). On a machine
   without a GPU the kernels are chosen as for the one :mod:`bp_conv_ext.event.gpu_target`
   names, and run in Pallas's interpreters (slow; for tests).
 
 ``'auto'`` takes ``'pallas'`` on CUDA GPUs where a kernel supports the problem, and
-``'jax'`` everywhere else; so does a kernel asked for a problem it does not support.
-Differentiation runs through the ``'jax'`` implementation.
+``'jax'`` everywhere else; so does a kernel asked for a problem it does not support, an empty
+one (a zero-size dimension: empty in, empty out, ``v0`` unchanged) included. The Mosaic GPU
+kernel writes ``float32`` operands as ``bfloat16`` parts, in which an ``inf`` becomes
+``inf + nan + nan``: where the input, kernel or bias is not all finite, the ``'jax'``
+implementation computes its IEEE results instead (decided in the program, where it runs).
+Differentiated (forward or reverse mode, any order), every implementation is the ``'jax'``
+one, values and derivatives (with the surrogate ``spike_fn``, when given). Under ``jax.jit`` with a batch split over devices the
+kernel runs on each device's part (a ``custom_partitioning``), where that part is one it
+supports.
 """
 import contextlib
 import functools
+import inspect
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax._src.dispatch import prim_requires_devices_during_lowering
 from jax.core import ShapedArray
+from jax.experimental.custom_partitioning import custom_partitioning
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ..core import args as _args, dense as _dense
 from ..core.args import ConvOptions
-from ..core.sequence import fold_time
+from ..core.sequence import check_fold, fold_time
 from ..event.gpu_target import compute_capability, cuda_lowering
 from ..event.kernels import mosaic_gpu, pallas_gpu
 from . import conv as _conv
@@ -110,12 +121,13 @@ def _reset_first_update(v, current, lif: LIF, spike_fn):
     return spike_fn((v - lif.v_th) / (lif.v_th - lif.v_reset)), v
 
 
-def _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn=None, backend='dense'):
+def _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn=None, backend='dense',
+               fold='time'):
     def convolve(x):
         return _conv.apply(x, w, b, ConvOptions(padding=pads, rhs_dilation=rhs_dilation,
                                                 backend=backend))
 
-    currents = fold_time(convolve, xs)
+    currents = fold_time(convolve, xs, fold)
 
     def step(v, current):
         spike, v = lif_update(v, current, lif, spike_fn)
@@ -125,18 +137,48 @@ def _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn=None, backend='de
     return spikes, v
 
 
+#: Whether ``'auto'`` and ``'pallas'`` take the Mosaic GPU kernel on Hopper GPUs (compute
+#: capability 9.x) where it supports the problem. Not until a GPU has run it compiled and
+#: measured it correct and faster than the Triton kernel; until then they take the Triton
+#: kernel on every CUDA GPU, and ``implementation='mosaic'`` takes the Mosaic GPU one.
+MOSAIC_BY_DEFAULT = False
+
 #: The fused kernel as one primitive: lowered to the compiled Pallas kernel on CUDA GPUs
 #: (for the GPU ``event.gpu_target`` names when the machine has none) and to the interpreted one
-#: elsewhere.
+#: elsewhere, in both cases split over the batch under ``jax.jit`` (:func:`_partitioned`).
 _KERNEL = Primitive('bp_conv_ext_conv_lif')
 _KERNEL.multiple_results = True
 
 
+def _all_finite(*arrays):
+    """Whether every element of the floating ``arrays`` is finite (a traced ``bool``)."""
+    checks = [jnp.all(jnp.isfinite(a)) for a in arrays
+              if jnp.issubdtype(a.dtype, jnp.inexact)]
+    return functools.reduce(jnp.logical_and, checks, jnp.bool_(True))
+
+
 def _kernel_call(interpret, xs, w, b, v0, *, kernel, lif, pads, rhs_dilation, conv_dtype,
                  tiles):
-    return _KERNELS[kernel].conv_lif(xs, w, b, v0, lambda v, i: lif_update(v, i, lif),
-                                     padding=pads, rhs_dilation=rhs_dilation,
-                                     conv_dtype=conv_dtype, interpret=interpret, tiles=tiles)
+    """The fused step on the arrays of one device: ``kernel`` where it runs them, else the
+    ``'jax'`` implementation (a device's part of a split batch may be too small for the
+    kernel's tiles). The Mosaic GPU kernel's ``bfloat16`` parts of an ``inf`` are ``inf, nan,
+    nan``: where its operands are not all finite, the ``'jax'`` implementation gives the IEEE
+    results (the Triton kernel multiplies ``float32``: it gives them itself)."""
+    def reference(xs, w, b, v0):
+        spikes, v = _reference(xs, w, b, v0, lif, pads, rhs_dilation)
+        return [spikes.astype(v0.dtype), v.astype(v0.dtype)]
+
+    if choose_kernel(kernel, xs, w, v0) != kernel:
+        return reference(xs, w, b, v0)
+
+    def fused(xs, w, b, v0):
+        return list(_KERNELS[kernel].conv_lif(
+            xs, w, b, v0, lambda v, i: lif_update(v, i, lif), padding=pads,
+            rhs_dilation=rhs_dilation, conv_dtype=conv_dtype, interpret=interpret, tiles=tiles))
+
+    if kernel == 'mosaic':
+        return lax.cond(_all_finite(xs, w, b), fused, reference, xs, w, b, v0)
+    return fused(xs, w, b, v0)
 
 
 def _kernel_shapes(xs, w, b, v0, *, pads, rhs_dilation, **unused):
@@ -145,11 +187,52 @@ def _kernel_shapes(xs, w, b, v0, *, pads, rhs_dilation, **unused):
             ShapedArray(v0.shape, v0.dtype)]
 
 
+#: Whether this JAX's ``custom_partitioning`` takes a Shardy sharding rule.
+_SHARDY_RULES = 'sharding_rule' in inspect.signature(custom_partitioning.def_partition).parameters
+
+
+@functools.lru_cache(maxsize=None)
+def _partitioned(interpret, params):
+    """The fused step split over the batch under ``jax.jit``: each device runs
+    :func:`_kernel_call` on its part of the batch (axis 1 of ``xs`` and of the spikes, axis 0
+    of ``v0`` and ``v``), with the whole kernel and bias; other split dimensions are
+    gathered first. Nothing is communicated: the neurons of one batch row depend on that row
+    alone."""
+    def call(xs, w, b, v0):
+        return _kernel_call(interpret, xs, w, b, v0, **dict(params))
+
+    def shardings(mesh, arg_shapes):
+        sharding = arg_shapes[0].sharding
+        spec = sharding.spec if isinstance(sharding, NamedSharding) else ()
+        axes = spec[1] if len(spec) > 1 else None
+        sequence = NamedSharding(mesh, PartitionSpec(None, axes, None, None))
+        state = NamedSharding(mesh, PartitionSpec(axes, None, None))
+        whole = NamedSharding(mesh, PartitionSpec())
+        return (sequence, whole, whole, state), [sequence, state]
+
+    def infer(mesh, arg_shapes, result_shape):
+        return shardings(mesh, arg_shapes)[1]
+
+    def partition(mesh, arg_shapes, result_shape):
+        operands, results = shardings(mesh, arg_shapes)
+        return mesh, call, results, operands
+
+    partitioned = custom_partitioning(call)
+    rule = {}
+    if _SHARDY_RULES:
+        # t: steps, n: batch, h, c: input length and channels, k: taps, o: output channels,
+        # g: output length.
+        rule = dict(sharding_rule='t n h c, k c o, o, n g o -> t n g o, n g o',
+                    need_replication_factors=('t', 'h', 'c', 'k', 'o', 'g'))
+    partitioned.def_partition(partition=partition, infer_sharding_from_operands=infer, **rule)
+    return partitioned
+
+
 def _kernel_rule(interpret, ctx, *args, **params):
     context = contextlib.nullcontext() if interpret else cuda_lowering()
     with context:
-        return mlir.lower_fun(functools.partial(_kernel_call, interpret),
-                              multiple_results=True)(ctx, *args, **params)
+        return mlir.lower_fun(_partitioned(interpret, tuple(sorted(params.items()))),
+                              multiple_results=True)(ctx, *args)
 
 
 @functools.lru_cache(maxsize=None)
@@ -186,13 +269,16 @@ batching.primitive_batchers[_KERNEL] = _kernel_batch
 _KERNEL.def_impl(lambda *args, **params: _compiled(tuple(sorted(params.items())))(*args))
 mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, True))
 mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, False), platform='cuda')
+# The lowering may partition the kernel call, which needs the devices.
+prim_requires_devices_during_lowering.add(_KERNEL)
 
 
 def choose_kernel(implementation, xs, w, v0):
     """The fused kernel (``'mosaic'`` or ``'triton'``) that ``implementation`` runs on this
     problem for the GPU the program is lowered for, or ``None`` (the ``'jax'``
-    implementation)."""
-    if implementation == 'jax':
+    implementation): ``None`` for an empty problem (a zero-size dimension), and ``'mosaic'``
+    for ``'auto'`` and ``'pallas'`` only with :data:`MOSAIC_BY_DEFAULT`."""
+    if implementation == 'jax' or 0 in tuple(xs.shape) + tuple(w.shape) + tuple(v0.shape):
         return None
     conv_dtype = _dense.compute_dtype(xs.dtype, w.dtype)
     taps, channels, n_out = w.shape
@@ -202,7 +288,7 @@ def choose_kernel(implementation, xs, w, v0):
         triton=pallas_gpu.conv_lif_supported(xs.shape[1], n_out, 1, 1, 1))
     if implementation in runs:
         return implementation if runs[implementation] else None
-    if compute_capability()[0] == 9 and runs['mosaic']:
+    if MOSAIC_BY_DEFAULT and compute_capability()[0] == 9 and runs['mosaic']:
         return 'mosaic'
     return 'triton' if runs['triton'] else None
 
@@ -222,7 +308,8 @@ def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret=False, tile
 
 
 def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
-             implementation: str = 'auto', spike_fn=None, backend: str = 'dense'):
+             implementation: str = 'auto', spike_fn=None, backend: str = 'dense',
+             fold: str = 'time'):
     """Spikes of LIF neurons driven by a 1-D convolution of ``xs``, at every step.
 
     Parameters
@@ -250,6 +337,13 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
         The convolution's backend where it is not fused (``'jax'``, and every gradient):
         ``'dense'``, or ``'auto'`` to take the event-driven path on sparse spikes as a
         layer does.
+    fold : {'time', 'batch'}
+        How the ``'jax'`` implementation (and every derivative) folds the sequence into one
+        batch for its convolution: ``[T * B, ...]`` (a free reshape) or ``[B * T, ...]``
+        (batch first, at the cost of two transposes), which keeps a batch split over
+        devices on each device under ``jax.jit`` instead of gathering it, as
+        ``LayerByLayer.multi_step``'s ``fold`` does. The fused kernels split over the batch
+        either way.
 
     Returns
     -------
@@ -266,6 +360,7 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
         raise ValueError(f"`xs` must be [T, B, H, C_in] and `w` [K, C_in, C_out] with the same "
                          f"C_in; got shapes {xs.shape} and {w.shape}.")
     rhs_dilation = _args.positive_int('rhs_dilation', rhs_dilation)
+    fold = check_fold(fold)
     length, taps = xs.shape[2], w.shape[0]
     pads = _args.resolve_padding(_args.canonical_padding(padding), length, taps, 1, 1,
                                  rhs_dilation)
@@ -274,7 +369,7 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
     if v0.shape != expected or not jnp.issubdtype(v0.dtype, jnp.floating):
         raise ValueError(f"`v0` must be a floating array of shape {expected} (batch, output "
                          f"length, out channels); got {v0.dtype} {v0.shape}.")
-    args = (xs, w, b, v0, lif, tuple(pads), rhs_dilation, spike_fn, backend)
+    args = (xs, w, b, v0, lif, tuple(pads), rhs_dilation, spike_fn, backend, fold)
     kernel = choose_kernel(implementation, xs, w, v0)
     if kernel is None:
         return _differentiable(*args, kernel=None)
@@ -286,26 +381,27 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
         default=lambda *a: _differentiable(*a, *args[4:], kernel=None))
 
 
-def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, kernel,
+def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, kernel,
                     interpret=False):
     """The fused ``kernel`` (``interpret``: in its interpreter) or (``None``) the ``'jax'``
-    implementation; gradients always through the ``'jax'`` implementation (with the
-    surrogate ``spike_fn``, when given)."""
-    if kernel is None:
-        return _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend)
+    implementation. Differentiated, forward or reverse mode and to any order, it is the
+    ``'jax'`` implementation (with the surrogate ``spike_fn``, when given), values and
+    derivatives: a ``custom_jvp`` whose rule is that implementation's JVP. The derivatives
+    need its intermediate values anyway, so the kernel would only add work there, and the
+    values then are those the derivatives belong to (a kernel's products may round
+    differently near the threshold, on GPUs)."""
+    def reference(xs, w, b, v0):
+        return _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold)
 
-    @jax.custom_vjp
+    if kernel is None:
+        return reference(xs, w, b, v0)
+
+    @jax.custom_jvp
     def fused(xs, w, b, v0):
         return _pallas(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret)
 
-    def forward(xs, w, b, v0):
-        return fused(xs, w, b, v0), (xs, w, b, v0)
+    @fused.defjvp
+    def tangents(primals, primal_tangents):
+        return jax.jvp(reference, primals, primal_tangents)
 
-    def backward(residuals, cotangents):
-        _, vjp = jax.vjp(lambda *a: _reference(*a, lif, pads, rhs_dilation, spike_fn,
-                                               backend),
-                         *residuals)
-        return vjp(cotangents)
-
-    fused.defvjp(forward, backward)
     return fused(xs, w, b, v0)

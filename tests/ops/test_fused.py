@@ -1,6 +1,8 @@
 """The spiking layer Conv1d -> LIF over a sequence (``bp_conv_ext.ops.fused``): the fused Pallas
 kernels, Mosaic GPU and Triton (interpreted here), equal the unfused layer, which equals
 BrainPy's own neurons."""
+import contextlib
+import functools
 import re
 
 import brainpy as bp
@@ -12,11 +14,13 @@ import pytest
 
 from bp_conv_ext import Conv1d, output_length
 from bp_conv_ext.event.kernels import mosaic_gpu
+from bp_conv_ext.ops import fused
 from bp_conv_ext.ops.fused import LIF, choose_kernel, conv_lif
 
 export = pytest.importorskip('jax.export')
 TRITON, MOSAIC = '__gpu$xla.gpu.triton', 'mosaic_gpu_v2'
 KERNELS = ['mosaic', 'triton']
+IMPLEMENTATIONS = ['auto', 'jax', 'pallas', 'mosaic', 'triton']
 NEURONS = LIF.make(tau=2., dt=1., v_th=1., v_reset=-0.2, v_rest=0.1, r=1.5)
 
 
@@ -75,7 +79,7 @@ def test_the_mosaic_kernel_over_its_tiles_and_dtypes(options):
     operands, three-part ``float32`` kernels on ``bfloat16`` inputs, 128 input channels."""
     xs, w, b, v0 = _case(**options)
     padding = options.get('padding', 'SAME')
-    assert choose_kernel('pallas', xs, w, v0) == _kernel('mosaic')
+    assert choose_kernel('mosaic', xs, w, v0) == _kernel('mosaic')
     spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation='mosaic', padding=padding)
     expected_spikes, expected_v = _unfused('mosaic', xs, w, b, v0, NEURONS, padding=padding)
     assert 0.05 < float(jnp.mean(expected_spikes)) < 0.95
@@ -102,8 +106,6 @@ def test_the_kernel_each_gpu_runs():
     xs, w, b, v0 = _case()
     assert choose_kernel('jax', xs, w, v0) is None
     assert choose_kernel('triton', xs[:, :3], w, v0[:3]) is None        # 3 rows: too few
-    mosaic = 'mosaic' if mosaic_gpu.available() else 'triton'
-    assert choose_kernel('pallas', xs, w, v0) == mosaic                   # an H100's
     wide = jnp.zeros((7, 512, 32), jnp.float32)                    # no room in shared memory
     wide_xs = jnp.zeros(xs.shape[:3] + (512,), bool)
     assert choose_kernel('mosaic', wide_xs, wide, v0) is None
@@ -111,6 +113,20 @@ def test_the_kernel_each_gpu_runs():
     if hasattr(jax.sharding, 'AbstractDevice'):
         with _abstract_gpu('NVIDIA A100-SXM4-80GB'):
             assert choose_kernel('pallas', xs, w, v0) == 'triton'
+
+
+@pytest.mark.parametrize('gpu', [None, 'NVIDIA H200'], ids=['default-h100', 'h200'])
+def test_auto_takes_the_triton_kernel_on_hopper_gpus_too(gpu):
+    """The Mosaic GPU kernel has not run on a GPU: ``'auto'`` and ``'pallas'`` take the Triton
+    kernel on compute capability 9 as elsewhere; ``'mosaic'`` is taken where named."""
+    if gpu is not None and not hasattr(jax.sharding, 'AbstractDevice'):
+        pytest.skip("JAX before 0.12 has no abstract devices")
+    xs, w, b, v0 = _case()
+    with _abstract_gpu(gpu) if gpu else contextlib.nullcontext():
+        assert fused.compute_capability()[0] == 9
+        assert [choose_kernel(i, xs, w, v0) for i in ('auto', 'pallas')] == ['triton'] * 2
+        if mosaic_gpu.available():
+            assert choose_kernel('mosaic', xs, w, v0) == 'mosaic'
 
 
 def _abstract_gpu(kind):
@@ -171,8 +187,8 @@ def test_the_fused_kernel_with_other_resets_and_surrogate_gradients(neurons):
     def run(implementation, spike_fn=None):
         return conv_lif(xs, w, b, v0, lif, implementation=implementation, spike_fn=spike_fn)
 
-    spikes, v = run('pallas')
-    kernel = choose_kernel('pallas', xs, w, v0)
+    kernel = 'mosaic' if mosaic_gpu.available() else 'triton'
+    spikes, v = run(kernel)
     expected_spikes, expected_v = _unfused(kernel, xs, w, b, v0, lif)
     assert 0.05 < float(jnp.mean(expected_spikes)) < 0.95
     np.testing.assert_array_equal(spikes, expected_spikes)
@@ -187,7 +203,7 @@ def test_the_fused_kernel_with_other_resets_and_surrogate_gradients(neurons):
             return jnp.sum(jnp.sin(v)) + jnp.sum(spikes * jnp.arange(spikes.shape[-1]))
         return jax.grad(f, argnums=(0, 1, 2))(w, b, v0)
 
-    for got, expected in zip(grads('pallas'), grads('jax')):
+    for got, expected in zip(grads(kernel), grads('jax')):
         assert float(jnp.max(jnp.abs(expected))) > 0
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -212,14 +228,19 @@ def test_the_unfused_layer_is_conv1d_into_brainpy_lif():
     np.testing.assert_allclose(lif.V.value, v, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('per_step', [False, True], ids=['sequence', 'per-step-scan'])
-def test_cuda_runs_one_fused_kernel(per_step):
-    """Exported for the GPU a machine without one lowers for (an H100): one Mosaic GPU
-    kernel (JAX 0.12; Triton before), in the program or in its scan's body."""
+@pytest.mark.parametrize('per_step, mosaic', [(False, False), (True, False), (False, True)],
+                         ids=['sequence', 'per-step-scan', 'sequence-mosaic-by-default'])
+def test_cuda_runs_one_fused_kernel(per_step, mosaic, monkeypatch):
+    """Exported for the GPU a machine without one lowers for (an H100): one Triton kernel, in
+    the program or in its scan's body; with the Mosaic GPU kernel switched on for Hopper
+    GPUs (JAX 0.12), one Mosaic GPU kernel, and the ``'jax'`` implementation in the branch
+    that runs where the operands are not all finite."""
     if jax.__version_info__ < (0, 5):
         pytest.skip("JAX 0.4 keeps every platform's branch in a one-platform export")
+    if mosaic and not mosaic_gpu.available():
+        pytest.skip("Mosaic GPU needs JAX 0.12")
+    monkeypatch.setattr(fused, 'MOSAIC_BY_DEFAULT', mosaic)
     xs, w, b, v0 = _case()
-    kernel = MOSAIC if mosaic_gpu.available() else TRITON
 
     def sequence(xs, w, v0):
         return conv_lif(xs, w, b, v0, NEURONS)
@@ -234,8 +255,10 @@ def test_cuda_runs_one_fused_kernel(per_step):
                              disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON)]
                              )(xs, w, v0)
     text = exported.mlir_module()
-    assert re.findall(r'custom_call @"?([\w.$]+)', text) == [kernel]
-    assert ('while' in text) == per_step and 'convolution' not in text
+    assert re.findall(r'custom_call @"?([\w.$]+)', text) == [MOSAIC if mosaic else TRITON]
+    # The 'jax' implementation's convolution (im2col: a matmul on CUDA) and scan.
+    assert ('stablehlo.dot_general' in text) == mosaic
+    assert ('while' in text) == (per_step or mosaic)
 
 
 def test_gpus_before_hopper_run_the_triton_kernel():
@@ -257,3 +280,81 @@ def test_bad_arguments_are_named():
         conv_lif(xs, w, b, v0[:, :5], NEURONS)
     with pytest.raises(ValueError, match='`tau`'):
         LIF.make(tau=0., dt=1.)
+
+
+@pytest.mark.parametrize('kernel', KERNELS)
+@pytest.mark.parametrize('where', ['kernel', 'input'])
+def test_operands_that_are_not_all_finite_give_the_ieee_results(where, kernel):
+    """``inf`` in a kernel tap or an input: the results of the ``'jax'`` implementation
+    (``+-inf`` currents, NaN where ``0 * inf``), not the NaN of ``inf``'s ``bfloat16``
+    parts in the Mosaic GPU kernel."""
+    xs, w, b, v0 = _case(batch=16, length=6, cin=2, cout=16, steps=3, spikes=False)
+    if where == 'kernel':
+        w = w.at[1, 0, 3].set(jnp.inf)
+    else:
+        xs = xs.at[0, 2, 3, 1].set(-jnp.inf)
+    spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation=_kernel(kernel))
+    expected_spikes, expected_v = _unfused(kernel, xs, w, b, v0, NEURONS)
+    assert 0 < int(jnp.sum(jnp.isnan(expected_v))) < expected_v.size / 2
+    np.testing.assert_array_equal(spikes, expected_spikes)
+    np.testing.assert_allclose(v, expected_v, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_empty_sequences_and_batches_give_empty_outputs(implementation):
+    """``T = 0``: no spikes, ``v0`` unchanged; ``B = 0``: empty spikes and state; on every
+    implementation, as no kernel is chosen for an empty problem."""
+    xs, w, b, v0 = _case(batch=16, length=6, cin=2, cout=16, steps=3)
+    for args, shape in [((xs[:0], w, b, v0), (0, 16, 6, 16)),
+                        ((xs[:, :0], w, b, v0[:0]), (3, 0, 6, 16))]:
+        assert choose_kernel(implementation, args[0], w, args[3]) is None
+        spikes, v = conv_lif(*args, NEURONS, implementation=implementation)
+        assert spikes.shape == shape and spikes.dtype == v0.dtype
+        np.testing.assert_array_equal(v, args[3])
+
+
+@functools.lru_cache(maxsize=None)
+def _transforms(implementation):
+    """Every transform of the fused step with surrogate spikes, in one compiled program."""
+    primals = _case(batch=16, length=4, cin=2, cout=16, k=2, steps=2, spikes=False)
+    tangents = tuple(jnp.asarray(np.random.default_rng(3).standard_normal(a.shape), a.dtype)
+                     for a in primals)
+    surrogate = bm.surrogate.Arctan()
+    weights = jnp.arange(16.) / 16
+
+    @jax.jit
+    def transforms(primals, tangents):
+        xs, w, b, v0 = primals
+
+        def run(xs, w, b, v0):
+            return conv_lif(xs, w, b, v0, NEURONS, implementation=implementation,
+                            spike_fn=surrogate)
+
+        def loss(xs, w, b, v0):
+            spikes, v = run(xs, w, b, v0)
+            return jnp.sum(spikes * weights) + jnp.sum(jnp.sin(v))
+
+        outputs, vjp = jax.vjp(run, *primals)
+        _, linear = jax.linearize(run, *primals)
+        return dict(
+            jvp=jax.jvp(run, primals, tangents),
+            jacfwd=jax.jacfwd(lambda b: run(xs, w, b, v0)[1])(b),
+            linearize=linear(*tangents),
+            vjp=vjp(tuple(jnp.cos(o) for o in outputs)),
+            grad=jax.grad(loss, argnums=(0, 1, 2, 3))(*primals),
+            grad_of_grad=jax.grad(lambda b: jnp.sum(jax.grad(loss, 2)(xs, w, b, v0) ** 2))(b),
+            checkpoint=jax.grad(jax.checkpoint(loss), argnums=1)(*primals))
+
+    return transforms(primals, tangents)
+
+
+@pytest.mark.parametrize('implementation', [i for i in IMPLEMENTATIONS if i != 'jax'])
+def test_every_transform_through_every_implementation_is_the_jax_ones(implementation):
+    """Forward mode (``jvp``, ``jacfwd``, ``linearize``) and reverse mode (``vjp``, ``grad``,
+    ``grad`` of ``grad``, under ``jax.checkpoint``) with surrogate spikes: the ``'jax'``
+    implementation's values and derivatives, with the kernels (interpreted here) as well."""
+    got, expected = _transforms(_kernel(implementation)), _transforms('jax')
+    assert float(jnp.max(jnp.abs(expected['grad_of_grad']))) > 0
+    for name in expected:
+        for a, e in zip(jax.tree.leaves(got[name]), jax.tree.leaves(expected[name])):
+            np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5, err_msg=name)
