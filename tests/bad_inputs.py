@@ -95,6 +95,12 @@ def _state_to_nir(layers, dt=0.1):
     return run
 
 
+def _with(neuron, method, *args):
+    """``neuron`` after ``neuron.<method>(*args)`` (an input function or hook added)."""
+    getattr(neuron, method)(*args)
+    return neuron
+
+
 def _state_lif(**changes):
     import brainpy.state
     return brainpy.state.LIF((10, 6), **{'spk_reset': 'hard', **changes})
@@ -251,7 +257,10 @@ ROWS = [
     ("to_nir: Conv1d with `padding_mode='reflect'`", _to_nir(lambda: [Conv1d(4, 6, 3, padding_mode='reflect')]), NIRError, r"padding_mode='reflect'; nir\.Conv1d pads with zeros only\. Use padding_mode='zeros'"),
     ('to_nir: Conv1d with a mask', _to_nir(lambda: [Conv1d(4, 6, 3, mask=np.ones((3, 4, 6)))]), NIRError, r"has a mask; nir\.Conv1d has none\. Fold it into the kernel"),
     ('to_nir: bp.dyn.Lif with soft reset (TrainingMode)', _to_nir(lambda: [Conv1d(4, 6, 3, mode=bm.TrainingMode()), _lif(spk_reset='soft', mode=bm.TrainingMode())]), NIRError, r"spk_reset='soft' in TrainingMode subtracts the threshold at a spike; NIR's LIF resets to v_reset\. Build the neuron with spk_reset='hard'"),
-    ('to_nir: a neuron with a refractory period (bp.dyn.LifRef)', _to_nir(lambda: [Conv1d(4, 6, 3), __import__('brainpy').dyn.LifRef((10, 6), keep_size=True)]), NIRError, r"NIR's LIF is bp\.dyn\.Lif's model; LifRef .* Use bp\.dyn\.Lif"),
+    ('to_nir: a neuron with a refractory period (bp.dyn.LifRef)', _to_nir(lambda: [Conv1d(4, 6, 3), __import__('brainpy').dyn.LifRef((10, 6), keep_size=True)]), NIRError, r"LifRef0 \(bp\.dyn\.LifRef\) is not bp\.dyn\.Lif \(refractory period, other dynamics or an overridden update\); NIR's LIF holds bp\.dyn\.Lif's own model only, and the graph would reload as a different network\. Export a plain bp\.dyn\.Lif"),
+    ('to_nir: bp.dyn.Lif with an input function (add_inp_fun)', _to_nir(lambda: [Conv1d(4, 6, 3), _with(_lif(), 'add_inp_fun', 'drive', lambda *args: 0.5)]), NIRError, r"\(bp\.dyn\.Lif\) has current inputs \(add_inp_fun: drive\); NIR's LIF holds bp\.dyn\.Lif's own model only, and the graph would reload as a different network"),
+    ("to_nir: bp.dyn.Lif stepped by `method='rk4'`", _to_nir(lambda: [Conv1d(4, 6, 3), _lif(method='rk4')]), NIRError, r"\(bp\.dyn\.Lif\) is stepped by method='rk4', not 'exp_auto' or 'euler'; NIR's LIF holds bp\.dyn\.Lif's own model only"),
+    ("to_nir: bp.dyn.Lif stepped by `method='euler'` with tau <= dt", _to_nir(lambda: [Conv1d(4, 6, 3), _lif(method='euler', tau=0.05)]), NIRError, r"\(bp\.dyn\.Lif\): method='euler' with tau / dt = 0\.5 <= 1 steps past the rest value, which NIR's LIF \(an exponential decay\) never does\. Give it tau > dt, or method='exp_auto'"),
     ('to_nir: bp.dyn.Lif starting away from its rest `V_rest`', _to_nir(lambda: [Conv1d(4, 6, 3), _lif(V_rest=-0.25)]), NIRError, r"V_initializer=ZeroInit starts the membrane at 0 where its rest V_rest is -0\.25; a NIR neuron starts at its rest \(v_leak\), the graph holding no state\. Build it with V_initializer=bp\.init\.Constant\(V_rest\)"),
     ('to_nir: bp.dyn.Lif with a NaN threshold', _to_nir(lambda: [Conv1d(4, 6, 3), _lif(V_th=float('nan'))]), NIRError, r"\(bp\.dyn\.Lif\): v_threshold holds nan; NIR's LIF takes finite parameters\. Give every neuron a finite v_threshold"),
     ('to_nir: bp.dyn.Lif of another shape than its input', _to_nir(lambda: [Conv1d(4, 6, 3), __import__('brainpy').dyn.Lif(60)]), NIRError, r"has shape \(60,\); the layer before it gives \(10, 6\) per sample"),
@@ -266,6 +275,7 @@ ROWS = [
     ('state.to_nir: brainstate.nn.Linear with a mask', _state_to_nir(lambda: [__import__('brainstate').nn.Flatten(in_size=(10, 4)), __import__('brainstate').nn.Linear(40, 3, w_mask=np.ones((40, 3)))]), NIRError, r"has a mask; nir\.Affine has none\. Fold it into the weight"),
     ('state.to_nir: DelayConv1d with Gaussian (unrounded) delays', _state_to_nir(lambda: [__import__('brainstate').nn.Flatten(in_size=(10, 4)), __import__('bp_conv_ext.state').state.DelayConv1d(40, 6, 3)]), NIRError, r"interpolation='gauss' spreads each weight over several taps; NIR's Delay holds whole delays\. Call round_delays\(\) first"),
     ('state.to_nir: brainpy.state.LIF starting away from its rest `V_rest`', _state_to_nir(lambda: [__import__('brainpy.state').state.LIF((10, 4), spk_reset='hard', V_rest=-0.25 * __import__('brainunit').mV)]), NIRError, r"V_initializer=Constant starts the membrane at 0 where its rest V_rest is -0\.25; a NIR neuron starts at its rest \(v_leak\).* Build it with V_initializer=braintools\.init\.Constant\(V_rest\)"),
+    ('state.to_nir: brainpy.state.LIF with a current input (add_current_input)', _state_to_nir(lambda: [_with(__import__('brainpy.state').state.LIF((10, 4), spk_reset='hard'), 'add_current_input', 'drive', lambda *args: 0.5 * __import__('brainunit').mA)]), NIRError, r"\(brainpy\.state\.LIF\) has current inputs \(add_current_input: drive\); NIR's LIF holds brainpy\.state\.LIF's own model only"),
     ("state.to_nir: brainstate's `dt` not set", _state_to_nir(lambda: [_state_lif()], dt=None), NIRError, r"brainstate's time step is not set; NIR times are counted in it"),
     ('from_nir: a node that this package does not build', _from_nir(_nir_node('CubaLIF', tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3))), NIRError, r"node 'n0' is a nir\.CubaLIF; from_nir builds Conv1d, LIF, Flatten, Affine, Linear and Delay nodes"),
     ('from_nir: delays that are not whole time steps', _from_nir(_nir_node('Delay', delay=np.array([1., 2.5, 3.])), dt=1.), NIRError, r"delays \[1\.\s+2\.5\s+3\.\s*\] are not whole multiples of dt=1\.0"),

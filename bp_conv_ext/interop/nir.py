@@ -54,6 +54,9 @@ class LIF(NamedTuple):
     v_threshold: np.ndarray
     v_reset: np.ndarray
     label: str
+    #: How the simulator steps it: ``'exact'`` (the ODE solved over the step, BrainPy's
+    #: ``'exp_auto'``) or ``'euler'`` (forward Euler, ``method='euler'``).
+    stepping: str = 'exact'
 
 
 class Flatten(NamedTuple):
@@ -299,14 +302,27 @@ def _time_constants(step: LIF, ratio: float) -> np.ndarray:
 
 
 def lif_to_graph(step: LIF, sim_dt: float, graph_dt: float, integrator: str) -> LIF:
-    """``step`` (``tau`` in the simulator's unit, stepped exactly by ``sim_dt``) as the graph
-    holds it for a reader that steps by ``graph_dt`` with ``integrator``. With ``'euler'`` the
-    time constant is the one whose forward-Euler step decays as this one's exact step:
-    ``tau / dt = 1 / (1 - exp(-sim_dt / tau))``."""
+    """``step`` (``tau`` in the simulator's unit, stepped by ``sim_dt`` as ``step.stepping``
+    says) as the graph holds it for a reader that steps by ``graph_dt`` with ``integrator``:
+    the time constant whose step, the reader's way, decays by the same factor per step.
+
+    That factor is ``exp(-sim_dt / tau)`` for an exact step and ``1 - sim_dt / tau`` for a
+    forward-Euler one; with it, the input enters with weight ``1 - factor`` either way, so
+    each neuron is written exactly. An Euler step with ``tau <= sim_dt`` decays by a factor
+    <= 0 (it steps past the rest value), which no exponential decay does: refused.
+    """
     steps = _time_constants(step, sim_dt)
-    if check_integrator(integrator) == 'euler':
+    if step.stepping == 'euler':
+        if np.any(steps <= 1):
+            raise NIRError(f"{step.label}: method='euler' with tau / dt = "
+                           f"{np.min(steps):.6g} <= 1 steps past the rest value, which NIR's "
+                           f"LIF (an exponential decay) never does. Give it tau > dt, or "
+                           f"method='exp_auto'.")
+        if check_integrator(integrator) == 'exact':
+            steps = -1.0 / np.log1p(-1.0 / steps)
+    elif check_integrator(integrator) == 'euler':
         steps = 1.0 / -np.expm1(-1.0 / steps)
-    return step._replace(tau=_uniform(steps * graph_dt, np.float64))
+    return step._replace(tau=_uniform(steps * graph_dt, np.float64), stepping=integrator)
 
 
 def lif_from_graph(step: LIF, sim_dt: float, graph_dt: float, integrator: str) -> LIF:

@@ -332,3 +332,45 @@ def test_neurons_start_at_their_rest_both_ways(api, tmp_path):
     reference = Graph(nir.read(tmp_path / 'rest.nir', type_check=False), dt=bm.get_dt())
     np.testing.assert_array_equal(reference.run(np.swapaxes(xs, -1, -2)),
                                   np.swapaxes(ours, -1, -2))
+
+
+def test_an_euler_lif_is_written_with_the_time_constant_of_its_decay():
+    # Forward Euler decays by 1 - dt / tau per step: for an exact reader the graph holds
+    # tau' = -dt / log(1 - dt / tau), for an Euler reader tau itself.
+    mode = bm.TrainingMode()
+    net = LayerByLayer(
+        Conv1d(C, 4, 3, padding='VALID', w_initializer=bp.init.Normal(0.5, 1.0), mode=mode),
+        bp.dyn.Lif((L - 2, 4), keep_size=True, method='euler', mode=mode, **LIF), mode=mode)
+    xs = _inputs('floats')
+    ours = _run(net, xs)
+    assert 0 < ours.mean() < 1
+    steps = 0.5 / bm.get_dt()
+    for integrator, tau in (('exact', -1 / np.log1p(-1 / steps)), ('euler', steps)):
+        graph = to_nir(net, (L, C), integrator=integrator)
+        np.testing.assert_allclose(graph.nodes['1_lif'].tau, tau * bm.get_dt(), rtol=1e-6)
+        reference = Graph(graph, dt=bm.get_dt(), integrator=integrator)
+        np.testing.assert_array_equal(reference.run(np.swapaxes(xs, -1, -2)),
+                                      np.swapaxes(ours, -1, -2))
+        back = from_nir(graph, integrator=integrator, mode=mode)
+        np.testing.assert_array_equal(_run(back, xs), ours)
+
+
+@pytest.mark.parametrize('api', ['classic', 'state'])
+def test_a_neuron_with_an_input_function_is_not_written_as_nir_lif(api):
+    if api == 'classic':
+        net = _classic_net(1, 1, 1, 'VALID', False)
+        net[1].add_inp_fun('drive', lambda *args: 0.3)
+        with pytest.raises(bp_conv_ext.NIRError, match=r"\(bp\.dyn\.Lif\) has current inputs "
+                                                       r"\(add_inp_fun: drive\); NIR's LIF"):
+            to_nir(net, (L, C))
+    else:
+        brainstate = pytest.importorskip('brainstate')
+        import brainpy.state
+        import brainunit as u
+        import bp_conv_ext.state as S
+        with brainstate.environ.context(dt=0.1 * u.ms):
+            lif = brainpy.state.LIF((L, C), spk_reset='hard')
+            lif.add_current_input('drive', lambda *args: 0.3 * u.mA)
+            with pytest.raises(bp_conv_ext.NIRError, match=r"has current inputs "
+                                                           r"\(add_current_input: drive\)"):
+                S.to_nir(lif, (L, C))

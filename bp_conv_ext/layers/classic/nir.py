@@ -10,6 +10,7 @@ import numpy as np
 from ...interop import nir as _nir
 from .conv import Conv1d
 from .delay import DelayConv1d
+from .neurons import lif_unsupported
 from .sequential import LayerByLayer
 
 
@@ -17,24 +18,30 @@ def _array(value) -> np.ndarray:
     return np.asarray(bm.as_numpy(value.value if isinstance(value, bm.Variable) else value))
 
 
+#: The integration methods of a ``bp.dyn.Lif`` that a graph can hold exactly (each with the
+#: time constant of its per-step decay: ``interop.nir.lif_to_graph``).
+METHODS = {'exp_auto': 'exact', 'euler': 'euler'}
+
+
 def _lif_step(layer, shape) -> _nir.LIF:
     label = f"{layer.name} (bp.dyn.{type(layer).__name__})"
-    if type(layer) is not bp.dyn.Lif:
-        raise _nir.NIRError(f"{label}: NIR's LIF is bp.dyn.Lif's model; "
-                            f"{type(layer).__name__} (refractory period, other dynamics) has "
-                            f"no NIR node that this package writes. Use bp.dyn.Lif.")
+    reason = lif_unsupported(layer, methods=tuple(METHODS))
+    if reason is not None:
+        raise _nir.NIRError(f"{reason}; NIR's LIF holds bp.dyn.Lif's own model only, and the "
+                            f"graph would reload as a different network. Export a plain "
+                            f"bp.dyn.Lif: no subclass, hooks, input functions, noise or "
+                            f"scaling, method 'exp_auto' or 'euler'.")
     if isinstance(layer.mode, bm.TrainingMode) and layer.spk_reset != 'hard':
         raise _nir.NIRError(f"{label}: spk_reset={layer.spk_reset!r} in TrainingMode subtracts "
                             f"the threshold at a spike; NIR's LIF resets to v_reset. Build the "
                             f"neuron with spk_reset='hard'.")
-    if getattr(layer, 'noise', None) is not None:
-        raise _nir.NIRError(f"{label} has noise; NIR's LIF is deterministic.")
     if tuple(layer.varshape) != tuple(shape):
         raise _nir.NIRError(f"{label} has shape {tuple(layer.varshape)}; the layer before it "
                             f"gives {tuple(shape)} per sample (build it with that shape and "
                             f"keep_size=True).")
     step = _nir.LIF(tau=_array(layer.tau), r=_array(layer.R), v_leak=_array(layer.V_rest),
-                    v_threshold=_array(layer.V_th), v_reset=_array(layer.V_reset), label=label)
+                    v_threshold=_array(layer.V_th), v_reset=_array(layer.V_reset), label=label,
+                    stepping=METHODS[layer.method])
     initializer = layer._V_initializer
     _nir.check_start(step, _array(bp.init.parameter(initializer, layer.varshape)), initializer,
                      "Build it with V_initializer=bp.init.Constant(V_rest).")

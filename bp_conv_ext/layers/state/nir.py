@@ -18,6 +18,7 @@ import numpy as np
 from ...interop import nir as _nir
 from .conv import Conv1d
 from .delay import DelayConv1d
+from .neurons import lif_unsupported
 from .sequential import LayerByLayer
 
 #: The unit each kind of quantity is written in.
@@ -67,10 +68,11 @@ def _steps(tau, dt, label: str) -> np.ndarray:
 
 def _lif_step(layer, shape, dt) -> _nir.LIF:
     label = f"{layer.name or 'LIF'} (brainpy.state.{type(layer).__name__})"
-    if type(layer) is not brainpy.state.LIF:
-        raise _nir.NIRError(f"{label}: NIR's LIF is brainpy.state.LIF's model; "
-                            f"{type(layer).__name__} (refractory period, other dynamics) has "
-                            f"no NIR node that this package writes. Use brainpy.state.LIF.")
+    reason = lif_unsupported(layer)
+    if reason is not None:
+        raise _nir.NIRError(f"{reason}; NIR's LIF holds brainpy.state.LIF's own model only, "
+                            f"and the graph would reload as a different network. Export a "
+                            f"plain brainpy.state.LIF: no subclass, hooks or added inputs.")
     if layer.spk_reset != 'hard':
         raise _nir.NIRError(f"{label}: spk_reset={layer.spk_reset!r} subtracts the threshold "
                             f"at a spike; NIR's LIF resets to v_reset. Build the neuron with "
