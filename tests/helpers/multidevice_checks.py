@@ -294,3 +294,63 @@ def test_accelerator_kernels_on_a_split_batch_equal_one_device(mesh, runtime):
         assert y.sharding.spec[0] == 'data'
         for ours, one in zip(g(xs, w, cs), g(x, w, cot)):
             np.testing.assert_allclose(np.asarray(ours), np.asarray(one), **TOL)
+
+
+# ------------------------------------------------ the fused Conv1d -> LIF step (ops.fused)
+
+def _fused_case(batch):
+    rng = np.random.default_rng(4)
+    xs = jnp.asarray(rng.random((3, batch, 8, 2)) < 0.3)
+    w = jnp.asarray(rng.standard_normal((3, 2, 16)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(16) * 0.1, jnp.float32)
+    v0 = jnp.asarray(rng.standard_normal((batch, 8, 16)) * 0.5, jnp.float32)
+    return xs, w, b, v0
+
+
+def _fused_neurons():
+    from bp_conv_ext.ops.fused import LIF
+    return LIF.make(tau=2., dt=1., v_th=1., v_reset=-0.2, v_rest=0.1, r=1.5)
+
+
+@pytest.mark.parametrize('batch', [64, 32], ids=['kernel-on-each-part', 'part-too-small'])
+def test_the_fused_kernel_on_a_split_batch_runs_on_each_device(mesh, batch):
+    """The fused kernel (Triton's, interpreted) under jit with the batch split: each device runs
+    it on its rows (with 8 rows, too few for its tiles, the 'jax' implementation on them),
+    nothing is gathered, the outputs stay split, the numbers are one device's."""
+    from bp_conv_ext.ops.fused import conv_lif
+    xs, w, b, v0 = _fused_case(batch)
+    neurons = _fused_neurons()
+    f = jax.jit(lambda xs, w, v0: conv_lif(xs, w, b, v0, neurons, implementation='triton'))
+    xs_split, = split(mesh, xs, spec=P(None, 'data'))
+    v0_split, = split(mesh, v0)
+    assert collectives(f.lower(xs_split, w, v0_split).compile().as_text()) == []
+    (spikes, v), (one_spikes, one_v) = f(xs_split, w, v0_split), f(xs, w, v0)
+    assert spikes.sharding.spec[1] == 'data' and v.sharding.spec[0] == 'data'
+    assert 0.05 < float(jnp.mean(one_spikes)) < 0.95
+    np.testing.assert_array_equal(np.asarray(spikes), np.asarray(one_spikes))
+    np.testing.assert_allclose(np.asarray(v), np.asarray(one_v), **TOL)
+
+
+@pytest.mark.parametrize('implementation', ['auto', 'triton'])
+def test_a_training_step_of_the_fused_step_communicates_only_the_gradients(mesh, implementation):
+    """A data-parallel training step through the fused step (surrogate spikes, the sequence
+    folded batch first): the all-reduce of the kernel's gradient, no gathered activations,
+    and one device's loss and gradients."""
+    from bp_conv_ext.ops.fused import conv_lif
+    xs, w, b, v0 = _fused_case(64)
+    neurons = _fused_neurons()
+
+    def loss(w, xs, v0):
+        spikes, v = conv_lif(xs, w, b, v0, neurons, implementation=implementation,
+                             spike_fn=bm.surrogate.arctan, fold='batch')
+        return jnp.mean(spikes) + jnp.mean(jnp.sin(v))
+
+    step = jax.jit(jax.value_and_grad(loss))
+    xs_split, = split(mesh, xs, spec=P(None, 'data'))
+    v0_split, = split(mesh, v0)
+    found = collectives(step.lower(w, xs_split, v0_split).compile().as_text())
+    assert found and set(found) == {'all-reduce'}, found
+    (value, grad), (one_value, one_grad) = step(w, xs_split, v0_split), step(w, xs, v0)
+    assert float(jnp.max(jnp.abs(one_grad))) > 0
+    np.testing.assert_allclose(float(value), float(one_value), **TOL)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(one_grad), **TOL)
