@@ -97,9 +97,9 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
     ----------
     net : bp.Sequential, LayerByLayer or one layer
         Of :class:`Conv1d`, :class:`DelayConv1d` (after :meth:`~DelayConv1d.round_delays`),
-        ``bp.dyn.Lif`` (hard reset, starting at its rest ``V_rest``), ``bp.dnn.AvgPool1d``
-        (unpadded, written as a depthwise ``nir.Conv1d``), ``bp.dnn.Flatten`` and
-        ``bp.dnn.Dense``.
+        ``bp.dyn.Lif`` (the plain model, stepped by ``method='exp_auto'`` or ``'euler'``; hard
+        reset; starting at its rest ``V_rest``), ``bp.dnn.AvgPool1d`` (unpadded, written as
+        a depthwise ``nir.Conv1d``), ``bp.dnn.Flatten`` and ``bp.dnn.Dense``.
     input_shape : (int, int) or (int,)
         One sample without the batch axis, channels last: ``(L, C)``, or ``(N,)``.
     dt : float, optional
@@ -109,7 +109,8 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
     integrator : {'exact', 'euler'}
         How the reader will step the neurons: ``'exact'`` (NIR's ODE solved over each step,
         as BrainPy does) or ``'euler'`` (forward Euler, as SpikingJelly, snnTorch and Norse
-        do: each ``tau`` is written so that their step decays as BrainPy's exact one).
+        do). Each ``tau`` is written so that the reader's step decays as the neuron's own
+        step does (its exact step, or its Euler step for ``method='euler'``).
     expand_groups : bool
         Write grouped convolutions (and average pooling, a depthwise convolution) as
         ``groups=1`` ones whose weight holds each group's block and zeros elsewhere: the same
