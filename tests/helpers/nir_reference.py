@@ -53,6 +53,8 @@ class Graph:
         self.nir, self.dt, self.integrator = nir, dt, integrator
         def node_of(end):           # a node's name, or 'node.port' of a subgraph's port
             while end not in graph.nodes:
+                if '.' not in end:
+                    raise KeyError(f"an edge names {end!r}, no node of the graph")
                 end = end.rsplit('.', 1)[0]
             return end
 
