@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax._src.dispatch import prim_requires_devices_during_lowering
 from jax.core import ShapedArray
@@ -402,6 +403,10 @@ def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fo
 
     @fused.defjvp
     def tangents(primals, primal_tangents):
+        # JAX 0.4 gives the zero tangents of spikes (bool) their own dtype, not float0.
+        primal_tangents = jax.tree.map(
+            lambda p, t: t if jnp.issubdtype(p.dtype, jnp.inexact)
+            else np.zeros(p.shape, jax.dtypes.float0), primals, primal_tangents)
         return jax.jvp(reference, primals, primal_tangents)
 
     return fused(xs, w, b, v0)
