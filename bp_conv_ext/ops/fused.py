@@ -182,10 +182,20 @@ def _kernel_call(interpret, xs, w, b, v0, *, kernel, lif, pads, rhs_dilation, co
     return fused(xs, w, b, v0)
 
 
+def _varying(aval):
+    """The manual mesh axes (``jax.shard_map``) that an abstract value varies over."""
+    mat = getattr(aval, 'manual_axis_type', None)
+    return frozenset(mat.varying if mat is not None else getattr(aval, 'vma', ()))
+
+
 def _kernel_shapes(xs, w, b, v0, *, pads, rhs_dilation, **unused):
     out_len = xs.shape[2] + sum(pads) - (w.shape[0] - 1) * rhs_dilation
-    return [ShapedArray(xs.shape[:2] + (out_len, w.shape[2]), v0.dtype),
-            ShapedArray(v0.shape, v0.dtype)]
+    shapes = [(xs.shape[:2] + (out_len, w.shape[2]), v0.dtype), (v0.shape, v0.dtype)]
+    if _varying(xs):
+        # Under shard_map the outputs vary over the manual axes the operands do (they were
+        # cast to the same ones).
+        return [xs.update(shape=shape, dtype=dtype, weak_type=False) for shape, dtype in shapes]
+    return [ShapedArray(shape, dtype) for shape, dtype in shapes]
 
 
 #: Whether this JAX's ``custom_partitioning`` takes a Shardy sharding rule.
@@ -231,6 +241,10 @@ def _partitioned(interpret, params):
 
 def _kernel_rule(interpret, ctx, *args, **params):
     context = contextlib.nullcontext() if interpret else cuda_lowering()
+    if any(map(_varying, ctx.avals_in)):
+        # Inside shard_map each device lowers the kernel for its own arrays: plain ones.
+        plain = lambda avals: [ShapedArray(a.shape, a.dtype) for a in avals]
+        ctx = ctx.replace(avals_in=plain(ctx.avals_in), avals_out=plain(ctx.avals_out))
     with context:
         return mlir.lower_fun(_partitioned(interpret, tuple(sorted(params.items()))),
                               multiple_results=True)(ctx, *args)
@@ -305,7 +319,12 @@ def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret=False, tile
         # Outside the primitive: Mosaic GPU's interpreter orders its callbacks, which the
         # primitive's lowering does not carry (the Triton one's interpreter runs inside it).
         return tuple(_kernel_call(True, xs, w, b, v0, **params))
-    return tuple(_KERNEL.bind(xs, w, b, v0, **params))
+    args = (xs, w, b, v0)
+    vma = frozenset().union(*(_varying(getattr(a, 'aval', None)) for a in args))
+    if vma:   # under shard_map: every operand varies over the same axes
+        args = [lax.pcast(a, tuple(sorted(vma - _varying(a.aval))), to='varying')
+                if vma - _varying(a.aval) else a for a in args]
+    return tuple(_KERNEL.bind(*args, **params))
 
 
 def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,

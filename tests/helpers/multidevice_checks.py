@@ -354,3 +354,31 @@ def test_a_training_step_of_the_fused_step_communicates_only_the_gradients(mesh,
     assert float(jnp.max(jnp.abs(one_grad))) > 0
     np.testing.assert_allclose(float(value), float(one_value), **TOL)
     np.testing.assert_allclose(np.asarray(grad), np.asarray(one_grad), **TOL)
+
+
+def test_the_fused_kernel_under_shard_map_equals_one_device(mesh):
+    """The fused kernel (Triton's, interpreted) inside ``shard_map``: each device's spikes and
+    state, and the kernel's gradient summed over the devices, are one device's."""
+    from bp_conv_ext.ops.fused import conv_lif
+    xs, w, b, v0 = _fused_case(64)
+    neurons = _fused_neurons()
+    check = CHECK == 'check_vma'         # JAX 0.4's check_rep has no rule for custom_jvp
+
+    def run(w, xs, v0):
+        return conv_lif(xs, w, b, v0, neurons, implementation='triton',
+                        spike_fn=bm.surrogate.arctan)
+
+    def loss(w, xs, v0):
+        return jnp.mean(jnp.sin(run(w, xs, v0)[1]))
+
+    def local(w, xs, v0):
+        grad = jax.grad(loss)(w, xs, v0) / 4          # the mean over 4 parts of the batch
+        return run(w, xs, v0), grad if check else jax.lax.psum(grad, 'data')
+
+    f = jax.jit(shard_map(local, mesh=mesh, in_specs=(P(), P(None, 'data'), P('data')),
+                          out_specs=((P(None, 'data'), P('data')), P()), **{CHECK: check}))
+    (spikes, v), grad = f(w, xs, v0)
+    (one_spikes, one_v), one_grad = run(w, xs, v0), jax.grad(loss)(w, xs, v0)
+    np.testing.assert_array_equal(np.asarray(spikes), np.asarray(one_spikes))
+    np.testing.assert_allclose(np.asarray(v), np.asarray(one_v), **TOL)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(one_grad), **TOL)

@@ -29,6 +29,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.core import ShapedArray
 from jax.experimental import pallas as pl
 
 try:                          # JAX 0.4.36+
@@ -254,8 +255,10 @@ def conv_lif(xs, w, b, v0, update, *, padding, rhs_dilation, conv_dtype, interpr
         v_ref[batch_rows, h, columns] = jax.lax.fori_loop(0, steps, step,
                                                           v0_ref[batch_rows, h, columns])
 
-    shapes = (jax.ShapeDtypeStruct((steps, batch, out_len, n_out), v0.dtype),
-              jax.ShapeDtypeStruct(v0.shape, v0.dtype))
+    # Abstract arrays, not ShapeDtypeStructs: the kernel is lowered for one device's arrays,
+    # also inside shard_map (where a ShapeDtypeStruct would have to name varying axes).
+    shapes = (ShapedArray((steps, batch, out_len, n_out), v0.dtype),
+              ShapedArray(v0.shape, v0.dtype))
     grid = (out_len, batch // rows, n_out // block)
     options = (dict(interpret=True) if interpret else
                dict(compiler_params=_compiler_params(warps)))
