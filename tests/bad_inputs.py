@@ -23,6 +23,12 @@ def _build(**changes):
     return lambda: Conv1d(**{**_BASE, **changes})
 
 
+def _conv_lif(**options):
+    from bp_conv_ext.ops.fused import LIF, conv_lif
+    return conv_lif(jnp.ones((2, 3, 10, 4), bool), jnp.ones((3, 4, 6)), None,
+                    jnp.zeros((3, 10, 6)), LIF.make(tau=2., dt=1.), **options)
+
+
 def _call(x, mode=bm.NonBatchingMode(), sequence=False, **changes):
     def run():
         conv = Conv1d(**{**_BASE, **changes}, mode=mode)
@@ -213,6 +219,7 @@ ROWS = [
     ('`mode` an unsupported Mode', _build(mode=bm.Mode()), ValueError, r"`mode` \(=Mode\) is not supported"),
     ('`backend` unknown', _set_backend('cuda'), ValueError, r"`backend` \(='cuda'\) must be one of 'auto', 'dense'"),
     ('multi_step: unknown `fold`', lambda: Conv1d(**_BASE, mode=bm.TrainingMode()).multi_step(jnp.ones((2, 3, 10, 4)), fold='steps'), ValueError, r"`fold` \(='steps'\) must be one of 'time', 'batch'"),
+    ('`ops.fused.conv_lif`: unknown `fold`', lambda: _conv_lif(fold='steps'), ValueError, r"`fold` \(='steps'\) must be one of 'time', 'batch'"),
     ('`which_backend`: unknown `platform`', lambda: Conv1d(**_BASE).which_backend(jnp.ones((10, 4)), platform='metal'), ValueError, r"`platform` \(='metal'\) must be one of 'cpu', 'cuda', 'rocm', 'tpu', 'gpu' or None"),
     ('call: batched input in NonBatchingMode', _call(jnp.ones((2, 10, 4))), ValueError, r"is in NonBatchingMode, where a call accepts inputs of shape \[H, C\] \(rank 2\); got an input of shape \(2, 10, 4\)"),
     ('call: unbatched input in TrainingMode', _call(jnp.ones((10, 4)), mode=bm.TrainingMode()), ValueError, r"is in TrainingMode, where a call accepts inputs of shape \[B, H, C\] \(rank 3\); got an input of shape \(10, 4\)"),
