@@ -11,9 +11,10 @@ dense convolutions nor the fused kernel depend on it):
   on a sequence of one step;
 - ``folded``: the convolution folded over the sequence (one call), then the neurons in a
   scan (``conv_lif(implementation='jax')``); ``fused seq``: the fused kernel over the whole
-  sequence (``conv_lif(implementation='pallas')``: Mosaic GPU on Hopper GPUs, Triton on
-  others; the ``kernel`` column names it), the neurons' state kept on chip; ``triton seq``:
-  the Triton kernel there, to compare the two;
+  sequence, the neurons' state kept on chip: the Mosaic GPU kernel on Hopper GPUs where it
+  runs the problem (``implementation='mosaic'``, the measurement ``'auto'`` waits for before
+  it takes that kernel), else the Triton one; the ``kernel`` column names it; ``triton seq``:
+  the Triton kernel (what ``'auto'`` takes on every CUDA GPU), to compare the two;
 - ``grad``: a training step's kernel gradient through each of the two sequence forms.
 
 Also the spikes that differ between the fused kernel and the unfused layer, the temporary
@@ -86,7 +87,7 @@ def contenders(xs, w, b, v0, lif, kernel_size):
                                                     implementation=implementation)
 
     forward = {'lax step': lax_step, 'fused step': fused_step, 'folded': sequence('jax'),
-               'fused seq': sequence('pallas'), 'triton seq': sequence('triton')}
+               'fused seq': sequence(measured(xs, w, v0)), 'triton seq': sequence('triton')}
 
     def grad_of(f):
         return jax.grad(lambda w, xs, b, v0: jnp.sum(f(xs, w, b, v0)[1].astype(jnp.float32)
@@ -96,6 +97,13 @@ def contenders(xs, w, b, v0, lif, kernel_size):
     grads = {'grad folded': jax.jit(grad_of(forward['folded'])),
              'grad fused': jax.jit(grad_of(forward['fused seq']))}
     return calls, grads
+
+
+def measured(xs, w, v0):
+    """The implementation ``fused seq`` times: the Mosaic GPU kernel on Hopper GPUs where it
+    runs the problem, else the kernel ``'pallas'`` takes."""
+    hopper = _fused.compute_capability()[0] == 9
+    return 'mosaic' if hopper and _fused.choose_kernel('mosaic', xs, w, v0) else 'pallas'
 
 
 def row(name, batch, length, cin, cout, k, dtype, *, steps, repeats, rng):
@@ -121,7 +129,7 @@ def row(name, batch, length, cin, cout, k, dtype, *, steps, repeats, rng):
     # dtype) and multiply-adds against its time.
     moved = xs.size + fused[0].size * dtype.itemsize
     flops = 2 * steps * batch * length * cin * cout * k
-    kernel = _fused.choose_kernel('pallas', xs, w, v0)
+    kernel = _fused.choose_kernel(measured(xs, w, v0), xs, w, v0)
     return (f"| {name} | {dtype.name} | {t['lax step']:.2f} | {t['fused step']:.2f} | "
             f"{t['folded']:.2f} | {t['fused seq']:.2f} | {kernel} | {t['triton seq']:.2f} | "
             f"{t['lax step'] / t['fused seq']:.2f}x | {t['folded'] / t['fused seq']:.2f}x | "
