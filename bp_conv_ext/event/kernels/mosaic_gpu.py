@@ -23,9 +23,13 @@ registers and stores their spikes (two buffers, so a step's store overlaps the n
 
 Runs where :func:`supported` says so (stride 1, no input dilation, one channel group, output
 channels a multiple of 16, ``float32``/``bfloat16``/``float16`` kernels and states, shared
-memory within :data:`SHARED_MEMORY`); on other GPUs and problems the Triton kernel or the
-``'jax'`` implementation runs instead (:mod:`bp_conv_ext.ops.fused`). On the CPU it runs in
-Pallas's GPU interpreter (JAX 0.12+), which simulates the copies, barriers and products.
+memory within :data:`SHARED_MEMORY`), and only where named (``implementation='mosaic'``): no
+GPU has compiled or run it yet, so ``'auto'`` takes the Triton kernel on Hopper GPUs too
+(:data:`bp_conv_ext.ops.fused.MOSAIC_BY_DEFAULT`). The parts of an ``inf`` are ``inf, nan,
+nan``, so its products are IEEE's only for finite operands: the caller
+(:mod:`bp_conv_ext.ops.fused`) computes the others with the ``'jax'`` implementation. On the
+CPU it runs in Pallas's GPU interpreter (JAX 0.12+), which simulates the copies, barriers and
+products.
 """
 import jax
 import jax.numpy as jnp
