@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import Conv1d, output_length
-from bp_conv_ext.event.kernels import mosaic_gpu
+from bp_conv_ext.event.kernels import mosaic_gpu, pallas_gpu
 from bp_conv_ext.ops import fused
 from bp_conv_ext.ops.fused import LIF, choose_kernel, conv_lif
 
@@ -110,6 +110,9 @@ def test_the_kernel_each_gpu_runs():
     wide_xs = jnp.zeros(xs.shape[:3] + (512,), bool)
     assert choose_kernel('mosaic', wide_xs, wide, v0) is None
     assert choose_kernel('pallas', wide_xs, wide, v0) == 'triton'
+    assert not pallas_gpu.conv_lif_supported(0, 32, 1, 1, 1)                 # empty
+    assert not pallas_gpu.conv_lif_supported(16, 0, 1, 1, 1)
+    assert not mosaic_gpu.supported(3, 2, 0, 1, 1, 1, jnp.float32, jnp.float32, jnp.float32)
     if hasattr(jax.sharding, 'AbstractDevice'):
         with _abstract_gpu('NVIDIA A100-SXM4-80GB'):
             assert choose_kernel('pallas', xs, w, v0) == 'triton'
@@ -301,16 +304,16 @@ def test_operands_that_are_not_all_finite_give_the_ieee_results(where, kernel):
 
 
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
-def test_empty_sequences_and_batches_give_empty_outputs(implementation):
+@pytest.mark.parametrize('empty', ['steps', 'batch'])
+def test_empty_sequences_and_batches_give_empty_outputs(empty, implementation):
     """``T = 0``: no spikes, ``v0`` unchanged; ``B = 0``: empty spikes and state; on every
     implementation, as no kernel is chosen for an empty problem."""
     xs, w, b, v0 = _case(batch=16, length=6, cin=2, cout=16, steps=3)
-    for args, shape in [((xs[:0], w, b, v0), (0, 16, 6, 16)),
-                        ((xs[:, :0], w, b, v0[:0]), (3, 0, 6, 16))]:
-        assert choose_kernel(implementation, args[0], w, args[3]) is None
-        spikes, v = conv_lif(*args, NEURONS, implementation=implementation)
-        assert spikes.shape == shape and spikes.dtype == v0.dtype
-        np.testing.assert_array_equal(v, args[3])
+    xs, v0 = (xs[:0], v0) if empty == 'steps' else (xs[:, :0], v0[:0])
+    assert choose_kernel(implementation, xs, w, v0) is None
+    spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation=implementation)
+    assert spikes.shape == xs.shape[:2] + (6, 16) and spikes.dtype == v0.dtype
+    np.testing.assert_array_equal(v, v0)
 
 
 @functools.lru_cache(maxsize=None)

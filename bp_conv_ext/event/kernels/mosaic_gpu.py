@@ -90,8 +90,9 @@ def _plan(taps, in_channels, out_channels, x_dtype, conv_dtype, state_dtype):
 
 def supported(taps, in_channels, out_channels, groups, stride, lhs_dilation, x_dtype,
               conv_dtype, state_dtype) -> bool:
-    """Whether :func:`conv_lif` runs a problem."""
+    """Whether :func:`conv_lif` runs a problem (not an empty one)."""
     return (available() and groups == stride == lhs_dilation == 1
+            and min(taps, in_channels, out_channels) > 0
             and _plan(taps, in_channels, out_channels, x_dtype, conv_dtype,
                       state_dtype) is not None)
 

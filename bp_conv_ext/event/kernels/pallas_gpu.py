@@ -206,9 +206,10 @@ def _channel_block(channels: int):
 
 def conv_lif_supported(batch: int, out_channels: int, groups: int, stride: int,
                        lhs_dilation: int) -> bool:
-    """Whether :func:`conv_lif` runs a problem (else the caller computes it unfused)."""
-    return (_batch_block(batch) is not None and _channel_block(out_channels) is not None
-            and groups == stride == lhs_dilation == 1)
+    """Whether :func:`conv_lif` runs a problem (else the caller computes it unfused): not an
+    empty one."""
+    return (batch > 0 and out_channels > 0 and _batch_block(batch) is not None
+            and _channel_block(out_channels) is not None and groups == stride == lhs_dilation == 1)
 
 
 def conv_lif(xs, w, b, v0, update, *, padding, rhs_dilation, conv_dtype, interpret=True,
