@@ -201,6 +201,28 @@ def test_a_training_step_communicates_only_the_gradients(mesh, backend, kind):
     assert collectives(_compiled_step(kind, trainer, *one)) == []
 
 
+def test_the_fused_step_trains_on_a_split_batch_communicating_only_the_gradients(mesh,
+                                                                               monkeypatch):
+    """The layer-by-layer trainer runs Conv1d -> Lif (backend 'auto') as the fused step, with
+    the batch first for a split batch: the same losses and weights as on one device, and a
+    compiled step whose only collective is the gradients' all-reduce."""
+    from bp_conv_ext.ops import fused
+    folds, conv_lif = [], fused.conv_lif
+    monkeypatch.setattr(fused, 'conv_lif',
+                        lambda *args, **kw: folds.append(kw['fold']) or conv_lif(*args, **kw))
+    xs, ys = _batches()
+    one_model, one = _trainer('layer_by_layer', 'auto')
+    losses = _train('layer_by_layer', one, xs, ys)
+    model, trainer = _trainer('layer_by_layer', 'auto')
+    split_data = split(mesh, xs, ys)
+    np.testing.assert_allclose(_train('layer_by_layer', trainer, *split_data), losses, rtol=1e-5)
+    for ours, theirs in zip(_weights(model), _weights(one_model)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    found = collectives(_compiled_step('layer_by_layer', trainer, *split_data))
+    assert found and set(found) == {'all-reduce'}, found
+    assert set(folds) == {'time', 'batch'}
+
+
 # ------------------------------------------------ the brainpy.state layer (BrainPy 2.8 only)
 
 def _brainstate():

@@ -72,7 +72,7 @@ class _ConvLif:
         spikes, v = _fused.conv_lif(
             sequence, conv._kernel()[0], None if b is None else b.reshape(-1), v0,
             self.neurons, padding=c.padding, rhs_dilation=c.rhs_dilation, backend='auto',
-            spike_fn=lif.spk_fun if isinstance(lif.mode, bm.TrainingMode) else None)
+            fold=fold, spike_fn=lif.spk_fun if isinstance(lif.mode, bm.TrainingMode) else None)
         if not batched:
             spikes, v = spikes[:, 0], v[0]
         spikes = spikes.astype(lif.spike.value.dtype)
@@ -136,8 +136,8 @@ class LayerByLayer(bp.Sequential):
             method; one positive finite ``tau`` and one number per parameter) as one
             spiking step (:func:`bp_conv_ext.ops.fused.conv_lif`): on CUDA GPUs one kernel
             that never stores the convolution's output; elsewhere the same computation as
-            unfused. The same spikes, states and (surrogate) gradients either way; with
-            ``fold='time'`` only. :meth:`fusion` says which pairs are fused and why the
+            unfused. The same spikes, states and (surrogate) gradients either way, with
+            either ``fold``. :meth:`fusion` says which pairs are fused and why the
             others are not.
 
         Returns
@@ -166,7 +166,7 @@ class LayerByLayer(bp.Sequential):
             return layer.multi_step(xs)
 
         layers = list(self.children.values())
-        if fuse and fold == 'time':
+        if fuse:
             def pair(conv, lif):
                 neurons = _fusion(conv, lif) if _candidate(conv, lif) else None
                 return None if not isinstance(neurons, _fused.LIF) else _ConvLif(
@@ -179,7 +179,7 @@ class LayerByLayer(bp.Sequential):
 
     def fusion(self) -> List[Tuple[str, str, Optional[str]]]:
         """Which :class:`Conv1d` -> neuron group pairs :meth:`multi_step` runs as one fused
-        spiking step (with ``fuse=True, fold='time'``), and why the others are not.
+        spiking step (with ``fuse=True``), and why the others are not.
 
         Returns
         -------

@@ -88,7 +88,8 @@ class _ConvLif:
         b = conv._bias(x_unit, w_unit)
         spikes, v = _fused.conv_lif(
             sequence, kernel, None if b is None else jnp.reshape(b, (-1,)), v0, neurons,
-            padding=c.padding, rhs_dilation=c.rhs_dilation, backend='auto', spike_fn=lif.spk_fun)
+            padding=c.padding, rhs_dilation=c.rhs_dilation, backend='auto', fold=fold,
+            spike_fn=lif.spk_fun)
         if not batched:
             spikes, v = spikes[:, 0], v[0]
         lif.V.value = v if v_unit is None else u.Quantity(v, unit=v_unit)
@@ -130,7 +131,7 @@ class LayerByLayer(brainstate.nn.Sequential):
         ``fuse``: each :class:`Conv1d` (channels last, stride 1, one group, zero padding, no
         mask, backend ``'auto'``) followed by a ``brainpy.state.LIF`` runs as one spiking
         step (:func:`bp_conv_ext.ops.fused.conv_lif`: one kernel on CUDA GPUs), with the
-        same spikes, states and gradients (``fold='time'`` only)."""
+        same spikes, states and gradients (either ``fold``)."""
         fold = _sequence.check_fold(fold)
         if not isinstance(fuse, bool):
             raise TypeError(f"`fuse` (={fuse!r}) must be a bool.")
@@ -143,7 +144,7 @@ class LayerByLayer(brainstate.nn.Sequential):
                              f"{xs.shape}.")
         batched = self.in_size is None or xs.ndim == len(self.in_size) + 2
         layers = list(self.layers)
-        if fuse and fold == 'time':
+        if fuse:
             layers = _sequence.fuse_pairs(layers, lambda conv, lif: _ConvLif(
                 conv, lif, lambda xs: _scan_time(lif, conv.multi_step(xs, fold=fold)))
                 if _candidate(conv, lif) and _conv_unfusable(conv) is None and
@@ -157,7 +158,7 @@ class LayerByLayer(brainstate.nn.Sequential):
 
     def fusion(self, x_unit=None) -> List[Tuple[str, str, Optional[str]]]:
         """Which :class:`Conv1d` -> neuron pairs :meth:`multi_step` runs as one fused spiking
-        step (with ``fuse=True, fold='time'``) for an input in ``x_unit`` (``None``: plain
+        step (with ``fuse=True``) for an input in ``x_unit`` (``None``: plain
         numbers), and why the others are not. Call it once the states are initialised.
 
         Returns
