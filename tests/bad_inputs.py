@@ -342,7 +342,9 @@ def markdown() -> str:
              "NaN and inf are not errors. In the input they pass through unchanged to the",
              "outputs whose window contains them, and nowhere else; in the kernel they reach",
              "every output of their output channel (IEEE: 0 * inf and 0 * nan are NaN), on every",
-             "backend, the event-driven one included.", "",
+             "backend, the event-driven one included. The same in gradients: a NaN or inf in the",
+             "cotangent from a later layer, or in a kernel tangent, gives on the event-driven path",
+             "the dense path's answer, in which the input's zeros and the padding multiply it.", "",
              "| # | mistake | exception | message (matched part) |",
              "| ---: | --- | --- | --- |"]
     for i, (what, _, error, pattern) in enumerate(ROWS, 1):

@@ -18,6 +18,11 @@ of :mod:`.registry` says runs there (one module per set in :mod:`.kernels`):
   (:func:`bp_conv_ext.use_event_kernels`);
 - CUDA GPUs to the Pallas (Triton) kernels, ``'pallas'``; ROCm GPUs and TPUs to ``'jax'``.
 
+The kernels skip zero inputs, where the dense path multiplies them (``0 * nan`` and
+``0 * inf`` are NaN): each lowering hands an operand that is not all finite (a kernel, a
+kernel tangent or cotangent, an output cotangent) to a dense computation, chosen inside the
+program, so that forward and both modes of differentiation give the dense path's IEEE answer.
+
 The static parameters are one :class:`.registry.EventSpec`: the convolution, the output
 length, the matmul precision the call was made under and the name of the CPU's kernel set.
 
@@ -168,9 +173,19 @@ class _Operation:
 
     def _call(self, sharding, kernel, x, operand, p, *, outs, spec):
         if sharding != 'split':
-            return kernel(x, operand, p, outs=outs, spec=spec)
-        partitioned = _partitioned(self.kind, kernel, outs[0].shape, outs[0].dtype, spec)
-        return partitioned(x, operand, p)
+            def event(x, operand):
+                return kernel(x, operand, p, outs=outs, spec=spec)[0]
+        else:
+            partitioned = _partitioned(self.kind, kernel, outs[0].shape, outs[0].dtype, spec)
+
+            def event(x, operand):
+                return partitioned(x, operand, p)[0]
+        # The kernels skip zero inputs; the dense path multiplies them, and 0 * nan and
+        # 0 * inf are NaN: an operand (a kernel, its tangent or cotangent, or an output
+        # cotangent) that is not all finite takes the dense path's computation, chosen in the
+        # program, whatever the kernels.
+        dense = functools.partial(_DENSE[self.kind], out=outs[0], spec=spec)
+        return [jax.lax.cond(jnp.all(jnp.isfinite(operand)), event, dense, x, operand)]
 
 
 def _kernel_set(name):
@@ -183,6 +198,28 @@ def _compiled(primitive, params):
     params = dict(params)
     return jax.jit(lambda *args: primitive.bind(*args, **params))
 
+
+# Where an operand is not finite, the lowering computes with the patches of the input, the
+# zeros of the padding and of the input dilation included, as the dense path multiplies them:
+# a matmul, whose IEEE answer does not depend on how XLA compiles it. (XLA's CPU convolution
+# multiplies the padding when compiled on its own but skipped it, giving fewer NaN in a kernel
+# gradient, when compiled inside a conditional.)
+def _dense_forward(x, w, *, out, spec: EventSpec):
+    """``K(x) w``, ``[N, H_out, C_out]``, as the patches of ``x`` times ``w``."""
+    with jax.default_matmul_precision(spec.precision):
+        y = _dense.conv(x.astype(w.dtype), w, spec.conv._replace(algorithm='im2col'))
+    return y.astype(out.dtype)
+
+
+def _dense_kernel_grad(x, dy, *, out, spec: EventSpec):
+    """``K(x)^T dy``, the kernel gradient, as the transpose of :func:`_dense_forward`."""
+    zeros = jnp.zeros(out.shape, out.dtype)
+    forward = functools.partial(_dense_forward, x, out=jax.ShapeDtypeStruct(dy.shape, out.dtype),
+                                spec=spec)
+    return jax.linear_transpose(forward, zeros)(dy.astype(out.dtype))[0]
+
+
+_DENSE = {'forward': _dense_forward, 'kernel_grad': _dense_kernel_grad}
 
 forward = _Operation('bp_conv_ext_event_conv1d', 'forward')
 kernel_grad = _Operation('bp_conv_ext_event_conv1d_kernel_grad', 'kernel_grad')

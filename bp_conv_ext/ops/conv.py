@@ -110,9 +110,9 @@ def _planned(x, w, b, plan: Plan, backend: str):
 
     def event(x):
         # The event path skips zero inputs, but on the dense path 0 * inf and 0 * nan are
-        # NaN: with a kernel that is not all finite, the dense path gives the answer.
-        return lax.cond(jnp.all(jnp.isfinite(w)),
-                        lambda x: _event.conv(x, w, plan.spec, plan.out_len), dense, x)
+        # NaN: the event primitives hand a kernel (and, in their gradients, a cotangent) that
+        # is not all finite to the dense computation, inside the program.
+        return _event.conv(x, w, plan.spec, plan.out_len)
 
     def checked(x):
         threshold = registry.running('cpu').auto_density

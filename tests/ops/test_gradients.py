@@ -1,4 +1,5 @@
-"""Gradients: finite-difference checks in float64 and masked weights."""
+"""Gradients: finite-difference checks in float64, masked weights, and NaN and inf in the
+cotangents and tangents, where the event path gives the dense path's IEEE answer."""
 import brainpy.math as bm
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import pytest
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d
-from helpers.cases import enable_x64, reference_conv1d
+from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, reference_conv1d
 
 CONFIGS = [
     dict(),
@@ -103,3 +104,51 @@ def test_input_gradient_with_padding_as_wide_as_the_kernel(x_shape, w_shape, pad
     for _ in range(10):
         np.testing.assert_allclose(np.asarray(jax.grad(loss)(x)).ravel(), expected,
                                    rtol=1e-5, atol=1e-5)
+
+
+#: Input channels that give the dense path's two kernel-gradient forms (``core.dense``): a
+#: matmul with the patches (short patch rows) and XLA's convolution, which differ in whether
+#: a cotangent that sees padding only makes the gradient NaN.
+KERNEL_GRAD_FORMS = {'im2col-form': 4, 'xla-form': 48}
+
+
+@pytest.mark.parametrize('form', KERNEL_GRAD_FORMS)
+@pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
+def test_event_gradients_with_a_nan_or_inf_cotangent_are_the_dense_ones(runtime, form):
+    # A finite kernel, and a NaN and an inf in the cotangent from a later layer: the event
+    # kernel gradient skipped the zero inputs, the dense one multiplies them (0 * nan = nan).
+    rng = np.random.default_rng(3)
+    cin = KERNEL_GRAD_FORMS[form]
+    x = (rng.random((2, 10, cin)) < 0.3).astype(np.float32)
+    w = rng.standard_normal((3, cin, 5)).astype(np.float32)
+    cot = rng.standard_normal((2, 10, 5)).astype(np.float32)
+    cot[0, 0, 1], cot[1, 6, 3] = np.nan, np.inf
+
+    def grads(backend):
+        loss = lambda x, w: jnp.sum(conv1d(x, w, padding='SAME', backend=backend) * cot)
+        return jax.grad(loss, (0, 1))(x, w)
+
+    with event_runtime(runtime):
+        event = grads('event')
+    dense = grads('dense')
+    for got, expected in zip(event, dense):
+        assert not np.isfinite(expected).all()
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('runtime', EVENT_RUNTIMES, ids=EVENT_IDS)
+def test_event_tangents_of_a_nan_or_inf_kernel_tangent_are_the_dense_ones(runtime):
+    rng = np.random.default_rng(4)
+    x = (rng.random((2, 10, 4)) < 0.3).astype(np.float32)
+    w = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    w_dot = rng.standard_normal(w.shape).astype(np.float32)
+    w_dot[0, 1, 2], w_dot[2, 3, 0] = np.nan, -np.inf
+
+    def tangent(backend):
+        return jax.jvp(lambda w: conv1d(x, w, padding='SAME', backend=backend), (w,), (w_dot,))[1]
+
+    with event_runtime(runtime):
+        event = tangent('event')
+    expected = np.asarray(tangent('dense'))
+    assert not np.isfinite(expected).all()
+    np.testing.assert_allclose(np.asarray(event), expected, rtol=1e-5, atol=1e-5)
