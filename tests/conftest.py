@@ -60,6 +60,21 @@ settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 DEFAULT_DT = bm.get_dt()
 
 
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """How many times the fused spiking step (``bp_conv_ext.ops.fused.conv_lif``) ran."""
+    from bp_conv_ext.ops import fused
+    count = []
+    original = fused.conv_lif
+
+    def spy(*args, **kwargs):
+        count.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fused, 'conv_lif', spy)
+    return count
+
+
 @pytest.fixture(autouse=True)
 def _fresh_brainpy_state():
     """Each test starts from the default mode and time step, a fixed seed and free names."""
@@ -80,6 +95,7 @@ EVERY_STACK = {
     'test_gradients.py': "gradients through each stack's kernels and JAX",
     'test_fused.py': "the fused kernel in each JAX's Pallas (interpreted; lowered via Triton)",
     'test_fused_multistep.py': "the fused spiking step against each BrainPy's bp.dyn.Lif",
+    'test_float64.py': "each BrainPy's float64 routes (JAX's flag alone suffices on 2.6 only)",
     'test_bad_input.py::test_event_path_and_auto_give_the_dense_answer_with_nan_and_inf':
         "NaN and inf through each stack's event kernels",
     'test_sharding.py': "the kernels' sharding rules use each JAX's custom_partitioning",

@@ -32,7 +32,7 @@ import contextlib
 import functools
 import inspect
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -286,6 +286,21 @@ mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, True))
 mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, False), platform='cuda')
 # The lowering may partition the kernel call, which needs the devices.
 prim_requires_devices_during_lowering.add(_KERNEL)
+
+
+def unfused_options(layer: str, config, *, masked: bool, backend: str) -> Optional[str]:
+    """Why the fused step does not compute the convolution ``layer`` (its name) of
+    ``config`` (a layer's ``LayerConfig``), or None: it computes stride 1, one group, zero
+    padding, no mask and the default backend (``'auto'``)."""
+    for unfusable, what in ((masked, 'has a mask'),
+                            (backend != 'auto', f'has backend={backend!r}'),
+                            (config.padding_mode != 'zeros', f'pads with {config.padding_mode!r}'),
+                            (config.stride != 1, f'has stride {config.stride}'),
+                            (config.groups != 1, f'has {config.groups} groups'),
+                            (config.lhs_dilation != 1, f'has lhs_dilation {config.lhs_dilation}')):
+        if unfusable:
+            return f"{layer} (Conv1d) {what}"
+    return None
 
 
 def choose_kernel(implementation, xs, w, v0):

@@ -80,6 +80,17 @@ def _peer_run(net, xs, upto=None):
         return np.stack([modules(torch.from_numpy(x)).numpy() for x in xs])
 
 
+def _imported_run(peer, xs):
+    """The outputs of a network SpikingJelly imported from NIR (a module stepped with its
+    state), step by step."""
+    state, outputs = None, []
+    with torch.no_grad():
+        for x in xs:
+            y, state = peer(torch.from_numpy(x), state)
+            outputs.append(y.numpy())
+    return np.stack(outputs)
+
+
 def _ours(net, xs):
     """Our model's outputs on channels-first inputs, channels first."""
     out = np.asarray(net.multi_step(bm.asarray(np.swapaxes(xs, -1, -2))))
@@ -124,23 +135,13 @@ def test_a_network_exported_from_here_runs_in_spikingjelly_with_its_spikes():
     xs = _inputs(1)
     graph = to_nir(net, (L, C), dt=DT, integrator='euler')
     peer = import_from_nir(graph, dt=DT)
-    state, outputs = None, []
-    with torch.no_grad():
-        for x in xs:
-            y, state = peer(torch.from_numpy(x), state)
-            outputs.append(y.numpy())
-    np.testing.assert_allclose(np.stack(outputs), _ours(net, xs), **DENSE_TOL)
+    np.testing.assert_allclose(_imported_run(peer, xs), _ours(net, xs), **DENSE_TOL)
     for upto in (2, 4):
         prefix = LayerByLayer(*list(net.children.values())[:upto], mode=mode)
         spikes = _ours(prefix, xs)
         assert 0.05 < spikes.mean() < 0.95
         peer = import_from_nir(to_nir(prefix, (L, C), dt=DT, integrator='euler'), dt=DT)
-        state, outputs = None, []
-        with torch.no_grad():
-            for x in xs:
-                y, state = peer(torch.from_numpy(x), state)
-                outputs.append(y.numpy())
-        np.testing.assert_array_equal(np.stack(outputs), spikes)
+        np.testing.assert_array_equal(_imported_run(peer, xs), spikes)
 
 
 def test_the_state_api_exchanges_neurons_resting_away_from_0_with_spikingjelly():
@@ -173,12 +174,7 @@ def test_the_state_api_exchanges_neurons_resting_away_from_0_with_spikingjelly()
             net.multi_step(np.swapaxes(xs, -1, -2)))), -1, -2)
         peer = import_from_nir(S.to_nir(net, (L, C), dt=DT, integrator='euler'), dt=DT)
     assert 0.05 < ours.mean() < 0.95
-    state, outputs = None, []
-    with torch.no_grad():
-        for x in xs:
-            y, state = peer(torch.from_numpy(x), state)
-            outputs.append(y.numpy())
-    np.testing.assert_array_equal(np.stack(outputs), ours)
+    np.testing.assert_array_equal(_imported_run(peer, xs), ours)
 
 
 def test_a_sinabs_network_imported_here_gives_its_spikes():

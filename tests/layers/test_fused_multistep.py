@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import Conv1d, LayerByLayer
-from bp_conv_ext.ops import fused
 
 T, B, L, C = 6, 16, 12, 2
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -40,31 +39,17 @@ def _inputs(mode, seed=0):
     return jnp.asarray(np.random.default_rng(seed).random(shape) < 0.4)
 
 
-@pytest.fixture
-def calls(monkeypatch):
-    """How many times the fused step ran."""
-    count = []
-    original = fused.conv_lif
-
-    def spy(*args, **kwargs):
-        count.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(fused, 'conv_lif', spy)
-    return count
-
-
 @pytest.mark.parametrize('name', MODES)
-def test_the_fused_step_gives_the_unfused_layers_numbers(name, calls):
+def test_the_fused_step_gives_the_unfused_layers_numbers(name, fused_calls):
     mode = MODES[name]
     net = _network(mode, name)
     xs = _inputs(mode)
     lif = net[1]
     unfused = net.multi_step(xs, fuse=False)
     v_unfused, spikes_unfused = lif.V.value, lif.spike.value
-    assert not calls
+    assert not fused_calls
     out = net.multi_step(xs, fold='batch' if name == 'training-soft' else 'time')
-    assert len(calls) == 1
+    assert len(fused_calls) == 1
     np.testing.assert_allclose(out, unfused, **TOL)
     np.testing.assert_allclose(lif.V.value, v_unfused, **TOL)
     assert lif.spike.value.dtype == spikes_unfused.dtype
@@ -105,13 +90,13 @@ def test_surrogate_gradients_of_the_fused_step_are_the_unfused_layers(name):
 @pytest.mark.parametrize('conv', [dict(stride=2), dict(groups=2, padding='SAME'),
                                   dict(padding_mode='reflect', padding=1)],
                          ids=['stride', 'groups', 'padding-mode'])
-def test_pairs_the_fused_step_does_not_compute_stay_unfused(conv, calls):
+def test_pairs_the_fused_step_does_not_compute_stay_unfused(conv, fused_calls):
     mode = bm.BatchingMode()
     layer = Conv1d(C, 32, 3, mode=mode, **conv)
     length = layer.config.output_length(L)
     net = LayerByLayer(layer, bp.dyn.Lif((length, 32), keep_size=True, mode=mode), mode=mode)
     net.multi_step(_inputs(mode))
-    assert not calls
+    assert not fused_calls
 
 
 def test_cuda_export_of_the_network_holds_one_fused_kernel():
@@ -154,7 +139,7 @@ def _state_network(reset):
 @pytest.mark.parametrize('batched', [True, False], ids=['batched', 'unbatched'])
 @pytest.mark.parametrize('reset', ['soft', 'hard'])
 def test_state_fused_step_gives_the_unfused_layers_numbers_and_gradients(reset, batched,
-                                                                         calls):
+                                                                         fused_calls):
     brainstate = pytest.importorskip('brainstate')
     import brainunit as u
     net = _state_network(reset)
@@ -181,9 +166,9 @@ def test_state_fused_step_gives_the_unfused_layers_numbers_and_gradients(reset, 
         out, v, grads = run(False)
         spikes = type(net)(*net.layers[:2]).multi_step(xs, fuse=False)
         assert 0.05 < float(jnp.mean(spikes)) < 0.95
-        assert not calls
+        assert not fused_calls
         fused_out, fused_v, fused_grads = run(True)
-    assert len(calls) == 2                           # the run and the gradient's
+    assert len(fused_calls) == 2                           # the run and the gradient's
     np.testing.assert_allclose(fused_out, out, **TOL)
     np.testing.assert_allclose(fused_v, v, **TOL)
     leaves, fused_leaves = jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(
@@ -255,7 +240,7 @@ def test_fusion_says_why_neurons_with_more_than_the_model_stay_unfused(case):
 
 @pytest.mark.parametrize('case', ['after-update hook', 'before-update hook', 'delta input',
                                   'negative tau'])
-def test_neurons_with_more_than_the_model_run_as_brainpy_runs_them(case, calls):
+def test_neurons_with_more_than_the_model_run_as_brainpy_runs_them(case, fused_calls):
     """Hooks run at every step, inputs are added and any tau runs (as BrainPy's own group
     runs it): the pair runs unfused, with the unfused layers' numbers."""
     results = []
@@ -267,7 +252,7 @@ def test_neurons_with_more_than_the_model_run_as_brainpy_runs_them(case, calls):
         results.append((np.asarray(net.multi_step(_inputs(bm.BatchingMode()), fuse=fuse)),
                         float(counter.value)))
     (unfused, unfused_count), (fused_out, fused_count) = results
-    assert not calls
+    assert not fused_calls
     np.testing.assert_array_equal(fused_out, unfused)
     assert fused_count == unfused_count == (T if 'hook' in case else 0)
     assert 'tau' in case or unfused.any()
@@ -345,7 +330,7 @@ def test_state_fusion_says_why_neurons_with_more_than_the_model_stay_unfused(cas
 
 
 @pytest.mark.parametrize('case', ['after-update hook', 'delta input', 'negative tau'])
-def test_state_neurons_with_more_than_the_model_run_as_brainpy_runs_them(case, calls):
+def test_state_neurons_with_more_than_the_model_run_as_brainpy_runs_them(case, fused_calls):
     brainstate = pytest.importorskip('brainstate')
     import brainunit as u
     results = []
@@ -357,7 +342,7 @@ def test_state_neurons_with_more_than_the_model_run_as_brainpy_runs_them(case, c
                                                            fuse=fuse)))
         results.append((out, float(counter.value)))
     (unfused, unfused_count), (fused_out, fused_count) = results
-    assert not calls
+    assert not fused_calls
     np.testing.assert_array_equal(fused_out, unfused)
     assert fused_count == unfused_count == (T if 'hook' in case else 0)
     assert 'tau' in case or unfused.any()

@@ -37,16 +37,10 @@ def _fusion(conv, lif):
     :func:`bp_conv_ext.ops.fused.conv_lif` computes (stride 1, one group, zero padding, no
     mask, the default backend) into a ``bp.dyn.Lif`` that it advances exactly as BrainPy does
     (:func:`bp_conv_ext.layers.classic.neurons.fused_constants`); else why not, in words."""
-    c = conv.config
-    label = f"{conv.name} (Conv1d)"
-    for unfusable, what in ((conv.mask is not None, 'has a mask'),
-                            (conv.backend != 'auto', f'has backend={conv.backend!r}'),
-                            (c.padding_mode != 'zeros', f'pads with {c.padding_mode!r}'),
-                            (c.stride != 1, f'has stride {c.stride}'),
-                            (c.groups != 1, f'has {c.groups} groups'),
-                            (c.lhs_dilation != 1, f'has lhs_dilation {c.lhs_dilation}')):
-        if unfusable:
-            return f"{label} {what}"
+    reason = _fused.unfused_options(conv.name, conv.config, masked=conv.mask is not None,
+                                    backend=conv.backend)
+    if reason is not None:
+        return reason
     return _neurons.fused_constants(lif)
 
 

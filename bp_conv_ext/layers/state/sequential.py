@@ -33,17 +33,11 @@ def _scan_time(layer, xs):
 def _conv_unfusable(conv) -> Optional[str]:
     """Why the fused step does not compute ``conv`` (a :class:`Conv1d`), or None: it takes
     channels last, stride 1, one group, zero padding, no mask and the default backend."""
-    c = conv.config
-    for unfusable, what in ((conv.channel_first, 'is channels first'),
-                            (conv.w_mask is not None, 'has a mask'),
-                            (conv.backend != 'auto', f'has backend={conv.backend!r}'),
-                            (c.padding_mode != 'zeros', f'pads with {c.padding_mode!r}'),
-                            (c.stride != 1, f'has stride {c.stride}'),
-                            (c.groups != 1, f'has {c.groups} groups'),
-                            (c.lhs_dilation != 1, f'has lhs_dilation {c.lhs_dilation}')):
-        if unfusable:
-            return f"{conv.name or 'Conv1d'} (Conv1d) {what}"
-    return None
+    name = conv.name or 'Conv1d'
+    if conv.channel_first:
+        return f"{name} (Conv1d) is channels first"
+    return _fused.unfused_options(name, conv.config, masked=conv.w_mask is not None,
+                                  backend=conv.backend)
 
 
 def _fusion(conv, lif, x_unit):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import Conv1d, LayerByLayer, spike_drive
-from bp_conv_ext.ops import fused
 from helpers.cases import enable_x64
 
 RUNS = ('per-step', 'unfused', 'fused')
@@ -40,20 +39,6 @@ def _run(how, conv, lif, xs):
 
 
 @pytest.fixture
-def calls(monkeypatch):
-    """How many times the fused step ran."""
-    count = []
-    original = fused.conv_lif
-
-    def spy(*args, **kwargs):
-        count.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(fused, 'conv_lif', spy)
-    return count
-
-
-@pytest.fixture
 def brainpy_x64():
     """BrainPy's 64-bit mode, switched off again after the test."""
     bm.enable_x64()
@@ -63,14 +48,14 @@ def brainpy_x64():
         bm.disable_x64()
 
 
-def test_brainpy_enable_x64_runs_the_readme_recipe_in_float64(brainpy_x64, calls):
+def test_brainpy_enable_x64_runs_the_readme_recipe_in_float64(brainpy_x64, fused_calls):
     spikes = {}
     for how in RUNS:
         conv, lif = _layers()
         assert conv.w.dtype == lif.V.dtype == jnp.float64
         spikes[how] = np.asarray(_run(how, conv, lif, _spikes()))
         assert lif.V.dtype == jnp.float64
-        assert len(calls) == (how == 'fused')
+        assert len(fused_calls) == (how == 'fused')
     assert 0 < spikes['per-step'].mean() < 1
     np.testing.assert_array_equal(spikes['unfused'], spikes['per-step'])
     np.testing.assert_array_equal(spikes['fused'], spikes['per-step'])
