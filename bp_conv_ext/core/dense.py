@@ -149,6 +149,26 @@ def patches(x, kernel_size: int, spec: ConvSpec):
     return jnp.stack(taps, axis=2)
 
 
+def kernel_grad_tap_by_tap(x, dy, kernel_shape, spec: ConvSpec):
+    """The kernel gradient ``K(x)^T dy`` (``kernel_shape``: ``(K, C_in // groups, C_out)``)
+    as one matmul per tap: the products of ``im2col``'s (the padding's and the input
+    dilation's zeros included, so ``0 * nan`` is NaN as there), with one shifted copy of the
+    input alive at a time instead of ``K``."""
+    padded = _pad_input(x, spec)
+    taps, channels, out = kernel_shape
+    width = (dy.shape[1] - 1) * spec.stride + 1
+    groups = spec.groups
+
+    def tap_grad(k, grad):
+        shifted = lax.dynamic_slice_in_dim(padded, k * spec.rhs_dilation, width, axis=1)
+        tap = lax.slice_in_dim(shifted, 0, width, stride=spec.stride, axis=1)
+        tap = tap.reshape(-1, groups, channels).astype(dy.dtype)
+        g = jnp.einsum('rgc,rgo->cgo', tap, dy.reshape(-1, groups, out // groups))
+        return lax.dynamic_update_index_in_dim(grad, g.reshape(channels, out), k, axis=0)
+
+    return lax.fori_loop(0, taps, tap_grad, jnp.zeros(kernel_shape, dy.dtype))
+
+
 def _patch_matmul(p, w, groups: int):
     """Contract patches ``[N, H_out, K, C]`` with a kernel ``[K, C // groups, O]``."""
     n, h, k, c = p.shape

@@ -199,24 +199,24 @@ def _compiled(primitive, params):
     return jax.jit(lambda *args: primitive.bind(*args, **params))
 
 
-# Where an operand is not finite, the lowering computes with the patches of the input, the
-# zeros of the padding and of the input dilation included, as the dense path multiplies them:
-# a matmul, whose IEEE answer does not depend on how XLA compiles it. (XLA's CPU convolution
-# multiplies the padding when compiled on its own but skipped it, giving fewer NaN in a kernel
-# gradient, when compiled inside a conditional.)
+# Where an operand is not finite, the lowering computes as the dense path does: XLA's
+# convolution forward, and the kernel gradient as matmuls of the input's shifted copies, the
+# zeros of the padding and of the input dilation included (XLA's CPU convolution multiplies
+# the padding when compiled on its own but skipped it, giving fewer NaN in a kernel gradient,
+# when compiled inside a conditional). One tap at a time: XLA plans the branch's memory even
+# where it does not run.
 def _dense_forward(x, w, *, out, spec: EventSpec):
-    """``K(x) w``, ``[N, H_out, C_out]``, as the patches of ``x`` times ``w``."""
+    """``K(x) w``, ``[N, H_out, C_out]``."""
     with jax.default_matmul_precision(spec.precision):
-        y = _dense.conv(x.astype(w.dtype), w, spec.conv._replace(algorithm='im2col'))
+        y = _dense.xla(x.astype(w.dtype), w, spec.conv)
     return y.astype(out.dtype)
 
 
 def _dense_kernel_grad(x, dy, *, out, spec: EventSpec):
-    """``K(x)^T dy``, the kernel gradient, as the transpose of :func:`_dense_forward`."""
-    zeros = jnp.zeros(out.shape, out.dtype)
-    forward = functools.partial(_dense_forward, x, out=jax.ShapeDtypeStruct(dy.shape, out.dtype),
-                                spec=spec)
-    return jax.linear_transpose(forward, zeros)(dy.astype(out.dtype))[0]
+    """``K(x)^T dy``, the kernel gradient."""
+    with jax.default_matmul_precision(spec.precision):
+        return _dense.kernel_grad_tap_by_tap(x, dy.astype(out.dtype), out.shape,
+                                             spec.conv).astype(out.dtype)
 
 
 _DENSE = {'forward': _dense_forward, 'kernel_grad': _dense_kernel_grad}
