@@ -21,10 +21,12 @@ implementations give the same numbers:
 ``'jax'`` everywhere else; so does a kernel asked for a problem it does not support, an empty
 one (a zero-size dimension: empty in, empty out, ``v0`` unchanged) included. The Mosaic GPU
 kernel writes ``float32`` operands as ``bfloat16`` parts, in which an ``inf`` becomes
-``inf + nan + nan``: where the input, kernel or bias is not all finite, the ``'jax'``
-implementation computes its IEEE results instead (decided in the program, where it runs).
+``inf + nan + nan``: where the input, kernel or bias is not all finite, the Triton kernel
+(``float32`` products) computes the IEEE results instead (decided in the program, where it
+runs).
 Differentiated (forward or reverse mode, any order), every implementation is the ``'jax'``
-one, values and derivatives (with the surrogate ``spike_fn``, when given). Under ``jax.jit`` with a batch split over devices the
+one, values and derivatives (with the surrogate ``spike_fn``, when given). Under
+``jax.jit`` with a batch split over devices the
 kernel runs on each device's part (a ``custom_partitioning``), where that part is one it
 supports.
 """
@@ -163,23 +165,25 @@ def _kernel_call(interpret, xs, w, b, v0, *, kernel, lif, pads, rhs_dilation, co
     """The fused step on the arrays of one device: ``kernel`` where it runs them, else the
     ``'jax'`` implementation (a device's part of a split batch may be too small for the
     kernel's tiles). The Mosaic GPU kernel's ``bfloat16`` parts of an ``inf`` are ``inf, nan,
-    nan``: where its operands are not all finite, the ``'jax'`` implementation gives the IEEE
-    results (the Triton kernel multiplies ``float32``: it gives them itself)."""
+    nan``: where its operands are not all finite, the Triton kernel, which multiplies
+    ``float32`` and gives the IEEE results, computes instead (the ``'jax'`` implementation
+    where it does not run the problem). The branch that runs is chosen in the program; both
+    are fused kernels, so the memory XLA plans for them stays a fused kernel's."""
     def reference(xs, w, b, v0):
         spikes, v = _reference(xs, w, b, v0, lif, pads, rhs_dilation)
         return [spikes.astype(v0.dtype), v.astype(v0.dtype)]
 
-    if choose_kernel(kernel, xs, w, v0) != kernel:
-        return reference(xs, w, b, v0)
-
-    def fused(xs, w, b, v0):
-        return list(_KERNELS[kernel].conv_lif(
+    def fused(name, tiles, xs, w, b, v0):
+        if choose_kernel(name, xs, w, v0) != name:
+            return reference(xs, w, b, v0)
+        return list(_KERNELS[name].conv_lif(
             xs, w, b, v0, lambda v, i: lif_update(v, i, lif), padding=pads,
             rhs_dilation=rhs_dilation, conv_dtype=conv_dtype, interpret=interpret, tiles=tiles))
 
-    if kernel == 'mosaic':
-        return lax.cond(_all_finite(xs, w, b), fused, reference, xs, w, b, v0)
-    return fused(xs, w, b, v0)
+    if kernel == 'mosaic' and choose_kernel(kernel, xs, w, v0) == kernel:
+        return lax.cond(_all_finite(xs, w, b), functools.partial(fused, 'mosaic', tiles),
+                        functools.partial(fused, 'triton', None), xs, w, b, v0)
+    return fused(kernel, tiles, xs, w, b, v0)
 
 
 def _varying(aval):
