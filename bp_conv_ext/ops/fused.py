@@ -26,9 +26,8 @@ kernel writes ``float32`` operands as ``bfloat16`` parts, in which an ``inf`` be
 runs).
 Differentiated (forward or reverse mode, any order), every implementation is the ``'jax'``
 one, values and derivatives (with the surrogate ``spike_fn``, when given). Under
-``jax.jit`` with a batch split over devices the
-kernel runs on each device's part (a ``custom_partitioning``), where that part is one it
-supports.
+``jax.jit`` with a batch split over devices the kernel runs on each device's part (a
+``custom_partitioning``), where that part is one it supports.
 """
 import contextlib
 import functools
