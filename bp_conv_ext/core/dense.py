@@ -159,14 +159,22 @@ def kernel_grad_tap_by_tap(x, dy, kernel_shape, spec: ConvSpec):
     width = (dy.shape[1] - 1) * spec.stride + 1
     groups = spec.groups
 
-    def tap_grad(k, grad):
+    def tap_grad(k):
         shifted = lax.dynamic_slice_in_dim(padded, k * spec.rhs_dilation, width, axis=1)
         tap = lax.slice_in_dim(shifted, 0, width, stride=spec.stride, axis=1)
         tap = tap.reshape(-1, groups, channels).astype(dy.dtype)
         g = jnp.einsum('rgc,rgo->cgo', tap, dy.reshape(-1, groups, out // groups))
-        return lax.dynamic_update_index_in_dim(grad, g.reshape(channels, out), k, axis=0)
+        return g.reshape(1, channels, out)
 
-    return lax.fori_loop(0, taps, tap_grad, jnp.zeros(kernel_shape, dy.dtype))
+    def add_tap(k, grad):
+        return lax.dynamic_update_slice_in_dim(grad, tap_grad(k), k, axis=0)
+
+    # A loop, so that one tap's copy is alive at a time. The first tap is written before it:
+    # the loop's carry then has the type of what the body writes (inside shard_map, varying
+    # over the axes dy varies over).
+    first = lax.dynamic_update_slice_in_dim(jnp.zeros(kernel_shape, dy.dtype), tap_grad(0), 0,
+                                            axis=0)
+    return lax.fori_loop(1, taps, add_tap, first)
 
 
 def _patch_matmul(p, w, groups: int):

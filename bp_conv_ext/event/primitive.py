@@ -185,7 +185,19 @@ class _Operation:
         # cotangent) that is not all finite takes the dense path's computation, chosen in the
         # program, whatever the kernels.
         dense = functools.partial(_DENSE[self.kind], out=outs[0], spec=spec)
-        return [jax.lax.cond(jnp.all(jnp.isfinite(operand)), event, dense, x, operand)]
+        axes = _vma(x) | _vma(operand)
+
+        def varying(branch):
+            # Inside shard_map both branches give what varies over the operands' axes (a
+            # kernel's output is declared without them); a type only, nothing is moved.
+            def run(x, operand):
+                y = branch(x, operand)
+                missing = tuple(sorted(axes - _vma(y)))
+                return jax.lax.pcast(y, missing, to='varying') if missing else y
+            return run
+
+        return [jax.lax.cond(jnp.all(jnp.isfinite(operand)), varying(event), varying(dense), x,
+                             operand)]
 
 
 def _kernel_set(name):

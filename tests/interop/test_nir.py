@@ -374,3 +374,15 @@ def test_a_neuron_with_an_input_function_is_not_written_as_nir_lif(api):
             with pytest.raises(bp_conv_ext.NIRError, match=r"has current inputs "
                                                            r"\(add_current_input: drive\)"):
                 S.to_nir(lif, (L, C))
+
+
+def test_a_delay_too_long_to_allocate_is_refused_with_its_size():
+    nir = pytest.importorskip('nir')
+    graph = nir.NIRGraph(
+        nodes=dict(input=nir.Input(np.array([3])),
+                   delay=nir.Delay(delay=np.array([1e9, 0., 0.])),
+                   output=nir.Output(np.array([3]))),
+        edges=[('input', 'delay'), ('delay', 'output')], type_check=False)
+    with pytest.raises(bp_conv_ext.NIRError,
+                       match=r"needs taps of 33\.53 GiB \(float32\), over the 1 GiB"):
+        from_nir(graph, dt=1.)
