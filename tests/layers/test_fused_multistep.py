@@ -268,6 +268,11 @@ def test_fusion_reports_the_fused_pairs_and_the_convolutions_options():
                        mode=mode)
     assert net.fusion() == [('fused_conv', 'fused_lif', None),
                             ('strided', 'after_strided', 'strided (Conv1d) has stride 2')]
+    # A pair split by a nested LayerByLayer is not one multi_step fuses.
+    split = LayerByLayer(Conv1d(C, 32, 3, mode=mode),
+                         LayerByLayer(bp.dyn.Lif((L, 32), keep_size=True, mode=mode), mode=mode),
+                         mode=mode)
+    assert split.fusion() == []
 
 
 def test_an_empty_sequence_gives_empty_spikes_and_keeps_the_state():

@@ -192,18 +192,16 @@ class LayerByLayer(bp.Sequential):
         >>> LayerByLayer(Conv1d(1, 4, 3, name='conv'), lif).fusion()
         [('conv', 'lif', "lif (bp.dyn.Lif) is stepped by method='euler', not 'exp_auto'")]
         """
-        layers = list(_flat(self))
-        return [(conv.name, lif.name, None if isinstance(decision, _fused.LIF) else decision)
-                for conv, lif in zip(layers, layers[1:]) if _candidate(conv, lif)
-                for decision in [_fusion(conv, lif)]]
-
-
-def _flat(net):
-    for layer in net.children.values():
-        if isinstance(layer, LayerByLayer):
-            yield from _flat(layer)
-        else:
-            yield layer
+        # Pairs within one LayerByLayer, as multi_step fuses them (never across a nested one).
+        layers, report = list(self.children.values()), []
+        for conv, lif in zip(layers, layers[1:] + [None]):
+            if isinstance(conv, LayerByLayer):
+                report += conv.fusion()
+            elif _candidate(conv, lif):
+                decision = _fusion(conv, lif)
+                report.append((conv.name, lif.name,
+                               None if isinstance(decision, _fused.LIF) else decision))
+        return report
 
 
 def _candidate(conv, neurons) -> bool:
