@@ -50,10 +50,11 @@ from ..core import args as _args, dense as _dense
 from ..core.args import ConvOptions
 from ..core.sequence import check_fold, fold_time
 from ..event.gpu_target import compute_capability, cuda_lowering
-from ..event.kernels import mosaic_gpu, pallas_gpu
+from ..event import registry as _registry
+from ..event.kernels import cxx_cpu, mosaic_gpu, pallas_gpu
 from . import conv as _conv
 
-IMPLEMENTATIONS = ('auto', 'jax', 'pallas', 'mosaic', 'triton')
+IMPLEMENTATIONS = ('auto', 'jax', 'c++', 'pallas', 'mosaic', 'triton')
 #: The fused kernels, by name.
 _KERNELS = dict(mosaic=mosaic_gpu, triton=pallas_gpu)
 
@@ -311,7 +312,8 @@ def choose_kernel(implementation, xs, w, v0):
     problem for the GPU the program is lowered for, or ``None`` (the ``'jax'``
     implementation): ``None`` for an empty problem (a zero-size dimension), and ``'mosaic'``
     for ``'auto'`` and ``'pallas'`` only with :data:`MOSAIC_BY_DEFAULT`."""
-    if implementation == 'jax' or 0 in tuple(xs.shape) + tuple(w.shape) + tuple(v0.shape):
+    if (implementation in ('jax', 'c++')
+            or 0 in tuple(xs.shape) + tuple(w.shape) + tuple(v0.shape)):
         return None
     conv_dtype = _dense.compute_dtype(xs.dtype, w.dtype)
     taps, channels, n_out = w.shape
@@ -345,9 +347,164 @@ def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret=False, tile
     return tuple(_KERNEL.bind(*args, **params))
 
 
+def _heaviside(spike_fn) -> bool:
+    """Whether the surrogate ``spike_fn``'s values are those of ``x >= 0`` (what the C++
+    kernel computes), checked on the values that tell them apart."""
+    probe = np.array([-np.inf, -1., -1e-30, 0., 1e-30, 1., np.inf, np.nan], np.float32)
+    try:
+        with jax.ensure_compile_time_eval():
+            values = np.asarray(spike_fn(jnp.asarray(probe)))
+    except Exception:            # noqa: BLE001 -- any failure: not a surrogate of that kind
+        return False
+    return values.shape == probe.shape and bool(np.all(values == (probe >= 0)))
+
+
+def cxx_unsupported(xs, w, b, v0, lif: LIF, spike_fn=None) -> Optional[str]:
+    """Why the C++ CPU kernel does not compute this problem exactly, or None where it does:
+    it needs its library (built with the machine's C++17 compiler), ``bool`` or ``float32``
+    input, ``float32`` kernel, bias and potentials, a surrogate whose values are those of
+    ``x >= 0``, ``v_th > v_reset`` where the reset comes first (``brainpy.state.LIF``'s
+    scaled surrogate), a problem that is not empty, and arrays that are the same on every
+    device of a ``shard_map``."""
+    f32 = jnp.dtype(jnp.float32)
+    if 0 in tuple(xs.shape) + tuple(w.shape) + tuple(v0.shape):
+        return "the problem is empty"
+    if xs.dtype not in (jnp.dtype(jnp.bool_), f32):
+        return f"the input is {xs.dtype}, not bool or float32"
+    if any(a is not None and jnp.dtype(a.dtype) != f32 for a in (w, b, v0)):
+        return "the kernel, bias or potentials are not float32"
+    if lif.reset_first and spike_fn is not None and not lif.v_th > lif.v_reset:
+        return "v_th is not above v_reset"
+    if spike_fn is not None and not _heaviside(spike_fn):
+        return "the surrogate's values are not those of x >= 0"
+    if any(_varying(getattr(a, 'aval', None)) for a in (xs, w, b, v0) if a is not None):
+        return "its operands vary over the devices of a shard_map"
+    reason = _registry.BY_NAME['c++'].unavailable()
+    if reason is not None:
+        return f"its library is not available: {reason}"
+    return None
+
+
+def _surrogate_slope(spike_fn, lif: LIF, u):
+    """The derivative of the spikes with respect to the potential ``u`` they come from (the
+    surrogate's, elementwise), as the unfused layer differentiates them."""
+    if lif.reset_first:
+        def spikes(u):
+            return spike_fn((u - lif.v_th) / (lif.v_th - lif.v_reset))
+    else:
+        def spikes(u):
+            return spike_fn(u - lif.v_th)
+    values, pullback = jax.vjp(spikes, u)
+    return pullback(jnp.ones_like(values))[0].astype(jnp.float32)
+
+
+def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_dtype):
+    """The spiking layer by the C++ CPU kernel (``cxx_unsupported`` is None): the forward
+    kernel, and the backward kernel for reverse-mode derivatives (a ``custom_vjp``; the
+    forward saves the potentials before each reset, ``float32``, nothing else). Derivatives of
+    those derivatives (``grad`` of ``grad``, ``jax.hessian``) are the ``'jax'``
+    implementation's. Forward mode (``jax.jvp``, ``jacfwd``) is not defined for it: JAX
+    raises a ``TypeError`` there (``implementation='jax'`` computes it)."""
+    neurons = dict(a=1. - lif.decay, v_rest=lif.v_rest, v_th=lif.v_th, v_reset=lif.v_reset,
+                   r=lif.r, c=lif.v_th - lif.v_reset, soft=lif.soft,
+                   reset_first=lif.reset_first, surrogate=spike_fn is not None,
+                   detach=lif.detach)
+    config = dict(pads=pads, rhs_dilation=rhs_dilation, neurons=neurons)
+    gradient_spikes = spike_fn is not None and (lif.reset_first or not lif.detach)
+    float_spikes = jnp.dtype(spike_dtype) != jnp.bool_
+    b = jnp.zeros((w.shape[2],), jnp.float32) if b is None else jnp.reshape(b, (-1,))
+
+    def reference(xs, w, b, v0):
+        spikes, v = _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold)
+        return spikes.astype(spike_dtype), v
+
+    def run(xs, w, b, v0, save):
+        return cxx_cpu.conv_lif_forward(xs, w, b, v0, spike_dtype=spike_dtype, save=save,
+                                        **config)
+
+    @jax.custom_jvp
+    def saving(xs, w, b, v0):
+        return tuple(run(xs, w, b, v0, True))
+
+    @saving.defjvp
+    def saving_tangents(primals, tangents):
+        # Only the backward below reads u, and its derivatives do not: u's tangent is unused.
+        spikes, v, u = saving(*primals)
+        _, (spikes_dot, v_dot) = jax.jvp(reference, primals, _tangents_of(primals, tangents))
+        return (spikes, v, u), (spikes_dot, v_dot, jnp.zeros_like(u))
+
+    def pullback(xs, w, b, v0, ds, dv):
+        return jax.vjp(reference, xs, w, b, v0)[1]((ds, dv))
+
+    def gradients(xs, w, b, v0, u, ds, dv, input_grad):
+        g = g0 = None
+        if gradient_spikes:
+            g = _surrogate_slope(spike_fn, lif, u)
+            if lif.reset_first:
+                g0 = _surrogate_slope(spike_fn, lif, v0)
+        dx, dw, db, dv0 = cxx_cpu.conv_lif_backward(
+            xs, w, u, g, ds if gradient_spikes else None, dv, v0, g0,
+            input_grad=input_grad, **config)
+        return (dx if input_grad else None), dw, db, dv0
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(7,))
+    def backward(xs, w, b, v0, u, ds, dv, input_grad):
+        return gradients(xs, w, b, v0, u, ds, dv, input_grad)
+
+    @backward.defjvp
+    def backward_tangents(input_grad, primals, tangents):
+        xs, w, b, v0, u, ds, dv = primals
+        out = backward(*primals, input_grad)
+        dual = (xs, w, b, v0, ds, dv)
+        tangents = _tangents_of(dual, tangents[:4] + tangents[5:])
+        _, out_dot = jax.jvp(pullback, dual, tangents)
+        out_dot = list(out_dot)
+        if not input_grad:
+            out, out_dot = out[1:], out_dot[1:]
+            return (None, *out), (None, *out_dot)
+        return out, tuple(out_dot)
+
+    @functools.partial(jax.custom_vjp)
+    def op(xs, w, b, v0):
+        spikes, v, _ = run(xs, w, b, v0, False)
+        return spikes, v
+
+    def forward(xs, w, b, v0):
+        spikes, v, u = saving(xs.value, w.value, b.value, v0.value)
+        input_grad = xs.perturbed and jnp.issubdtype(xs.value.dtype, jnp.inexact)
+        return (spikes, v), (xs.value, w.value, b.value, v0.value, u,
+                             np.zeros((int(input_grad),), np.int8))
+
+    def reverse(res, cotangents):
+        xs, w, b, v0, u, marker = res
+        ds, dv = (_dense_cotangent(c, like) for c, like in zip(cotangents, (u, v0)))
+        if not float_spikes:
+            ds = jnp.zeros(u.shape, jnp.float32)
+        return backward(xs, w, b, v0, u, ds, dv, bool(marker.shape[0]))
+
+    op.defvjp(forward, reverse, symbolic_zeros=True)
+    return op(xs, w, b, v0)
+
+
+def _tangents_of(primals, tangents):
+    """``tangents`` with float0 zeros for the primals that are not floating (``bool``
+    spikes), as ``jax.jvp`` wants them."""
+    return tuple(t if jnp.issubdtype(p.dtype, jnp.inexact)
+                 else np.zeros(p.shape, jax.dtypes.float0) for p, t in zip(primals, tangents))
+
+
+def _dense_cotangent(cotangent, like):
+    """A cotangent as a ``float32`` array (zeros for a symbolic zero)."""
+    if type(cotangent).__name__ == 'SymbolicZero' or cotangent is None:
+        return jnp.zeros(like.shape, jnp.float32)
+    if cotangent.dtype == jax.dtypes.float0:
+        return jnp.zeros(like.shape, jnp.float32)
+    return cotangent.astype(jnp.float32)
+
+
 def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
              implementation: str = 'auto', spike_fn=None, backend: str = 'dense',
-             fold: str = 'time'):
+             fold: str = 'time', spike_dtype=None):
     """Spikes of LIF neurons driven by a 1-D convolution of ``xs``, at every step.
 
     Parameters
@@ -407,16 +564,34 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
     if v0.shape != expected or not jnp.issubdtype(v0.dtype, jnp.floating):
         raise ValueError(f"`v0` must be a floating array of shape {expected} (batch, output "
                          f"length, out channels); got {v0.dtype} {v0.shape}.")
+    spike_dtype = v0.dtype if spike_dtype is None else jnp.dtype(spike_dtype)
+    if not (spike_dtype == jnp.bool_ or jnp.issubdtype(spike_dtype, jnp.floating)):
+        raise ValueError(f"`spike_dtype` (={spike_dtype}) must be bool or a floating dtype.")
     args = (xs, w, b, v0, lif, tuple(pads), rhs_dilation, spike_fn, backend, fold)
+
+    def run(*operands, kernel=None, interpret=False):
+        spikes, v = _differentiable(*operands, *args[4:], kernel=kernel, interpret=interpret)
+        return spikes.astype(spike_dtype), v
+
+    def cxx(*operands):
+        return _cxx(*operands, *args[4:], spike_dtype)
+
+    takes_cxx = (implementation in ('auto', 'c++')
+                 and spike_dtype in (jnp.dtype(jnp.bool_), jnp.dtype(jnp.float32))
+                 and cxx_unsupported(xs, w, b, v0, lif, spike_fn) is None)
+    if implementation == 'c++':
+        return cxx(*args[:4]) if takes_cxx and jax.default_backend() == 'cpu' else run(*args[:4])
     kernel = choose_kernel(implementation, xs, w, v0)
-    if kernel is None:
-        return _differentiable(*args, kernel=None)
     if implementation != 'auto':
-        return _differentiable(*args, kernel=kernel,
-                               interpret=jax.default_backend() != 'gpu')
-    return lax.platform_dependent(
-        *args[:4], cuda=lambda *a: _differentiable(*a, *args[4:], kernel=kernel),
-        default=lambda *a: _differentiable(*a, *args[4:], kernel=None))
+        return run(*args[:4], kernel=kernel, interpret=jax.default_backend() != 'gpu')
+    branches = {}
+    if kernel is not None:
+        branches['cuda'] = functools.partial(run, kernel=kernel)
+    if takes_cxx:
+        branches['cpu'] = cxx
+    if not branches:
+        return run(*args[:4])
+    return lax.platform_dependent(*args[:4], default=run, **branches)
 
 
 def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, kernel,

@@ -1,8 +1,10 @@
 """Event-driven kernels in C++ for the CPU, called through the XLA FFI.
 
-The source is ``event_cpu.cc`` next to this module (its header comment describes the
-kernels: output-stationary sums in vector registers over compacted spike lists, threads over
-the batch). It is compiled on first use with the machine's C++17 compiler (``$CXX``, a command
+The sources are next to this module: ``event_cpu.cc``, the event-driven convolution and its
+kernel gradient (output-stationary sums in vector registers over compacted spike lists,
+threads over the batch), and ``spiking_cpu.cc``, the spiking layer (a convolution into LIF
+neurons) over a whole sequence, forward and backward; their header comments describe the
+kernels, and ``cpu_common.h`` holds what they share. They are compiled into one library on first use with the machine's C++17 compiler (``$CXX``, a command
 line such as ``"ccache g++"``, else ``c++``, ``g++`` or ``clang++``) for the machine's own
 instruction set, and the library is cached in ``$BP_CONV_EXT_CACHE`` (default
 ``~/.cache/bp_conv_ext``) under a key of the source, the flags, JAX's version and the CPU, so
@@ -46,11 +48,16 @@ try:
 except ImportError:              # JAX 0.4.33 (the BrainPy 2.6 stack)
     from jax.extend import ffi as _ffi
 
-SOURCE = pathlib.Path(__file__).with_name('event_cpu.cc')
+#: The sources compiled into the library, and the header they include.
+SOURCES = tuple(pathlib.Path(__file__).with_name(name) for name in ('event_cpu.cc',
+                                                                    'spiking_cpu.cc'))
+HEADERS = (pathlib.Path(__file__).with_name('cpu_common.h'),)
 
-#: The FFI handlers of ``event_cpu.cc`` and the names their targets are registered under.
+#: The FFI handlers of the library and the names their targets are registered under.
 _SYMBOLS = {'forward': 'bp_conv_ext_event_forward',
-            'kernel_grad': 'bp_conv_ext_event_kernel_grad'}
+            'kernel_grad': 'bp_conv_ext_event_kernel_grad',
+            'conv_lif_forward': 'bp_conv_ext_conv_lif_forward',
+            'conv_lif_backward': 'bp_conv_ext_conv_lif_backward'}
 
 #: Dtypes the kernels compute in; others are computed in float32 and cast back.
 _TYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -88,8 +95,10 @@ def cache_dir() -> pathlib.Path:
 
 
 def _flags():
+    # No contraction of products and sums into FMAs: the neurons' arithmetic rounds as
+    # JAX's does, step by step.
     return ['-O3', '-std=c++17', '-shared', '-fPIC', '-pthread', '-march=native',
-            f'-I{_ffi.include_dir()}']
+            '-ffp-contract=off', f'-I{_ffi.include_dir()}']
 
 
 def _cpu():
@@ -108,15 +117,16 @@ class BuildError(RuntimeError):
 
 @functools.lru_cache(maxsize=None)
 def _key() -> str:
-    """The cache key: a hash of the source, the flags, JAX's version and the CPU."""
-    return hashlib.sha256('\0'.join([SOURCE.read_text(), *_flags(), jax.__version__,
+    """The cache key: a hash of the sources, the flags, JAX's version and the CPU."""
+    texts = [path.read_text() for path in SOURCES + HEADERS]
+    return hashlib.sha256('\0'.join([*texts, *_flags(), jax.__version__,
                                      _cpu()]).encode()).hexdigest()
 
 
 def _library_path() -> pathlib.Path:
     """Where the library for this source, these flags, this JAX and this CPU is cached (an
     absolute path: ``dlopen`` looks a bare file name up in the system's library folders)."""
-    return cache_dir().absolute() / f'event_cpu-{_key()[:16]}.so'
+    return cache_dir().absolute() / f'kernels_cpu-{_key()[:16]}.so'
 
 
 def _stamp_path(path: pathlib.Path) -> pathlib.Path:
@@ -254,7 +264,7 @@ def _build(path: pathlib.Path):
         raise BuildError(f"the library cannot be written to {path.parent} ({error})") from None
     try:
         try:
-            done = subprocess.run([*command, *_flags(), str(SOURCE), '-o', partial],
+            done = subprocess.run([*command, *_flags(), *map(str, SOURCES), '-o', partial],
                                   capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.SubprocessError) as error:
             raise BuildError(f"the compiler {shown!r} does not run ({error})") from None
@@ -330,9 +340,7 @@ def _kernel(kind):
         # ``params`` carries the same values as ``spec``, which the FFI call takes as
         # attributes.
         c = spec.conv
-        if library() is None:
-            raise RuntimeError("the C++ event-driven kernels are not available here (see the "
-                               "warning above)")
+        library_ready()
         out = outs[0]
         dtype = out.dtype if np.dtype(out.dtype) in _TYPES else np.dtype(np.float32)
         if x.dtype != jnp.bool_:
@@ -347,3 +355,63 @@ def _kernel(kind):
 
 forward = _kernel('forward')
 kernel_grad = _kernel('kernel_grad')
+
+
+def _ffi_call(name, results, vmap_method='sequential'):
+    """``jax.ffi.ffi_call`` of the library's handler ``name``, mapped one call per element
+    under ``jax.vmap``; JAX 0.4.33's takes the operands in the same call."""
+    library_ready()
+    if hasattr(jax, 'ffi'):
+        return jax.ffi.ffi_call(_SYMBOLS[name], results, vmap_method=vmap_method)
+    return lambda *args, **attrs: _ffi.ffi_call(_SYMBOLS[name], results, *args,
+                                                vectorized=False, **attrs)
+
+
+def library_ready():
+    """Raises ``RuntimeError`` where the library is not available (see :func:`library`)."""
+    if library() is None:
+        raise RuntimeError("the C++ CPU kernels are not available here (see the warning "
+                           "above)")
+
+
+def _spiking_attrs(pads, rhs_dilation, neurons):
+    return dict(low=np.int64(pads[0]), rhs_dilation=np.int64(rhs_dilation),
+                **{name: np.float64(neurons[name]) for name in ('a', 'v_rest', 'v_th',
+                                                                'v_reset', 'r', 'c')},
+                **{name: np.int64(bool(neurons[name])) for name in ('soft', 'reset_first',
+                                                                    'surrogate', 'detach')},
+                threads=np.int64(threads()))
+
+
+def conv_lif_forward(xs, w, b, v0, *, pads, rhs_dilation, neurons, spike_dtype, save):
+    """The spiking layer over the sequence ``xs`` ``[T, N, H, C]`` (``bool`` or ``float32``)
+    with kernel ``w`` ``[K, C, O]``, bias ``b`` ``[O]`` and initial potentials ``v0``
+    ``[N, P, O]`` (all ``float32``): ``(spikes, v, u)``, the spikes ``[T, N, P, O]`` in
+    ``spike_dtype`` (``bool`` or ``float32``), the final potentials and, with ``save``, the
+    potentials before each step's reset (``[T, N, P, O]``; else an empty array).
+    ``neurons``: the constants ``a`` (``1 - decay``), ``v_rest``, ``v_th``, ``v_reset``,
+    ``r``, ``c`` (``v_th - v_reset``) and the flags ``soft``, ``reset_first``, ``surrogate``,
+    ``detach`` (see ``spiking_cpu.cc``)."""
+    sequence = xs.shape[:2] + v0.shape[1:]
+    results = [jax.ShapeDtypeStruct(sequence, spike_dtype),
+               jax.ShapeDtypeStruct(v0.shape, np.float32),
+               jax.ShapeDtypeStruct(sequence if save else (0,), np.float32)]
+    return _ffi_call('conv_lif_forward', results)(
+        xs, w, b, v0, **_spiking_attrs(pads, rhs_dilation, neurons))
+
+
+def conv_lif_backward(xs, w, u, g, ds, dv, v0, g0, *, pads, rhs_dilation, neurons,
+                      input_grad):
+    """The gradients ``(dx, dw, db, dv0)`` of the spiking layer from the saved potentials
+    ``u``, the surrogate's derivative ``g`` at them and ``g0`` at ``v0`` (empty arrays where
+    the spikes pass no gradient), the gradients ``ds`` of the spikes (likewise) and ``dv`` of
+    the final potentials; ``dx`` only with ``input_grad`` (else an empty array)."""
+    empty = np.zeros((0,), np.float32)
+    results = [jax.ShapeDtypeStruct(xs.shape if input_grad else (0,), np.float32),
+               jax.ShapeDtypeStruct(w.shape, np.float32),
+               jax.ShapeDtypeStruct(w.shape[2:], np.float32),
+               jax.ShapeDtypeStruct(dv.shape, np.float32)]
+    operands = [empty if a is None else a for a in (g, ds, g0)]
+    return _ffi_call('conv_lif_backward', results)(
+        xs, w, u, operands[0], operands[1], dv, v0, operands[2],
+        **_spiking_attrs(pads, rhs_dilation, neurons))
