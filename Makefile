@@ -148,6 +148,7 @@ bench: $(STAMP)
 	$(call bench_to,suite.md,benchmarks/conv_suite.py --figure docs/figures/event_density.png $(BENCH_ARGS))
 	$(call bench_to,layer_by_layer.md,benchmarks/layer_by_layer.py $(BENCH_ARGS))
 	$(call bench_to,delays_speed.md,benchmarks/delays.py $(BENCH_ARGS))
+	$(call bench_to,spiking_layer_cpu.md,benchmarks/spiking_layer_cpu.py $(BENCH_ARGS))
 
 # The examples draw the tutorial's figures (the raster from a --quick run, the learning curves
 # from 100 of the 400 GunPoint epochs, in both BrainPy APIs), then the site is built and every
