@@ -57,7 +57,7 @@ STAMP := $(VENV)/.installed
 # Every source file of the package: the figures are redrawn when one changes.
 PACKAGE_SOURCES := $(shell find bp_conv_ext -name "*.py")
 
-.PHONY: demo test test-full test-stack test-fallback test-install bench docs clean
+.PHONY: demo test test-full test-stack test-fallback test-install bench bench-peers docs clean
 
 $(STAMP): setup.cfg pyproject.toml $(wildcard constraints/*.txt)
 	@$(PY) -c 'import sys; v = sys.version_info; sys.exit(not ($(PY_CHECK)))' 2>/dev/null || { \
@@ -149,6 +149,17 @@ bench: $(STAMP)
 	$(call bench_to,layer_by_layer.md,benchmarks/layer_by_layer.py $(BENCH_ARGS))
 	$(call bench_to,delays_speed.md,benchmarks/delays.py $(BENCH_ARGS))
 	$(call bench_to,spiking_layer_cpu.md,benchmarks/spiking_layer_cpu.py $(BENCH_ARGS))
+
+# Training steps of one spiking CNN in SpikingJelly (PyTorch) and here, side by side: on the
+# BrainPy 2.8 stack, which has both, whatever STACK says; writes peers.md and peers.json.
+ifeq ($(STACK),brainpy-2.8)
+bench-peers: $(STAMP)
+	mkdir -p $(BENCH_OUT)
+	$(call bench_to,peers.md,benchmarks/peers.py --out $(BENCH_OUT) $(BENCH_ARGS))
+else
+bench-peers:
+	$(MAKE) --no-print-directory bench-peers STACK=brainpy-2.8 BENCH_OUT=$(BENCH_OUT)
+endif
 
 # The examples draw the tutorial's figures (the raster from a --quick run, the learning curves
 # from 100 of the 400 GunPoint epochs, in both BrainPy APIs), then the site is built and every
