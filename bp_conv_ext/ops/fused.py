@@ -385,6 +385,52 @@ def cxx_unsupported(xs, w, b, v0, lif: LIF, spike_fn=None) -> Optional[str]:
     return None
 
 
+#: The surrogates whose derivative the C++ backward computes: their class name, the kind
+#: (:data:`bp_conv_ext.event.kernels.cxx_cpu.SLOPES`), the attributes that are its
+#: parameters ``alpha`` and ``beta``, and the derivative at ``x`` as the kernel computes it
+#: (``float32``, NumPy).
+_SLOPES = {
+    'Sigmoid': ('sigmoid', ('alpha', None),
+                lambda x, a, b: (1 - (s := 1 / (1 + np.exp(-(a * x))))) * s * a),
+    'Arctan': ('arctan', ('alpha', None),
+               lambda x, a, b: a * np.float32(0.5) / (1 + (np.float32(np.pi / 2) * a * x) ** 2)),
+    'InvSquareGrad': ('inv_square', ('alpha', None),
+                      lambda x, a, b: 1 / (a * np.abs(x) + 1) ** 2),
+    'ReluGrad': ('relu', ('alpha', 'width'),
+                 lambda x, a, b: np.maximum(a * b - np.abs(x) * a, 0)),
+    'GaussianGrad': ('gaussian', ('alpha', 'sigma'),
+                     lambda x, a, b: a * np.exp(-(x * x) / (2 * b * b))
+                     / (np.float32(np.sqrt(2 * np.pi)) * b)),
+}
+
+
+def _kernel_slope(spike_fn) -> dict:
+    """The surrogate derivative the C++ backward computes for ``spike_fn`` (``slope``,
+    ``alpha``, ``beta``), or ``slope=0``, the derivative given by JAX (computed from the
+    saved potentials for any surrogate). Taken only where it equals JAX's derivative of
+    ``spike_fn`` on values across the surrogate's support (to ``float32`` rounding)."""
+    given = dict(slope=0, alpha=0., beta=0.)
+    entry = _SLOPES.get(type(spike_fn).__name__)
+    if entry is None:
+        return given
+    kind, names, formula = entry
+    try:
+        a, b = (np.float32(getattr(spike_fn, name)) if name else np.float32(0)
+                for name in names)
+        x = np.concatenate([np.linspace(-4, 4, 161), [-1e3, -1e-3, 0., 1e-3, 1e3]]).astype(
+            np.float32)
+        with jax.ensure_compile_time_eval(), np.errstate(over='ignore'):
+            values, pullback = jax.vjp(spike_fn, jnp.asarray(x))
+            expected = np.asarray(pullback(jnp.ones_like(values))[0], np.float32)
+            got = formula(x, a, b).astype(np.float32)
+    except Exception:            # noqa: BLE001 -- a surrogate of another make: JAX's derivative
+        return given
+    if not (a.shape == () and np.isfinite(a) and np.isfinite(b)
+            and np.allclose(got, expected, rtol=1e-5, atol=1e-7)):
+        return given
+    return dict(slope=cxx_cpu.SLOPES[kind], alpha=float(a), beta=float(b))
+
+
 def _surrogate_slope(spike_fn, lif: LIF, u):
     """The derivative of the spikes with respect to the potential ``u`` they come from (the
     surrogate's, elementwise), as the unfused layer differentiates them."""
@@ -408,7 +454,9 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
     neurons = dict(a=1. - lif.decay, v_rest=lif.v_rest, v_th=lif.v_th, v_reset=lif.v_reset,
                    r=lif.r, c=lif.v_th - lif.v_reset, soft=lif.soft,
                    reset_first=lif.reset_first, surrogate=spike_fn is not None,
-                   detach=lif.detach)
+                   detach=lif.detach,
+                   **(_kernel_slope(spike_fn) if spike_fn is not None
+                      else dict(slope=0, alpha=0., beta=0.)))
     config = dict(pads=pads, rhs_dilation=rhs_dilation, neurons=neurons)
     gradient_spikes = spike_fn is not None and (lif.reset_first or not lif.detach)
     float_spikes = jnp.dtype(spike_dtype) != jnp.bool_
@@ -419,8 +467,11 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
         return spikes.astype(spike_dtype), v
 
     def run(xs, w, b, v0, save):
-        return cxx_cpu.conv_lif_forward(xs, w, b, v0, spike_dtype=spike_dtype, save=save,
-                                        **config)
+        # The kernel writes one byte a spike; converted here, inside the program, the spikes
+        # are converted where they are read (XLA fuses the conversion into the next layer).
+        spikes, v, u = cxx_cpu.conv_lif_forward(xs, w, b, v0, spike_dtype=jnp.bool_,
+                                                save=save, **config)
+        return spikes.astype(spike_dtype), v, u
 
     @jax.custom_jvp
     def saving(xs, w, b, v0):
@@ -438,7 +489,7 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
 
     def gradients(xs, w, b, v0, u, ds, dv, input_grad):
         g = g0 = None
-        if gradient_spikes:
+        if gradient_spikes and not neurons['slope']:
             g = _surrogate_slope(spike_fn, lif, u)
             if lif.reset_first:
                 g0 = _surrogate_slope(spike_fn, lif, v0)

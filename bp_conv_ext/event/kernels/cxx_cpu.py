@@ -374,12 +374,17 @@ def library_ready():
                            "above)")
 
 
+#: The surrogates whose derivative the spiking backward kernel computes, by kind (``0``: given).
+SLOPES = {'sigmoid': 1, 'arctan': 2, 'inv_square': 3, 'relu': 4, 'gaussian': 5}
+
+
 def _spiking_attrs(pads, rhs_dilation, neurons):
     return dict(low=np.int64(pads[0]), rhs_dilation=np.int64(rhs_dilation),
                 **{name: np.float64(neurons[name]) for name in ('a', 'v_rest', 'v_th',
-                                                                'v_reset', 'r', 'c')},
-                **{name: np.int64(bool(neurons[name])) for name in ('soft', 'reset_first',
-                                                                    'surrogate', 'detach')},
+                                                                'v_reset', 'r', 'c', 'alpha',
+                                                                'beta')},
+                **{name: np.int64(neurons[name]) for name in ('soft', 'reset_first',
+                                                              'surrogate', 'detach', 'slope')},
                 threads=np.int64(threads()))
 
 
@@ -390,8 +395,9 @@ def conv_lif_forward(xs, w, b, v0, *, pads, rhs_dilation, neurons, spike_dtype, 
     ``spike_dtype`` (``bool`` or ``float32``), the final potentials and, with ``save``, the
     potentials before each step's reset (``[T, N, P, O]``; else an empty array).
     ``neurons``: the constants ``a`` (``1 - decay``), ``v_rest``, ``v_th``, ``v_reset``,
-    ``r``, ``c`` (``v_th - v_reset``) and the flags ``soft``, ``reset_first``, ``surrogate``,
-    ``detach`` (see ``spiking_cpu.cc``)."""
+    ``r``, ``c`` (``v_th - v_reset``), the flags ``soft``, ``reset_first``, ``surrogate``,
+    ``detach`` and the surrogate's derivative that the backward computes, ``slope`` (its
+    kind: :data:`SLOPES`), ``alpha``, ``beta`` (see ``spiking_cpu.cc``)."""
     sequence = xs.shape[:2] + v0.shape[1:]
     results = [jax.ShapeDtypeStruct(sequence, spike_dtype),
                jax.ShapeDtypeStruct(v0.shape, np.float32),
@@ -403,8 +409,8 @@ def conv_lif_forward(xs, w, b, v0, *, pads, rhs_dilation, neurons, spike_dtype, 
 def conv_lif_backward(xs, w, u, g, ds, dv, v0, g0, *, pads, rhs_dilation, neurons,
                       input_grad):
     """The gradients ``(dx, dw, db, dv0)`` of the spiking layer from the saved potentials
-    ``u``, the surrogate's derivative ``g`` at them and ``g0`` at ``v0`` (empty arrays where
-    the spikes pass no gradient), the gradients ``ds`` of the spikes (likewise) and ``dv`` of
+    ``u``, the surrogate's derivative ``g`` at them and ``g0`` at ``v0`` (``None`` where the
+    spikes pass no gradient or the kernel computes it: ``neurons['slope']``), the gradients ``ds`` of the spikes (likewise) and ``dv`` of
     the final potentials; ``dx`` only with ``input_grad`` (else an empty array)."""
     empty = np.zeros((0,), np.float32)
     results = [jax.ShapeDtypeStruct(xs.shape if input_grad else (0,), np.float32),

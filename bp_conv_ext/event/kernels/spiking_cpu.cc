@@ -25,6 +25,10 @@
 // are summed per slice, then added. No fast-math: NaN and inf propagate as in the unfused layer.
 #include <cmath>
 
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
 #include "cpu_common.h"
 
 #ifndef BP_CONV_EXT_NO_FFI
@@ -32,6 +36,17 @@
 #endif
 
 namespace {
+
+// Subnormal floats read and written as zero while it lives, as XLA's CPU code treats them
+// (x86: the FTZ and DAZ bits of the thread's MXCSR, restored after): the same spikes where a
+// potential is subnormal, and no slow arithmetic on subnormals in the surrogates' tails.
+struct FlushSubnormals {
+#if defined(__SSE__)
+  unsigned int saved = _mm_getcsr();
+  FlushSubnormals() { _mm_setcsr(saved | 0x8040); }
+  ~FlushSubnormals() { _mm_setcsr(saved); }
+#endif
+};
 
 struct Shape {
   int64_t steps, batch, length, channels, taps, outs, out_len, low, rhs;
@@ -55,7 +70,107 @@ struct Shape {
 struct Neurons {
   float a, v_rest, v_th, v_reset, r, c;
   bool soft, reset_first, surrogate, detach;
+  // The surrogate's derivative computed here (else given as g): its kind and parameters.
+  int64_t slope;
+  float alpha, beta;
 };
+
+// The surrogates whose derivative the kernel computes, at x = u - v_th (reset_first: at
+// (u - v_th) / c, divided by c). fused.py checks each against JAX's derivative before it
+// hands one over.
+enum Slope : int64_t { kGiven = 0, kSigmoid, kArctan, kInvSquare, kRelu, kGaussian };
+
+// Slopes are computed a vector of float32 at a time (the vector extension's operators: the
+// compiler does not vectorize the same loops written with scalar calls).
+using Floats = Lanes<float>::type;
+using Ints = Lanes<int32_t>::type;
+constexpr int64_t kLanes = sizeof(Floats) / sizeof(float);
+
+// e^x: x = k ln 2 + r with |r| <= ln 2 / 2, e^r by its Taylor polynomial to r^7 (within 2 ulp
+// of e^x), times 2^k. x is clamped to [-87, 88] (e^x a normal float32): below, about 1.6e-38
+// instead of a smaller number or 0; above, 1.7e38 instead of more or inf. NaN stays NaN.
+inline Floats exp_of(Floats x) {
+  x = x < -87.f ? Floats{} - 87.f : x;
+  x = x > 88.f ? Floats{} + 88.f : x;
+  const Floats k = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest
+  const Floats r = (x - k * 0.693359375f) + k * 2.12194440e-4f;
+  Floats p = Floats{} + 1.f / 5040.f;
+  p = p * r + 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const Ints bits = (__builtin_convertvector(k, Ints) + 127) << 23;
+  Floats scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+inline Floats abs_of(Floats x) { return x < 0.f ? -x : x; }
+
+// Floats from p[0:width], zeros past it (a whole vector, read at once, where width is).
+inline Floats load(const float* p, int64_t width) {
+  Floats v{};
+  if (width == kLanes) {
+    std::memcpy(&v, p, sizeof(v));
+  } else {
+    std::memcpy(&v, p, width * sizeof(float));
+  }
+  return v;
+}
+
+// p[0:width] = v[0:width].
+inline void store(float* p, const Floats& v, int64_t width) {
+  if (width == kLanes) {
+    std::memcpy(p, &v, sizeof(v));
+  } else {
+    std::memcpy(p, &v, width * sizeof(float));
+  }
+}
+
+// The derivative of surrogate kKind at x.
+template <int64_t kKind>
+inline Floats slope_at(const Neurons& n, Floats x) {
+  if constexpr (kKind == kSigmoid) {
+    const Floats s = 1.f / (1.f + exp_of(-(n.alpha * x)));
+    return (1.f - s) * s * n.alpha;
+  } else if constexpr (kKind == kArctan) {
+    const Floats y = 1.5707963267948966f * n.alpha * x;
+    return n.alpha * 0.5f / (1.f + y * y);
+  } else if constexpr (kKind == kInvSquare) {
+    const Floats y = n.alpha * abs_of(x) + 1.f;
+    return 1.f / (y * y);
+  } else if constexpr (kKind == kRelu) {
+    const Floats m = n.alpha * n.beta - abs_of(x) * n.alpha;
+    return m < 0.f ? Floats{} : m;     // max(m, 0), NaN kept
+  } else {
+    return n.alpha * exp_of(-(x * x) / (2.f * n.beta * n.beta)) /
+           (2.5066282746310002f * n.beta);
+  }
+}
+
+template <int64_t kKind>
+void slopes_of(const Neurons& n, const float* u, int64_t count, float* g) {
+  for (int64_t e = 0; e < count; e += kLanes) {
+    const int64_t width = std::min<int64_t>(kLanes, count - e);
+    const Floats x = load(u + e, width);
+    store(g + e, n.reset_first ? slope_at<kKind>(n, (x - n.v_th) / n.c) / n.c
+                               : slope_at<kKind>(n, x - n.v_th), width);
+  }
+}
+
+// The surrogate's derivative at the potentials u[0:count], into g.
+inline void slopes(const Neurons& n, const float* u, int64_t count, float* g) {
+  switch (n.slope) {
+    case kSigmoid: return slopes_of<kSigmoid>(n, u, count, g);
+    case kArctan: return slopes_of<kArctan>(n, u, count, g);
+    case kInvSquare: return slopes_of<kInvSquare>(n, u, count, g);
+    case kRelu: return slopes_of<kRelu>(n, u, count, g);
+    default: return slopes_of<kGaussian>(n, u, count, g);
+  }
+}
 
 // The active inputs of one step of one row: for input sample h, the channels
 // channel[start[h] : start[h + 1]] with their values (every channel where `dense`).
@@ -88,33 +203,41 @@ struct ForwardScratch {
   std::vector<float> v;
 };
 
+// The neurons' flags as template arguments, so that their loops have no branches (and
+// vectorize): soft reset, reset first, surrogate spikes.
+template <bool kSoft, bool kResetFirst, bool kSurrogate>
+struct Mode {
+  static constexpr bool soft = kSoft, reset_first = kResetFirst, surrogate = kSurrogate;
+};
+
 // One neuron's step: the potential v (after the last step; with reset_first, before its
 // reset) and the current; returns the potential before the reset, u, and sets v and spike.
+template <typename M>
 inline float lif_step(const Neurons& n, float& v, float current, bool& spike) {
   float w = v;
-  if (n.reset_first) {
+  if constexpr (M::reset_first) {
     const bool last = v >= n.v_th;
-    if (n.surrogate) {
+    if constexpr (M::surrogate) {
       const float fired = last ? 1.f : 0.f;
-      w = n.soft ? v - n.c * fired : v - (v - n.v_reset) * fired;
-    } else if (last) {
-      w = n.soft ? v - n.c : n.v_reset;
+      w = M::soft ? v - n.c * fired : v - (v - n.v_reset) * fired;
+    } else {
+      w = last ? (M::soft ? v - n.c : n.v_reset) : v;
     }
   }
   const float u = w + n.a * ((n.v_rest - w) + n.r * current);
   spike = u >= n.v_th;
-  if (n.reset_first) {
+  if constexpr (M::reset_first) {
     v = u;
-  } else if (n.surrogate) {
+  } else if constexpr (M::surrogate) {
     const float fired = spike ? 1.f : 0.f;
-    v = n.soft ? u - n.c * fired : u + (n.v_reset - u) * fired;
+    v = M::soft ? u - n.c * fired : u + (n.v_reset - u) * fired;
   } else {
-    v = spike ? (n.soft ? u - n.c : n.v_reset) : u;
+    v = spike ? (M::soft ? u - n.c : n.v_reset) : u;
   }
   return u;
 }
 
-template <typename X, typename S, typename Pool>
+template <typename M, typename X, typename S, typename Pool>
 void forward(Pool& pool, const X* xs, const float* w, const float* b, const float* v0,
              S* spikes, float* v_out, float* saved, const Shape& s, const Neurons& n,
              bool dense, int64_t threads) {
@@ -122,6 +245,7 @@ void forward(Pool& pool, const X* xs, const float* w, const float* b, const floa
   const int64_t frame = s.frame_out();
   parallel_for<ForwardScratch<X>>(pool, s.batch, threads, [&](int64_t row,
                                                               ForwardScratch<X>& scratch) {
+    const FlushSubnormals flush;
     std::vector<float>& v = scratch.v;
     v.assign(v0 + row * frame, v0 + (row + 1) * frame);
     float current[B::kWidth];
@@ -163,11 +287,21 @@ void forward(Pool& pool, const X* xs, const float* w, const float* b, const floa
             }
           }
           const int64_t at = p * s.outs + o0;
-          for (int64_t o = 0; o < width; ++o) {
-            bool spike;
-            const float u = lif_step(n, v[at + o], current[o], spike);
-            spikes[out + at + o] = static_cast<S>(spike);
-            if (saved != nullptr) saved[out + at + o] = u;
+          float* vp = v.data() + at;
+          S* sp = spikes + out + at;
+          if (saved != nullptr) {
+            float* up = saved + out + at;
+            for (int64_t o = 0; o < width; ++o) {
+              bool spike;
+              up[o] = lif_step<M>(n, vp[o], current[o], spike);
+              sp[o] = static_cast<S>(spike);
+            }
+          } else {
+            for (int64_t o = 0; o < width; ++o) {
+              bool spike;
+              lif_step<M>(n, vp[o], current[o], spike);
+              sp[o] = static_cast<S>(spike);
+            }
           }
         }
       }
@@ -181,31 +315,115 @@ void forward(Pool& pool, const X* xs, const float* w, const float* b, const floa
 // The gradient reaching the potential u from the reset that follows it (reset applied after
 // the spike) or that starts the next step (reset_first), given the gradient dw of the potential
 // after that reset; adds the reset's share of the spike's gradient to ds.
-inline float through_reset(const Neurons& n, float u, float dw, float& ds) {
-  const bool fired = u >= n.v_th;
-  if (!n.surrogate) {
+template <typename M>
+inline Floats through_reset(const Neurons& n, Floats u, Floats dw, Floats& ds) {
+  const auto fired = u >= n.v_th;
+  if constexpr (!M::surrogate) {
     // where(spike, reset, u): a soft reset passes the gradient, a hard one blocks it.
-    return n.soft || !fired ? dw : 0.f;
-  }
-  const float f = fired ? 1.f : 0.f;
-  if (n.reset_first) {
+    return M::soft ? dw : (fired ? Floats{} : dw);
+  } else if constexpr (M::reset_first) {
     // w = u - c * s (soft), u - (stop_gradient(u) - v_reset) * s (hard).
-    ds += n.soft ? -(n.c * dw) : -(dw * (u - n.v_reset));
+    ds += M::soft ? -(n.c * dw) : -(dw * (u - n.v_reset));
     return dw;
-  }
-  // v = u - c * s (soft), u + (v_reset - u) * s (hard).
-  if (n.soft) {
+  } else if constexpr (M::soft) {
+    // v = u - c * s
     ds += n.c * -dw;
     return dw;
+  } else {
+    // v = u + (v_reset - u) * s
+    ds += dw * (n.v_reset - u);
+    return dw - dw * (fired ? Floats{} + 1.f : Floats{});
   }
-  ds += dw * (n.v_reset - u);
-  return dw - dw * f;
+}
+
+// One step of the reverse recursion over the `frame` neurons of one row: from the gradient
+// `carry` of the potentials after step t (reset_first: of u_t) to the gradient di of the
+// step's current and, in carry, that of the potentials after step t - 1. `prev` and
+// `prev_g`: u and g of step t - 1 (or v0 and g0); g and ds are read where kSpikes (the spikes
+// pass a gradient). Returns whether every di is finite.
+template <typename M, bool kSpikes>
+bool reverse_step(const Neurons& n, int64_t frame, const float* u, const float* g,
+                  const float* ds, const float* prev, const float* prev_g, float* carry,
+                  float* di) {
+  Ints bad{};
+  for (int64_t e = 0; e < frame; e += kLanes) {
+    const int64_t width = std::min<int64_t>(kLanes, frame - e);
+    const Floats d = load(carry + e, width);
+    Floats spike_ct = kSpikes ? load(ds + e, width) : Floats{};
+    Floats du = M::reset_first ? d : through_reset<M>(n, load(u + e, width), d, spike_ct);
+    if constexpr (kSpikes) du += spike_ct * load(g + e, width);
+    const Floats t1 = n.a * du;
+    const Floats grad = t1 * n.r;
+    const Floats dw = du - t1;   // the gradient of the potential the step started from
+    Floats next = dw;
+    if constexpr (M::reset_first) {
+      // Through this step's opening reset of the previous state.
+      Floats last_ct{};
+      next = through_reset<M>(n, load(prev + e, width), dw, last_ct);
+      if constexpr (M::surrogate) {
+        if (prev_g != nullptr) next += last_ct * load(prev_g + e, width);
+      }
+    }
+    store(di + e, grad, width);
+    store(carry + e, next, width);
+    bad |= !(abs_of(grad) <= std::numeric_limits<float>::max());   // inf or NaN
+  }
+  for (int64_t i = 0; i < kLanes; ++i)
+    if (bad[i]) return false;
+  return true;
+}
+
+// sums[i] += sum over o of src[i][o] * wt[o * padded : +kLanes] for i < kRows: input rows
+// in registers, one kernel vector read for all of them.
+template <int kRows>
+inline void input_rows(Floats* sums, const float* const* src, const float* wt, int64_t outs,
+                       int64_t padded) {
+  for (int64_t o = 0; o < outs; ++o) {
+    Floats wv;
+    std::memcpy(&wv, wt + o * padded, sizeof(wv));
+    for (int i = 0; i < kRows; ++i) sums[i] += src[i][o] * wv;
+  }
+}
+
+// dx[h, c] = sum over taps k and outputs o of w[k, c, o] * di[p, o], p the output that input h
+// reaches through tap k (one step of one row): four input samples at a time, their channels
+// a vector at a time. Taps that reach no output (padding) add nothing.
+inline void input_grad(const Shape& s, const float* wt, int64_t padded, const float* di,
+                       float* dx) {
+  constexpr int kRows = 4;
+  for (int64_t c0 = 0; c0 < padded; c0 += kLanes) {
+    const int64_t width = std::min<int64_t>(kLanes, s.channels - c0);
+    for (int64_t h0 = 0; h0 < s.length; h0 += kRows) {
+      const int64_t rows = std::min<int64_t>(kRows, s.length - h0);
+      Floats sums[kRows] = {};
+      for (int64_t k = 0; k < s.taps; ++k) {
+        const float* src[kRows];
+        int reached = 0;
+        for (int64_t i = 0; i < rows; ++i) {
+          const int64_t p = s.target(h0 + i, k);
+          src[i] = p >= 0 ? di + p * s.outs : nullptr;
+          reached += p >= 0;
+        }
+        const float* wk = wt + k * s.outs * padded + c0;
+        if (reached == kRows) {
+          input_rows<kRows>(sums, src, wk, s.outs, padded);
+        } else {
+          for (int64_t i = 0; i < rows; ++i) {
+            if (src[i] != nullptr) input_rows<1>(sums + i, src + i, wk, s.outs, padded);
+          }
+        }
+      }
+      for (int64_t i = 0; i < rows; ++i) {
+        std::memcpy(dx + (h0 + i) * s.channels + c0, &sums[i], width * sizeof(float));
+      }
+    }
+  }
 }
 
 struct BackwardScratch {
   Active<bool> spikes;
   Active<float> values;
-  std::vector<float> carry, current;
+  std::vector<float> carry, current, slope, prev_slope;
 };
 
 template <typename X>
@@ -217,7 +435,7 @@ Active<float>& active_of<float>(BackwardScratch& scratch) { return scratch.value
 
 // dx (may be null), dw, db, dv0 from xs, w, the saved u, g (null without a surrogate
 // gradient), ds (null likewise), dv and (reset_first) v0 and g0.
-template <typename X, typename Pool>
+template <typename M, typename X, typename Pool>
 void backward(Pool& pool, const X* xs, const float* w, const float* u, const float* g,
               const float* ds, const float* dv, const float* v0, const float* g0, float* dx,
               float* dw, float* db, float* dv0, const Shape& s, const Neurons& n,
@@ -227,19 +445,21 @@ void backward(Pool& pool, const X* xs, const float* w, const float* u, const flo
   const int64_t slices = std::max<int64_t>(1, std::min(threads, s.batch));
   // Slice i sums into sums[i]: [dw | db].
   std::vector<std::vector<float>> sums(slices);
-  // The kernel transposed, [K, O, C], for the input gradient (sums over the outputs, vectors
-  // over the channels).
+  // The kernel transposed, [K, O, C'], C' the channels padded to whole vectors, for the
+  // input gradient.
+  const int64_t padded = (s.channels + kLanes - 1) / kLanes * kLanes;
   std::vector<float> wt;
   if (dx != nullptr) {
-    wt.resize(kernel_size);
+    wt.assign(s.taps * s.outs * padded, 0.f);
     for (int64_t k = 0; k < s.taps; ++k)
       for (int64_t c = 0; c < s.channels; ++c)
         for (int64_t o = 0; o < s.outs; ++o)
-          wt[(k * s.outs + o) * s.channels + c] = w[(k * s.channels + c) * s.outs + o];
+          wt[(k * s.outs + o) * padded + c] = w[(k * s.channels + c) * s.outs + o];
   }
   const bool spike_grad = n.surrogate && (n.reset_first || !n.detach);
   parallel_for<BackwardScratch>(pool, slices, slices, [&](int64_t slice,
                                                          BackwardScratch& scratch) {
+    const FlushSubnormals flush;
     std::vector<float>& acc = sums[slice];
     acc.assign(kernel_size + s.outs, 0.f);
     float* kernel_grad = acc.data();
@@ -248,41 +468,39 @@ void backward(Pool& pool, const X* xs, const float* w, const float* u, const flo
     std::vector<float>& di = scratch.current;     // the gradient of step t's current
     Active<X>& active = active_of<X>(scratch);
     di.resize(frame);
+    scratch.slope.resize(frame);
+    scratch.prev_slope.resize(frame);
     const int64_t row1 = s.batch * (slice + 1) / slices;
     for (int64_t row = s.batch * slice / slices; row < row1; ++row) {
       carry.assign(dv + row * frame, dv + (row + 1) * frame);
       for (int64_t t = s.steps - 1; t >= 0; --t) {
         const int64_t at = (t * s.batch + row) * frame;
-        bool finite = true;
-        for (int64_t e = 0; e < frame; ++e) {
-          const float ue = u[at + e];
-          float d = carry[e];       // the gradient of the potential after step t
-          float spike_ct = spike_grad ? ds[at + e] : 0.f;
-          float du;
+        const int64_t before = at - s.batch * frame;     // step t - 1, same row
+        const float* prev = t > 0 ? u + before : v0 + row * frame;
+        const float* prev_g = t > 0 ? (g != nullptr ? g + before : nullptr)
+                                    : (g0 != nullptr ? g0 + row * frame : nullptr);
+        const float* g_t = g != nullptr ? g + at : nullptr;
+        if (spike_grad && g == nullptr) {
+          // The kernel's own surrogate: this step's slopes (kept from the last iteration,
+          // where they were the previous step's) and, resetting first, the previous step's.
+          if (t == s.steps - 1) slopes(n, u + at, frame, scratch.slope.data());
+          g_t = scratch.slope.data();
           if (n.reset_first) {
-            // The state is u itself; carry holds the gradient of u_t from the next step's
-            // reset (through_reset applied below) plus dv at the last step.
-            du = d;
-          } else {
-            du = through_reset(n, ue, d, spike_ct);
+            slopes(n, prev, frame, scratch.prev_slope.data());
+            prev_g = scratch.prev_slope.data();
           }
-          if (spike_grad) du += spike_ct * g[at + e];
-          const float t1 = n.a * du;
-          di[e] = t1 * n.r;
-          const float dw_e = du - t1;   // the gradient of the potential the step started from
+        }
+        const bool finite =
+            spike_grad ? reverse_step<M, true>(n, frame, u + at, g_t, ds + at, prev, prev_g,
+                                               carry.data(), di.data())
+                       : reverse_step<M, false>(n, frame, u + at, nullptr, nullptr, prev,
+                                                prev_g, carry.data(), di.data());
+        if (spike_grad && g == nullptr && t > 0) {
           if (n.reset_first) {
-            // Through this step's opening reset of the previous state u_{t-1} (or v0).
-            const float prev = t > 0 ? u[at - s.batch * frame + e] : v0[row * frame + e];
-            const float gp = t > 0 ? (g ? g[at - s.batch * frame + e] : 0.f)
-                                   : (g0 ? g0[row * frame + e] : 0.f);
-            float last_ct = 0.f;
-            float dprev = through_reset(n, prev, dw_e, last_ct);
-            if (n.surrogate) dprev += last_ct * gp;
-            carry[e] = dprev;
+            std::swap(scratch.slope, scratch.prev_slope);
           } else {
-            carry[e] = dw_e;
+            slopes(n, u + before, frame, scratch.slope.data());
           }
-          finite = finite && std::isfinite(di[e]);
         }
         for (int64_t p = 0; p < s.out_len; ++p)
           for (int64_t o = 0; o < s.outs; ++o) bias_grad[o] += di[p * s.outs + o];
@@ -302,22 +520,7 @@ void backward(Pool& pool, const X* xs, const float* w, const float* u, const flo
           }
         }
         if (dx != nullptr) {
-          float* out = dx + (t * s.batch + row) * s.frame_in();
-          std::fill(out, out + s.frame_in(), 0.f);
-          for (int64_t h = 0; h < s.length; ++h) {
-            float* dst = out + h * s.channels;
-            for (int64_t k = 0; k < s.taps; ++k) {
-              const int64_t p = s.target(h, k);
-              if (p < 0) continue;
-              const float* src = di.data() + p * s.outs;
-              const float* rows = wt.data() + k * s.outs * s.channels;
-              for (int64_t o = 0; o < s.outs; ++o) {
-                const float d = src[o];
-                const float* wr = rows + o * s.channels;
-                for (int64_t c = 0; c < s.channels; ++c) dst[c] += d * wr[c];
-              }
-            }
-          }
+          input_grad(s, wt.data(), padded, di.data(), dx + (t * s.batch + row) * s.frame_in());
         }
       }
       std::copy(carry.begin(), carry.end(), dv0 + row * frame);
@@ -341,9 +544,24 @@ namespace {
 namespace ffi = xla::ffi;
 
 Neurons neurons(double a, double v_rest, double v_th, double v_reset, double r, double c,
-                int64_t soft, int64_t reset_first, int64_t surrogate, int64_t detach) {
+                int64_t soft, int64_t reset_first, int64_t surrogate, int64_t detach,
+                int64_t slope, double alpha, double beta) {
   return Neurons{float(a), float(v_rest), float(v_th), float(v_reset), float(r), float(c),
-                 soft != 0, reset_first != 0, surrogate != 0, detach != 0};
+                 soft != 0, reset_first != 0, surrogate != 0, detach != 0,
+                 slope, float(alpha), float(beta)};
+}
+
+// call(Mode<...>{}) for the neurons' flags.
+template <typename Call>
+ffi::Error with_mode(const Neurons& n, const Call& call) {
+  auto reset = [&](auto soft) {
+    constexpr bool kSoft = decltype(soft)::value;
+    if (n.reset_first) {
+      return n.surrogate ? call(Mode<kSoft, true, true>{}) : call(Mode<kSoft, true, false>{});
+    }
+    return n.surrogate ? call(Mode<kSoft, false, true>{}) : call(Mode<kSoft, false, false>{});
+  };
+  return n.soft ? reset(std::true_type{}) : reset(std::false_type{});
 }
 
 bool all_finite(const float* p, int64_t count) {
@@ -357,7 +575,8 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::AnyBuffer xs, ffi::AnyBuffer w, ff
                    ffi::Result<ffi::AnyBuffer> v, ffi::Result<ffi::AnyBuffer> saved,
                    int64_t low, int64_t rhs, double a, double v_rest, double v_th,
                    double v_reset, double r, double c, int64_t soft, int64_t reset_first,
-                   int64_t surrogate, int64_t detach, int64_t threads) {
+                   int64_t surrogate, int64_t detach, int64_t slope, double alpha,
+                   double beta, int64_t threads) {
   if (w.element_type() != ffi::DataType::F32 || b.element_type() != ffi::DataType::F32 ||
       v0.element_type() != ffi::DataType::F32)
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "w, b and v0 must be float32");
@@ -365,7 +584,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::AnyBuffer xs, ffi::AnyBuffer w, ff
   auto wd = w.dimensions();
   const Shape s{xd[0], xd[1], xd[2], xd[3], wd[0], wd[2], v0.dimensions()[1], low, rhs};
   const Neurons n = neurons(a, v_rest, v_th, v_reset, r, c, soft, reset_first, surrogate,
-                            detach);
+                            detach, slope, alpha, beta);
   const float* wp = reinterpret_cast<const float*>(w.untyped_data());
   const bool dense = !all_finite(wp, s.taps * s.channels * s.outs);
   float* keep = saved->element_count() ? reinterpret_cast<float*>(saved->untyped_data())
@@ -373,12 +592,14 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::AnyBuffer xs, ffi::AnyBuffer w, ff
   auto run = [&](auto x_type, auto spike_type) {
     using X = decltype(x_type);
     using S = decltype(spike_type);
-    forward<X, S>(pool, reinterpret_cast<const X*>(xs.untyped_data()), wp,
+    return with_mode(n, [&](auto mode) {
+    forward<decltype(mode), X, S>(pool, reinterpret_cast<const X*>(xs.untyped_data()), wp,
                   reinterpret_cast<const float*>(b.untyped_data()),
                   reinterpret_cast<const float*>(v0.untyped_data()),
                   reinterpret_cast<S*>(spikes->untyped_data()),
                   reinterpret_cast<float*>(v->untyped_data()), keep, s, n, dense, threads);
     return ffi::Error::Success();
+    });
   };
   auto with_x = [&](auto spike_type) {
     switch (xs.element_type()) {
@@ -404,23 +625,26 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::AnyBuffer xs, ffi::AnyBuffer w, f
                     ffi::Result<ffi::AnyBuffer> dw, ffi::Result<ffi::AnyBuffer> db,
                     ffi::Result<ffi::AnyBuffer> dv0, int64_t low, int64_t rhs, double a,
                     double v_rest, double v_th, double v_reset, double r, double c, int64_t soft,
-                    int64_t reset_first, int64_t surrogate, int64_t detach, int64_t threads) {
+                    int64_t reset_first, int64_t surrogate, int64_t detach, int64_t slope, double alpha,
+                   double beta, int64_t threads) {
   auto xd = xs.dimensions();
   auto wd = w.dimensions();
   const Shape s{xd[0], xd[1], xd[2], xd[3], wd[0], wd[2], dv.dimensions()[1], low, rhs};
   const Neurons n = neurons(a, v_rest, v_th, v_reset, r, c, soft, reset_first, surrogate,
-                            detach);
+                            detach, slope, alpha, beta);
   float* input_grad = dx->element_count() ? reinterpret_cast<float*>(dx->untyped_data())
                                           : nullptr;
   auto run = [&](auto x_type) {
     using X = decltype(x_type);
-    backward<X>(pool, reinterpret_cast<const X*>(xs.untyped_data()),
+    return with_mode(n, [&](auto mode) {
+    backward<decltype(mode), X>(pool, reinterpret_cast<const X*>(xs.untyped_data()),
                 reinterpret_cast<const float*>(w.untyped_data()), optional(u), optional(g),
                 optional(ds), optional(dv), optional(v0), optional(g0), input_grad,
                 reinterpret_cast<float*>(dw->untyped_data()),
                 reinterpret_cast<float*>(db->untyped_data()),
                 reinterpret_cast<float*>(dv0->untyped_data()), s, n, threads);
     return ffi::Error::Success();
+    });
   };
   switch (xs.element_type()) {
     case ffi::DataType::PRED: return run(bool{});
@@ -444,6 +668,9 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::AnyBuffer xs, ffi::AnyBuffer w, f
       .Attr<int64_t>("reset_first")        \
       .Attr<int64_t>("surrogate")          \
       .Attr<int64_t>("detach")             \
+      .Attr<int64_t>("slope")              \
+      .Attr<double>("alpha")               \
+      .Attr<double>("beta")                \
       .Attr<int64_t>("threads")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(bp_conv_ext_conv_lif_forward, Forward,
