@@ -479,9 +479,14 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
 
     @saving.defjvp
     def saving_tangents(primals, tangents):
-        # Only the backward below reads u, and its derivatives do not: u's tangent is unused.
+        # `saving` runs where its outputs are differentiated in reverse mode, and this rule
+        # where those derivatives are differentiated again: the tangents are those of the
+        # outputs of the reference's vjp, as they are there. (A surrogate's own rule may
+        # compute its spikes without a derivative: they then have none at this order.) Only
+        # the backward below reads u, and its derivatives do not: u's tangent is unused.
         spikes, v, u = saving(*primals)
-        _, (spikes_dot, v_dot) = jax.jvp(reference, primals, _tangents_of(primals, tangents))
+        _, (spikes_dot, v_dot) = jax.jvp(lambda *p: jax.vjp(reference, *p)[0], primals,
+                                         _tangents_of(primals, tangents))
         return (spikes, v, u), (spikes_dot, v_dot, jnp.zeros_like(u))
 
     def pullback(xs, w, b, v0, ds, dv):

@@ -20,7 +20,7 @@ from bp_conv_ext.ops.fused import LIF, choose_kernel, conv_lif
 export = pytest.importorskip('jax.export')
 TRITON, MOSAIC = '__gpu$xla.gpu.triton', 'mosaic_gpu_v2'
 KERNELS = ['mosaic', 'triton']
-IMPLEMENTATIONS = ['auto', 'jax', 'pallas', 'mosaic', 'triton']
+IMPLEMENTATIONS = ['auto', 'jax', 'c++', 'pallas', 'mosaic', 'triton']
 NEURONS = LIF.make(tau=2., dt=1., v_th=1., v_reset=-0.2, v_rest=0.1, r=1.5)
 
 
@@ -317,48 +317,66 @@ def test_empty_sequences_and_batches_give_empty_outputs(empty, implementation):
     np.testing.assert_array_equal(v, v0)
 
 
+#: The implementations that the C++ CPU kernel computes here, with its backward kernel (a
+#: ``custom_vjp``: no forward mode).
+REVERSE_ONLY = ('auto', 'c++')
+
+
 @functools.lru_cache(maxsize=None)
-def _transforms(implementation):
-    """Every transform of the fused step with surrogate spikes, in one compiled program."""
+def _transforms(implementation, forward=True):
+    """Every transform of the fused step with surrogate spikes, in one compiled program
+    (without forward mode unless ``forward``)."""
     primals = _case(batch=16, length=4, cin=2, cout=16, k=2, steps=2, spikes=False)
     tangents = tuple(jnp.asarray(np.random.default_rng(3).standard_normal(a.shape), a.dtype)
                      for a in primals)
     surrogate = bm.surrogate.Arctan()
     weights = jnp.arange(16.) / 16
 
+    def run(xs, w, b, v0):
+        return conv_lif(xs, w, b, v0, NEURONS, implementation=implementation,
+                        spike_fn=surrogate)
+
     @jax.jit
     def transforms(primals, tangents):
         xs, w, b, v0 = primals
-
-        def run(xs, w, b, v0):
-            return conv_lif(xs, w, b, v0, NEURONS, implementation=implementation,
-                            spike_fn=surrogate)
 
         def loss(xs, w, b, v0):
             spikes, v = run(xs, w, b, v0)
             return jnp.sum(spikes * weights) + jnp.sum(jnp.sin(v))
 
         outputs, vjp = jax.vjp(run, *primals)
-        _, linear = jax.linearize(run, *primals)
-        return dict(
-            jvp=jax.jvp(run, primals, tangents),
-            jacfwd=jax.jacfwd(lambda b: run(xs, w, b, v0)[1])(b),
-            linearize=linear(*tangents),
+        results = dict(
             vjp=vjp(tuple(jnp.cos(o) for o in outputs)),
             grad=jax.grad(loss, argnums=(0, 1, 2, 3))(*primals),
             grad_of_grad=jax.grad(lambda b: jnp.sum(jax.grad(loss, 2)(xs, w, b, v0) ** 2))(b),
-            checkpoint=jax.grad(jax.checkpoint(loss), argnums=1)(*primals))
+            hessian=jax.hessian(lambda b: loss(xs, w, b, v0))(b),
+            checkpoint=jax.grad(jax.checkpoint(loss), argnums=1)(*primals),
+            vmap=jax.vmap(jax.grad(loss, 1), (None, 0, None, None))(xs, jnp.stack([w, -w]), b,
+                                                                   v0))
+        if forward:
+            _, linear = jax.linearize(run, *primals)
+            results.update(jvp=jax.jvp(run, primals, tangents),
+                           jacfwd=jax.jacfwd(lambda b: run(xs, w, b, v0)[1])(b),
+                           linearize=linear(*tangents))
+        return results
 
-    return transforms(primals, tangents)
+    return transforms(primals, tangents), run, primals, tangents
 
 
 @pytest.mark.parametrize('implementation', [i for i in IMPLEMENTATIONS if i != 'jax'])
 def test_every_transform_through_every_implementation_is_the_jax_ones(implementation):
-    """Forward mode (``jvp``, ``jacfwd``, ``linearize``) and reverse mode (``vjp``, ``grad``,
-    ``grad`` of ``grad``, under ``jax.checkpoint``) with surrogate spikes: the ``'jax'``
-    implementation's values and derivatives, with the kernels (interpreted here) as well."""
-    got, expected = _transforms(_kernel(implementation)), _transforms('jax')
+    """Reverse mode (``vjp``, ``grad``, ``grad`` of ``grad``, ``jax.hessian``, under
+    ``jax.checkpoint`` and ``vmap``) and forward mode (``jvp``, ``jacfwd``, ``linearize``) with
+    surrogate spikes: the ``'jax'`` implementation's values and derivatives, with the kernels
+    (interpreted here) as well. The C++ kernel's backward is a ``custom_vjp``: forward mode
+    raises JAX's ``TypeError`` there."""
+    forward = implementation not in REVERSE_ONLY
+    (got, run, primals, tangents) = _transforms(_kernel(implementation), forward)
+    expected = _transforms('jax')[0]
     assert float(jnp.max(jnp.abs(expected['grad_of_grad']))) > 0
-    for name in expected:
+    for name in got:
         for a, e in zip(jax.tree.leaves(got[name]), jax.tree.leaves(expected[name])):
             np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5, err_msg=name)
+    if not forward:
+        with pytest.raises(TypeError, match='forward-mode'):
+            jax.jvp(run, primals, tangents)
