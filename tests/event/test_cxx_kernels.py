@@ -33,7 +33,14 @@ with warnings.catch_warnings(record=True) as caught:
     w = jnp.asarray(rng.standard_normal((3, 8, 5)), jnp.float32)
     same = all(np.allclose(conv1d(x, w, backend='event'), conv1d(x, w, backend='dense'),
                            rtol=1e-5, atol=1e-5) for _ in range(2))
-    kernel = event_kernel('cpu')
+    # The spiking layer: its C++ kernel, or the 'jax' implementation without one.
+    from bp_conv_ext.ops.fused import LIF, conv_lif, cxx_unsupported
+    lif = LIF.make(tau=2., dt=1., v_th=0.5)
+    xs, v0 = jnp.asarray(rng.random((3, 2, 30, 8)) < 0.2), jnp.zeros((2, 30, 5))
+    same = same and all(np.allclose(a, b, atol=1e-6) for a, b in zip(
+        conv_lif(xs, w, None, v0, lif), conv_lif(xs, w, None, v0, lif, implementation='jax')))
+    kernel = event_kernel('cpu') + '/' + ('c++' if cxx_unsupported(xs, w, None, v0, lif) is None
+                                          else 'jax')
 try:
     with use_event_kernels('c++'):
         pass
@@ -55,7 +62,7 @@ def _probe(tmp_path, **env):
 
 def test_the_kernels_are_built_once_and_then_loaded_from_the_cache(tmp_path):
     kernel, same, notes, _ = _probe(tmp_path)
-    assert (kernel, same, notes) == ('c++', 'True', '0')
+    assert (kernel, same, notes) == ('c++/c++', 'True', '0')
     built = sorted(tmp_path.iterdir())
     # The library, its stamp and the lock taken to put them in place; no partial files left.
     assert [path.suffix for path in built] == ['.lock', '.so', '.stamp'], built
@@ -63,7 +70,7 @@ def test_the_kernels_are_built_once_and_then_loaded_from_the_cache(tmp_path):
     modified = [path.stat().st_mtime_ns for path in built]
     # A second process loads the library without a compiler, and rewrites nothing.
     kernel, same, notes, _ = _probe(tmp_path, CXX='/nonexistent/c++')
-    assert (kernel, same, notes) == ('c++', 'True', '0')
+    assert (kernel, same, notes) == ('c++/c++', 'True', '0')
     assert sorted(tmp_path.iterdir()) == built
     assert [path.stat().st_mtime_ns for path in built] == modified
 
@@ -71,7 +78,7 @@ def test_the_kernels_are_built_once_and_then_loaded_from_the_cache(tmp_path):
 @pytest.mark.parametrize('cxx', ['/nonexistent/c++', 'false'], ids=['missing', 'failing'])
 def test_without_a_working_compiler_the_numba_kernels_run_after_one_warning(tmp_path, cxx):
     kernel, same, notes, rest = _probe(tmp_path, CXX=cxx)
-    assert (kernel, same, notes) == (CXX_FALLBACK, 'True', '1')
+    assert (kernel, same, notes) == (CXX_FALLBACK + '/jax', 'True', '1')
     # The warning names the compiler and what runs instead; forcing the C++ kernels fails.
     assert cxx in rest and 'next CPU kernels' in rest
     assert "`name` (='c++'): these kernels are not available here: their library" in rest

@@ -237,12 +237,35 @@ inline float lif_step(const Neurons& n, float& v, float current, bool& spike) {
   return u;
 }
 
+inline bool all_finite(const float* p, int64_t count) {
+  for (int64_t i = 0; i < count; ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+
+// sums[k * O + o] = sum over c of 0 * w[k, c, o] (0, or NaN where one w[k, c, o] is not
+// finite) where `needed`, else empty: what the taps of a dense convolution that read zeros (its
+// padding) add.
+inline std::vector<float> zero_times(const float* w, int64_t taps, int64_t channels,
+                                     int64_t outs, bool needed) {
+  std::vector<float> sums;
+  if (!needed) return sums;
+  sums.assign(taps * outs, 0.f);
+  for (int64_t k = 0; k < taps; ++k)
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t o = 0; o < outs; ++o) sums[k * outs + o] += 0.f * w[(k * channels + c) * outs + o];
+  return sums;
+}
+
 template <typename M, typename X, typename S, typename Pool>
 void forward(Pool& pool, const X* xs, const float* w, const float* b, const float* v0,
              S* spikes, float* v_out, float* saved, const Shape& s, const Neurons& n,
              bool dense, int64_t threads) {
   using B = Block<float, kVectors>;
   const int64_t frame = s.frame_out();
+  // What a tap that reads padding adds where the kernel is not all finite: 0 * w[k, c, o]
+  // summed over c (NaN where one of them is not finite), as a dense convolution adds it.
+  const std::vector<float> padding = zero_times(w, s.taps, s.channels, s.outs, dense);
   parallel_for<ForwardScratch<X>>(pool, s.batch, threads, [&](int64_t row,
                                                               ForwardScratch<X>& scratch) {
     const FlushSubnormals flush;
@@ -284,6 +307,12 @@ void forward(Pool& pool, const X* xs, const float* w, const float* b, const floa
                 const float x = active.value[j];
                 for (int64_t o = 0; o < width; ++o) current[o] += x * row[o];
               }
+            }
+          }
+          if (dense) {
+            for (int64_t k = 0; k < s.taps; ++k) {
+              if (s.source(p, k) >= 0) continue;
+              for (int64_t o = 0; o < width; ++o) current[o] += padding[k * s.outs + o0 + o];
             }
           }
           const int64_t at = p * s.outs + o0;
@@ -389,7 +418,7 @@ inline void input_rows(Floats* sums, const float* const* src, const float* wt, i
 // reaches through tap k (one step of one row): four input samples at a time, their channels
 // a vector at a time. Taps that reach no output (padding) add nothing.
 inline void input_grad(const Shape& s, const float* wt, int64_t padded, const float* di,
-                       float* dx) {
+                       const float* zero_inputs, float* dx) {
   constexpr int kRows = 4;
   for (int64_t c0 = 0; c0 < padded; c0 += kLanes) {
     const int64_t width = std::min<int64_t>(kLanes, s.channels - c0);
@@ -415,6 +444,15 @@ inline void input_grad(const Shape& s, const float* wt, int64_t padded, const fl
       }
       for (int64_t i = 0; i < rows; ++i) {
         std::memcpy(dx + (h0 + i) * s.channels + c0, &sums[i], width * sizeof(float));
+      }
+    }
+  }
+  if (zero_inputs == nullptr) return;
+  for (int64_t h = 0; h < s.length; ++h) {
+    for (int64_t k = 0; k < s.taps; ++k) {
+      if (s.target(h, k) >= 0) continue;
+      for (int64_t c = 0; c < s.channels; ++c) {
+        dx[h * s.channels + c] += zero_inputs[k * s.channels + c];
       }
     }
   }
@@ -455,6 +493,17 @@ void backward(Pool& pool, const X* xs, const float* w, const float* u, const flo
       for (int64_t c = 0; c < s.channels; ++c)
         for (int64_t o = 0; o < s.outs; ++o)
           wt[(k * s.outs + o) * padded + c] = w[(k * s.channels + c) * s.outs + o];
+  }
+  // What a tap that reaches no output adds to the input gradient where the kernel is not all
+  // finite: 0 * w[k, c, o] summed over o, as the dense gradient (a convolution of the padded
+  // di) adds it; else empty.
+  std::vector<float> zero_inputs;
+  if (dx != nullptr && !all_finite(w, kernel_size)) {
+    zero_inputs.assign(s.taps * s.channels, 0.f);
+    for (int64_t k = 0; k < s.taps; ++k)
+      for (int64_t c = 0; c < s.channels; ++c)
+        for (int64_t o = 0; o < s.outs; ++o)
+          zero_inputs[k * s.channels + c] += 0.f * w[(k * s.channels + c) * s.outs + o];
   }
   const bool spike_grad = n.surrogate && (n.reset_first || !n.detach);
   parallel_for<BackwardScratch>(pool, slices, slices, [&](int64_t slice,
@@ -519,8 +568,23 @@ void backward(Pool& pool, const X* xs, const float* w, const float* u, const flo
             }
           }
         }
+        if (!finite) {
+          // The zeros of the padding times di, as the dense kernel gradient sums them.
+          for (int64_t p = 0; p < s.out_len; ++p) {
+            for (int64_t k = 0; k < s.taps; ++k) {
+              if (s.source(p, k) >= 0) continue;
+              const float* src = di.data() + p * s.outs;
+              for (int64_t c = 0; c < s.channels; ++c) {
+                float* dst = kernel_grad + (k * s.channels + c) * s.outs;
+                for (int64_t o = 0; o < s.outs; ++o) dst[o] += 0.f * src[o];
+              }
+            }
+          }
+        }
         if (dx != nullptr) {
-          input_grad(s, wt.data(), padded, di.data(), dx + (t * s.batch + row) * s.frame_in());
+          input_grad(s, wt.data(), padded, di.data(), zero_inputs.empty() ? nullptr
+                                                                         : zero_inputs.data(),
+                     dx + (t * s.batch + row) * s.frame_in());
         }
       }
       std::copy(carry.begin(), carry.end(), dv0 + row * frame);
@@ -564,11 +628,6 @@ ffi::Error with_mode(const Neurons& n, const Call& call) {
   return n.soft ? reset(std::true_type{}) : reset(std::false_type{});
 }
 
-bool all_finite(const float* p, int64_t count) {
-  for (int64_t i = 0; i < count; ++i)
-    if (!std::isfinite(p[i])) return false;
-  return true;
-}
 
 ffi::Error Forward(ffi::ThreadPool pool, ffi::AnyBuffer xs, ffi::AnyBuffer w, ffi::AnyBuffer b,
                    ffi::AnyBuffer v0, ffi::Result<ffi::AnyBuffer> spikes,

@@ -66,10 +66,10 @@ class _ConvLif:
         spikes, v = _fused.conv_lif(
             sequence, conv._kernel()[0], None if b is None else b.reshape(-1), v0,
             self.neurons, padding=c.padding, rhs_dilation=c.rhs_dilation, backend='auto',
-            fold=fold, spike_fn=lif.spk_fun if isinstance(lif.mode, bm.TrainingMode) else None)
+            fold=fold, spike_fn=lif.spk_fun if isinstance(lif.mode, bm.TrainingMode) else None,
+            spike_dtype=lif.spike.value.dtype)
         if not batched:
             spikes, v = spikes[:, 0], v[0]
-        spikes = spikes.astype(lif.spike.value.dtype)
         lif.V.value = v
         if spikes.shape[0]:
             lif.spike.value = spikes[-1]
