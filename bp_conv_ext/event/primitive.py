@@ -40,7 +40,6 @@ import inspect
 
 import jax
 import jax.numpy as jnp
-from jax._src.dispatch import prim_requires_devices_during_lowering
 from jax.core import ShapedArray
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.extend.core import Primitive
@@ -50,6 +49,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ..core import dense as _dense
 from . import gpu_target as _gpu_target, registry
 from .registry import EventSpec, KernelParams
+from .._jax_private import requires_devices_during_lowering
 
 def _varying(aval):
     """The manual mesh axes (``jax.shard_map``) that an abstract value varies over."""
@@ -137,7 +137,7 @@ class _Operation:
             rule = functools.partial(self._accelerator_rule, platform)
             mlir.register_lowering(self.primitive, rule, platform=platform)
         # The lowering may partition the kernel call, which needs the devices.
-        prim_requires_devices_during_lowering.add(self.primitive)
+        requires_devices_during_lowering(self.primitive)
 
     def __call__(self, *args, outs, spec: EventSpec):
         vma = frozenset().union(*map(_vma, args))

@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax._src.dispatch import prim_requires_devices_during_lowering
 from jax.core import ShapedArray
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.extend.core import Primitive
@@ -52,7 +51,8 @@ from ..core.sequence import check_fold, fold_time
 from ..event.gpu_target import compute_capability, cuda_lowering
 from ..event import registry as _registry
 from ..event.kernels import cxx_cpu, mosaic_gpu, pallas_gpu
-from . import conv as _conv
+from . import conv as _conv, spiking_cpu as _spiking_cpu
+from .._jax_private import requires_devices_during_lowering
 
 IMPLEMENTATIONS = ('auto', 'jax', 'c++', 'pallas', 'mosaic', 'triton')
 #: The fused kernels, by name.
@@ -289,7 +289,7 @@ _KERNEL.def_impl(lambda *args, **params: _compiled(tuple(sorted(params.items()))
 mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, True))
 mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, False), platform='cuda')
 # The lowering may partition the kernel call, which needs the devices.
-prim_requires_devices_during_lowering.add(_KERNEL)
+requires_devices_during_lowering(_KERNEL)
 
 
 def unfused_options(layer: str, config, *, masked: bool, backend: str) -> Optional[str]:
@@ -469,8 +469,7 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
     def run(xs, w, b, v0, save):
         # The kernel writes one byte a spike; converted here, inside the program, the spikes
         # are converted where they are read (XLA fuses the conversion into the next layer).
-        spikes, v, u = cxx_cpu.conv_lif_forward(xs, w, b, v0, spike_dtype=jnp.bool_,
-                                                save=save, **config)
+        spikes, v, u = _spiking_cpu.forward(xs, w, b, v0, save=save, **config)
         return spikes.astype(spike_dtype), v, u
 
     @jax.custom_jvp
@@ -498,7 +497,7 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
             g = _surrogate_slope(spike_fn, lif, u)
             if lif.reset_first:
                 g0 = _surrogate_slope(spike_fn, lif, v0)
-        dx, dw, db, dv0 = cxx_cpu.conv_lif_backward(
+        dx, dw, db, dv0 = _spiking_cpu.backward(
             xs, w, u, g, ds if gradient_spikes else None, dv, v0, g0,
             input_grad=input_grad, **config)
         return (dx if input_grad else None), dw, db, dv0

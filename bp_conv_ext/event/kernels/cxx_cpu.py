@@ -409,15 +409,13 @@ def conv_lif_forward(xs, w, b, v0, *, pads, rhs_dilation, neurons, spike_dtype, 
 def conv_lif_backward(xs, w, u, g, ds, dv, v0, g0, *, pads, rhs_dilation, neurons,
                       input_grad):
     """The gradients ``(dx, dw, db, dv0)`` of the spiking layer from the saved potentials
-    ``u``, the surrogate's derivative ``g`` at them and ``g0`` at ``v0`` (``None`` where the
-    spikes pass no gradient or the kernel computes it: ``neurons['slope']``), the gradients ``ds`` of the spikes (likewise) and ``dv`` of
-    the final potentials; ``dx`` only with ``input_grad`` (else an empty array)."""
-    empty = np.zeros((0,), np.float32)
+    ``u``, the surrogate's derivative ``g`` at them and ``g0`` at ``v0`` (empty arrays where
+    the spikes pass no gradient or the kernel computes it: ``neurons['slope']``), the
+    gradients ``ds`` of the spikes (empty where they pass none) and ``dv`` of the final
+    potentials; ``dx`` only with ``input_grad`` (else an empty array)."""
     results = [jax.ShapeDtypeStruct(xs.shape if input_grad else (0,), np.float32),
                jax.ShapeDtypeStruct(w.shape, np.float32),
                jax.ShapeDtypeStruct(w.shape[2:], np.float32),
                jax.ShapeDtypeStruct(dv.shape, np.float32)]
-    operands = [empty if a is None else a for a in (g, ds, g0)]
     return _ffi_call('conv_lif_backward', results)(
-        xs, w, u, operands[0], operands[1], dv, v0, operands[2],
-        **_spiking_attrs(pads, rhs_dilation, neurons))
+        xs, w, u, g, ds, dv, v0, g0, **_spiking_attrs(pads, rhs_dilation, neurons))
