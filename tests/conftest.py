@@ -91,6 +91,8 @@ def _fresh_brainpy_state():
 EVERY_STACK = {
     'test_backends.py': "the event kernels are built against each stack's JAX (C++; numba on 2.8)",
     'test_cxx_kernels.py': "the C++ kernels are built against each stack's JAX (XLA FFI)",
+    'test_spiking_cpu.py': "the spiking layer's C++ kernel against each stack's JAX (XLA FFI) "
+                           "and each BrainPy's surrogates",
     'test_gpu_kernels.py': "the Pallas kernels lower through each JAX's Triton backend",
     'test_gradients.py': "gradients through each stack's kernels and JAX",
     'test_fused.py': "the fused kernel in each JAX's Pallas (interpreted; lowered via Triton)",
