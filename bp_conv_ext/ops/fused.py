@@ -3,11 +3,20 @@
 ``conv_lif(xs, w, b, v0, lif, ...)`` computes, for every step ``t`` of a sequence,
 ``current = conv1d(xs[t], w) + b``, advances leaky integrate-and-fire neurons by one step
 with that current (:func:`lif_update`) and returns their spikes at every step and their final
-membrane potential: the pattern ``Conv1d -> LIF`` of a spiking CNN layer. Two
-implementations give the same numbers:
+membrane potential: the pattern ``Conv1d -> LIF`` of a spiking CNN layer. Its implementations
+give the same numbers:
 
 - ``'jax'``: the convolution folded over time (one call on ``[T * B, H, C]``), then the
-  neurons in a ``lax.scan``;
+  neurons in a ``lax.scan``; everywhere JAX runs;
+- ``'c++'``: on the CPU, one C++ kernel for the whole sequence, forward and backward
+  (``spiking_cpu.cc`` through the XLA FFI, :mod:`bp_conv_ext.ops.spiking_cpu`): the neurons'
+  potentials stay in a per-thread buffer over the steps, the current of a step is summed from
+  the kernel rows of its active inputs only (the work follows the spikes), the spikes are
+  written as one byte; its backward runs the neurons' recursion in reverse with the
+  surrogate's derivative (computed by the kernel for the surrogates it knows, by JAX for the
+  others) and sums the kernel's gradient over the active inputs. The forward keeps the
+  potentials before each reset for it (``float32``), nothing else. It needs its library (the
+  machine's C++17 compiler, as the event path's); :func:`cxx_unsupported` says what else;
 - ``'pallas'``: one Pallas kernel for the whole sequence that keeps the neurons' state on chip
   and never stores the convolution's output: ``'triton'``
   (:func:`bp_conv_ext.event.kernels.pallas_gpu.conv_lif`, through Triton: measured on GPUs)
@@ -17,17 +26,24 @@ implementations give the same numbers:
   without a GPU the kernels are chosen as for the one :mod:`bp_conv_ext.event.gpu_target`
   names, and run in Pallas's interpreters (slow; for tests).
 
-``'auto'`` takes ``'pallas'`` on CUDA GPUs where a kernel supports the problem, and
-``'jax'`` everywhere else; so does a kernel asked for a problem it does not support, an empty
-one (a zero-size dimension: empty in, empty out, ``v0`` unchanged) included. The Mosaic GPU
-kernel writes ``float32`` operands as ``bfloat16`` parts, in which an ``inf`` becomes
-``inf + nan + nan``: where the input, kernel or bias is not all finite, the Triton kernel
-(``float32`` products) computes the IEEE results instead (decided in the program, where it
-runs).
-Differentiated (forward or reverse mode, any order), every implementation is the ``'jax'``
-one, values and derivatives (with the surrogate ``spike_fn``, when given). Under
-``jax.jit`` with a batch split over devices the kernel runs on each device's part (a
-``custom_partitioning``), where that part is one it supports.
+``'auto'`` takes ``'c++'`` on the CPU (where JAX's default backend is the CPU) and
+``'pallas'`` on CUDA GPUs where they compute the problem, and ``'jax'`` everywhere else; so does a kernel asked for a problem it does not
+compute, an empty one (a zero-size dimension: empty in, empty out, ``v0`` unchanged)
+included. The Mosaic GPU kernel writes ``float32`` operands as ``bfloat16`` parts, in which an
+``inf`` becomes ``inf + nan + nan``: where the input, kernel or bias is not all finite, the
+Triton kernel (``float32`` products) computes the IEEE results instead (decided in the
+program, where it runs); the C++ kernel reads every input and padding where the kernel (or a
+step's current gradient) is not all finite, as a dense convolution does.
+
+Differentiated, the GPU kernels are the ``'jax'`` implementation, values and derivatives
+(forward or reverse mode, any order; with the surrogate ``spike_fn``, when given). The C++
+kernel's first derivatives in reverse mode are its backward kernel's (``grad``, ``vjp``,
+under ``jax.checkpoint`` and ``vmap``); their derivatives (``grad`` of ``grad``,
+``jax.hessian``) the ``'jax'`` implementation's; forward mode (``jax.jvp``, ``jacfwd``,
+``linearize``) is not defined for it: JAX raises a ``TypeError`` (``implementation='jax'``
+computes it). Under ``jax.jit`` with a batch split over devices the kernels run on each
+device's part (a ``custom_partitioning``), where that part is one they support; the C++
+backward sums the kernel's and bias's gradients over the devices.
 """
 import contextlib
 import functools
@@ -578,27 +594,31 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
     padding, rhs_dilation
         As in :func:`bp_conv_ext.conv1d` (stride 1, one channel group).
     implementation : str
-        ``'auto'``, ``'jax'``, ``'pallas'``, ``'mosaic'`` or ``'triton'`` (see the module).
+        ``'auto'``, ``'jax'``, ``'c++'``, ``'pallas'``, ``'mosaic'`` or ``'triton'`` (see the
+        module).
     spike_fn : callable, optional
         A surrogate spike function (``brainpy.math.surrogate``'s): the spikes' gradient, as
         in ``brainpy.dyn.Lif`` in ``TrainingMode`` (:func:`lif_update`). Without it the
         spikes pass no gradient.
     backend : str
-        The convolution's backend where it is not fused (``'jax'``, and every gradient):
-        ``'dense'``, or ``'auto'`` to take the event-driven path on sparse spikes as a
-        layer does.
+        The convolution's backend where it is not fused (``'jax'``, and the derivatives that
+        are the ``'jax'`` implementation's): ``'dense'``, or ``'auto'`` to take the
+        event-driven path on sparse spikes as a layer does.
     fold : {'time', 'batch'}
-        How the ``'jax'`` implementation (and every derivative) folds the sequence into one
+        How the ``'jax'`` implementation (and its derivatives) folds the sequence into one
         batch for its convolution: ``[T * B, ...]`` (a free reshape) or ``[B * T, ...]``
         (batch first, at the cost of two transposes), which keeps a batch split over
         devices on each device under ``jax.jit`` instead of gathering it, as
         ``LayerByLayer.multi_step``'s ``fold`` does. The fused kernels split over the batch
         either way.
+    spike_dtype : dtype, optional
+        The spikes' dtype: ``v0``'s (the default) or any floating dtype, or ``bool`` (no
+        gradient: the spikes of a simulation, one byte each).
 
     Returns
     -------
     spikes : jax.Array
-        ``[T, B, H_out, C_out]``, 0/1 in ``v0``'s dtype.
+        ``[T, B, H_out, C_out]``, 0/1 in ``spike_dtype``.
     v : jax.Array
         The membrane potential after the last step.
     """
@@ -631,11 +651,13 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
     def cxx(*operands):
         return _cxx(*operands, *args[4:], spike_dtype)
 
-    takes_cxx = (implementation in ('auto', 'c++')
+    # (Only where JAX computes on the CPU: elsewhere the kernel's library is not built for a
+    # branch that would not run.)
+    takes_cxx = (implementation in ('auto', 'c++') and jax.default_backend() == 'cpu'
                  and spike_dtype in (jnp.dtype(jnp.bool_), jnp.dtype(jnp.float32))
                  and cxx_unsupported(xs, w, b, v0, lif, spike_fn) is None)
     if implementation == 'c++':
-        return cxx(*args[:4]) if takes_cxx and jax.default_backend() == 'cpu' else run(*args[:4])
+        return cxx(*args[:4]) if takes_cxx else run(*args[:4])
     kernel = choose_kernel(implementation, xs, w, v0)
     if implementation != 'auto':
         return run(*args[:4], kernel=kernel, interpret=jax.default_backend() != 'gpu')

@@ -1,25 +1,28 @@
-"""Event-driven kernels in C++ for the CPU, called through the XLA FFI.
+"""The C++ kernels for the CPU (event-driven convolution, spiking layer), called through the
+XLA FFI.
 
 The sources are next to this module: ``event_cpu.cc``, the event-driven convolution and its
-kernel gradient (output-stationary sums in vector registers over compacted spike lists,
-threads over the batch), and ``spiking_cpu.cc``, the spiking layer (a convolution into LIF
-neurons) over a whole sequence, forward and backward; their header comments describe the
-kernels, and ``cpu_common.h`` holds what they share. They are compiled into one library on first use with the machine's C++17 compiler (``$CXX``, a command
-line such as ``"ccache g++"``, else ``c++``, ``g++`` or ``clang++``) for the machine's own
-instruction set, and the library is cached in ``$BP_CONV_EXT_CACHE`` (default
-``~/.cache/bp_conv_ext``) under a key of the source, the flags, JAX's version and the CPU, so
-that later processes load it at once (with or without a compiler).
+kernel gradient (output-stationary sums in vector registers over compacted spike lists, threads
+over the batch), and ``spiking_cpu.cc``, the spiking layer (a convolution into LIF neurons)
+over a whole sequence, forward and backward; their header comments describe the kernels, and
+``cpu_common.h`` holds what they share. They are compiled into one library on first use with
+the machine's C++17 compiler (``$CXX``, a command line such as ``"ccache g++"``, else ``c++``,
+``g++`` or ``clang++``) for the machine's own instruction set, and the library is cached in
+``$BP_CONV_EXT_CACHE`` (default ``~/.cache/bp_conv_ext``) under a key of the source, the flags,
+JAX's version and the CPU, so that later processes load it at once (with or without a
+compiler).
 
 A build is written under a temporary name and loaded; only then is it renamed into place, with
 a stamp beside it (its size and SHA-256, written the same way). Both get the permissions the
-umask gives new files: a cache folder shared on purpose between users serves them one build (the
-default cache is each user's own). Share one only with users you trust: the stamp detects
-damaged files, but whoever can write in the folder chooses the code that processes load. A later process loads a cached
-library only if it matches its stamp, checked by reading the file, not by mapping it (mapping
-a truncated library kills the process with ``SIGBUS``); one that does not match, or does not
-load, or lacks a kernel symbol, is rebuilt, once. Where no compiler works (or that rebuild
-fails), :func:`library` says so once in a warning and the event path uses the next CPU runtime
-of :data:`bp_conv_ext.event.registry.SETS` (the numba kernels).
+umask gives new files: a cache folder shared on purpose between users serves them one build
+(the default cache is each user's own). Share one only with users you trust: the stamp detects
+damaged files, but whoever can write in the folder chooses the code that processes load. A
+later process loads a cached library only if it matches its stamp, checked by reading the file,
+not by mapping it (mapping a truncated library kills the process with ``SIGBUS``); one that
+does not match, or does not load, or lacks a kernel symbol, is rebuilt, once. Where no compiler
+works (or that rebuild fails), :func:`library` says so once in a warning; the event path then
+uses the next CPU runtime of :data:`bp_conv_ext.event.registry.SETS` (the numba kernels) and the
+spiking layer the ``'jax'`` implementation of :func:`bp_conv_ext.ops.fused.conv_lif`.
 
 Runs with the XLA FFI of every supported JAX: ``jax.ffi`` (0.4.36 and later) or
 ``jax.extend.ffi`` (0.4.33, the BrainPy 2.6 stack).

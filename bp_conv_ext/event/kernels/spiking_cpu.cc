@@ -253,7 +253,8 @@ inline std::vector<float> zero_times(const float* w, int64_t taps, int64_t chann
   sums.assign(taps * outs, 0.f);
   for (int64_t k = 0; k < taps; ++k)
     for (int64_t c = 0; c < channels; ++c)
-      for (int64_t o = 0; o < outs; ++o) sums[k * outs + o] += 0.f * w[(k * channels + c) * outs + o];
+      for (int64_t o = 0; o < outs; ++o)
+        sums[k * outs + o] += 0.f * w[(k * channels + c) * outs + o];
   return sums;
 }
 
@@ -684,8 +685,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::AnyBuffer xs, ffi::AnyBuffer w, f
                     ffi::Result<ffi::AnyBuffer> dw, ffi::Result<ffi::AnyBuffer> db,
                     ffi::Result<ffi::AnyBuffer> dv0, int64_t low, int64_t rhs, double a,
                     double v_rest, double v_th, double v_reset, double r, double c, int64_t soft,
-                    int64_t reset_first, int64_t surrogate, int64_t detach, int64_t slope, double alpha,
-                   double beta, int64_t threads) {
+                    int64_t reset_first, int64_t surrogate, int64_t detach,
+                    int64_t slope, double alpha, double beta, int64_t threads) {
   auto xd = xs.dimensions();
   auto wd = w.dimensions();
   const Shape s{xd[0], xd[1], xd[2], xd[3], wd[0], wd[2], dv.dimensions()[1], low, rhs};

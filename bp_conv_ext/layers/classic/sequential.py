@@ -46,9 +46,9 @@ def _fusion(conv, lif):
 
 class _ConvLif:
     """A ``Conv1d`` and the ``bp.dyn.Lif`` after it over a whole sequence, as one fused
-    spiking step (:func:`bp_conv_ext.ops.fused.conv_lif`: one kernel on CUDA GPUs, the
-    convolution folded over time then the neurons in a scan elsewhere); ``unfused(xs)`` where
-    the neurons' shape is not the convolution's output."""
+    spiking step (:func:`bp_conv_ext.ops.fused.conv_lif`: one kernel on the CPU and on
+    CUDA GPUs, the convolution folded over time then the neurons in a scan elsewhere);
+    ``unfused(xs)`` where the neurons' shape is not the convolution's output."""
 
     def __init__(self, conv, lif, neurons, unfused):
         self.conv, self.lif, self.neurons, self.unfused = conv, lif, neurons, unfused
@@ -128,11 +128,13 @@ class LayerByLayer(bp.Sequential):
             ``'auto'``) followed by a ``bp.dyn.Lif`` that is exactly BrainPy's LIF model
             (not a subclass; no hooks, input functions or noise; the default integration
             method; one positive finite ``tau`` and one number per parameter) as one
-            spiking step (:func:`bp_conv_ext.ops.fused.conv_lif`): on CUDA GPUs one kernel
-            that never stores the convolution's output; elsewhere the same computation as
-            unfused. The same spikes, states and (surrogate) gradients either way, with
-            either ``fold``. :meth:`fusion` says which pairs are fused and why the
-            others are not.
+            spiking step (:func:`bp_conv_ext.ops.fused.conv_lif`): on the CPU one C++
+            kernel for the whole sequence, forward and backward (where the machine has a
+            C++17 compiler), on CUDA GPUs one kernel that never stores the convolution's
+            output, elsewhere the same computation as unfused. The same spikes, states and
+            (surrogate) gradients either way, with either ``fold``; forward-mode derivatives
+            (``jax.jvp``) of the C++ kernel are not defined (``fuse=False`` computes them).
+            :meth:`fusion` says which pairs are fused and why the others are not.
 
         Returns
         -------

@@ -124,8 +124,9 @@ class LayerByLayer(brainstate.nn.Sequential):
         last layer stacked along the first axis. ``fold`` as in :meth:`Conv1d.multi_step`;
         ``fuse``: each :class:`Conv1d` (channels last, stride 1, one group, zero padding, no
         mask, backend ``'auto'``) followed by a ``brainpy.state.LIF`` runs as one spiking
-        step (:func:`bp_conv_ext.ops.fused.conv_lif`: one kernel on CUDA GPUs), with the
-        same spikes, states and gradients (either ``fold``)."""
+        step (:func:`bp_conv_ext.ops.fused.conv_lif`: one C++ kernel on the CPU, forward and
+        backward, one kernel on CUDA GPUs), with the same spikes, states and gradients
+        (either ``fold``; no forward-mode derivatives of the C++ kernel: ``fuse=False``)."""
         fold = _sequence.check_fold(fold)
         if not isinstance(fuse, bool):
             raise TypeError(f"`fuse` (={fuse!r}) must be a bool.")
