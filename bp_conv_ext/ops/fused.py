@@ -484,7 +484,8 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
 
     def run(xs, w, b, v0, save):
         # The kernel writes one byte a spike; converted here, inside the program, the spikes
-        # are converted where they are read (XLA fuses the conversion into the next layer).
+        # are converted where they are read (XLA fuses the conversion into the next
+        # operation: a pooling, a loss), which the program's memory does not then hold.
         spikes, v, u = _spiking_cpu.forward(xs, w, b, v0, save=save, **config)
         return spikes.astype(spike_dtype), v, u
 

@@ -210,31 +210,49 @@ struct Mode {
   static constexpr bool soft = kSoft, reset_first = kResetFirst, surrogate = kSurrogate;
 };
 
-// One neuron's step: the potential v (after the last step; with reset_first, before its
-// reset) and the current; returns the potential before the reset, u, and sets v and spike.
-template <typename M>
-inline float lif_step(const Neurons& n, float& v, float current, bool& spike) {
-  float w = v;
-  if constexpr (M::reset_first) {
-    const bool last = v >= n.v_th;
-    if constexpr (M::surrogate) {
-      const float fired = last ? 1.f : 0.f;
-      w = M::soft ? v - n.c * fired : v - (v - n.v_reset) * fired;
+// One step of `width` neurons, a vector at a time and without branches (a spike's place is
+// not predictable): the potentials v (after the last step; with reset_first, before its reset)
+// advanced by the currents, the spikes out and (where u is not null) the potentials before
+// the reset.
+template <typename M, typename S>
+inline void lif_block(const Neurons& neurons, float* v, const float* current, S* spikes,
+                      float* u, int64_t width) {
+  using Bytes = int8_t __attribute__((vector_size(kLanes)));
+  const Neurons n = neurons;
+  const Floats one = Floats{} + 1.f, zero{};
+  for (int64_t o = 0; o < width; o += kLanes) {
+    const int64_t count = std::min<int64_t>(kLanes, width - o);
+    const Floats last_v = load(v + o, count);
+    Floats w = last_v;
+    if constexpr (M::reset_first) {
+      const auto last = last_v >= n.v_th;
+      if constexpr (M::surrogate) {
+        const Floats fired = last ? one : zero;
+        w = M::soft ? last_v - n.c * fired : last_v - (last_v - n.v_reset) * fired;
+      } else {
+        w = last ? (M::soft ? last_v - n.c : zero + n.v_reset) : last_v;
+      }
+    }
+    const Floats before = w + n.a * ((n.v_rest - w) + n.r * load(current + o, count));
+    const auto spike = before >= n.v_th;
+    Floats after = before;
+    if constexpr (!M::reset_first) {
+      if constexpr (M::surrogate) {
+        const Floats fired = spike ? one : zero;
+        after = M::soft ? before - n.c * fired : before + (n.v_reset - before) * fired;
+      } else {
+        after = spike ? (M::soft ? before - n.c : zero + n.v_reset) : before;
+      }
+    }
+    store(v + o, after, count);
+    if (u != nullptr) store(u + o, before, count);
+    if constexpr (std::is_same_v<S, float>) {
+      store(spikes + o, spike ? one : zero, count);
     } else {
-      w = last ? (M::soft ? v - n.c : n.v_reset) : v;
+      const Bytes bits = __builtin_convertvector(spike, Bytes) & 1;
+      std::memcpy(spikes + o, &bits, count);
     }
   }
-  const float u = w + n.a * ((n.v_rest - w) + n.r * current);
-  spike = u >= n.v_th;
-  if constexpr (M::reset_first) {
-    v = u;
-  } else if constexpr (M::surrogate) {
-    const float fired = spike ? 1.f : 0.f;
-    v = M::soft ? u - n.c * fired : u + (n.v_reset - u) * fired;
-  } else {
-    v = spike ? (M::soft ? u - n.c : n.v_reset) : u;
-  }
-  return u;
 }
 
 inline bool all_finite(const float* p, int64_t count) {
@@ -317,22 +335,8 @@ void forward(Pool& pool, const X* xs, const float* w, const float* b, const floa
             }
           }
           const int64_t at = p * s.outs + o0;
-          float* vp = v.data() + at;
-          S* sp = spikes + out + at;
-          if (saved != nullptr) {
-            float* up = saved + out + at;
-            for (int64_t o = 0; o < width; ++o) {
-              bool spike;
-              up[o] = lif_step<M>(n, vp[o], current[o], spike);
-              sp[o] = static_cast<S>(spike);
-            }
-          } else {
-            for (int64_t o = 0; o < width; ++o) {
-              bool spike;
-              lif_step<M>(n, vp[o], current[o], spike);
-              sp[o] = static_cast<S>(spike);
-            }
-          }
+          lif_block<M>(n, v.data() + at, current, spikes + out + at,
+                       saved != nullptr ? saved + out + at : nullptr, width);
         }
       }
     }
