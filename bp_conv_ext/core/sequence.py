@@ -3,6 +3,7 @@ sequence one layer after the other (the loop under both BrainPy APIs' ``LayerByL
 from typing import Callable, Iterable
 
 import jax.numpy as jnp
+from jax import lax
 
 #: How a sequence ``[T, B, ...]`` is folded into one batch: ``'time'`` (``[T * B, ...]``, a
 #: free reshape) or ``'batch'`` (``[B * T, ...]``, batch first, which keeps a batch split over
@@ -61,3 +62,35 @@ def layer_by_layer(layers: Iterable, xs, fold: str, *, batched: bool,
         else:
             xs = per_step(layer, xs)
     return xs
+
+
+def batch_spiking_step(bind: Callable, args, axes, batch_axes):
+    """``vmap`` of a spiking step ``bind(xs, w, b, v0)`` (``xs`` ``[T, B, ...]``, ``v0``
+    ``[B, ...]``): a mapped input and state fold into the batch (one call), mapped kernels or
+    biases take one call each. ``batch_axes``: where each output holds the batch (``1``: a
+    sequence, ``0``: a state, ``None``: an empty array). Returns ``(outputs, out_axes)``, as a
+    batching rule does."""
+    size = next(a.shape[axis] for a, axis in zip(args, axes) if axis is not None)
+
+    def front(a, axis):
+        return (jnp.broadcast_to(a, (size,) + a.shape) if axis is None
+                else jnp.moveaxis(a, axis, 0))
+
+    xs, w, b, v0 = args
+    if axes[1] is not None or axes[2] is not None:
+        outputs = lax.map(lambda a: tuple(bind(*a)),
+                          tuple(front(a, axis) for a, axis in zip(args, axes)))
+        return list(outputs), [0] * len(outputs)
+    xs = jnp.moveaxis(front(xs, axes[0]), 0, 1)                 # [T, size, B, ...]
+    steps, batch = xs.shape[0], xs.shape[2]
+    v0 = front(v0, axes[3])
+    outputs = bind(xs.reshape((steps, size * batch) + xs.shape[3:]), w, b,
+                   v0.reshape((size * batch,) + v0.shape[2:]))
+    unfolded = []
+    for out, axis in zip(outputs, batch_axes):
+        if axis is None:
+            unfolded.append(jnp.zeros((size,) + out.shape, out.dtype))
+        else:
+            unfolded.append(out.reshape(out.shape[:axis] + (size, batch) + out.shape[axis + 1:]))
+    return unfolded, [0 if axis is None else axis for axis in batch_axes]
+

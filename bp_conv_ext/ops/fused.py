@@ -63,7 +63,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from ..core import args as _args, dense as _dense
 from ..core.args import ConvOptions
-from ..core.sequence import check_fold, fold_time
+from ..core.sequence import batch_spiking_step, check_fold, fold_time
 from ..event.gpu_target import compute_capability, cuda_lowering
 from ..event import registry as _registry
 from ..event.kernels import cxx_cpu, mosaic_gpu, pallas_gpu
@@ -276,27 +276,8 @@ def _compiled(params):
 
 
 def _kernel_batch(args, axes, **params):
-    """``vmap`` of the fused kernel: a mapped input and state fold into the batch (one call);
-    mapped kernels or biases take one call each."""
-    size = next(a.shape[axis] for a, axis in zip(args, axes) if axis is not None)
-
-    def front(a, axis):
-        return (jnp.broadcast_to(a, (size,) + a.shape) if axis is None
-                else jnp.moveaxis(a, axis, 0))
-
-    xs, w, b, v0 = args
-    x_axis, w_axis, b_axis, v_axis = axes
-    if w_axis is None and b_axis is None:
-        xs = jnp.moveaxis(front(xs, x_axis), 0, 1)                 # [T, size, B, H, C]
-        steps, batch = xs.shape[0], xs.shape[2]
-        v0 = front(v0, v_axis)
-        spikes, v = _KERNEL.bind(xs.reshape((steps, size * batch) + xs.shape[3:]), w, b,
-                                 v0.reshape((size * batch,) + v0.shape[2:]), **params)
-        return ([spikes.reshape((steps, size, batch) + spikes.shape[2:]),
-                 v.reshape((size, batch) + v.shape[1:])], [1, 0])
-    spikes, v = lax.map(lambda a: tuple(_KERNEL.bind(*a, **params)),
-                        tuple(front(a, axis) for a, axis in zip(args, axes)))
-    return [spikes, v], [0, 0]
+    """``vmap`` of the fused kernel (:func:`bp_conv_ext.core.sequence.batch_spiking_step`)."""
+    return batch_spiking_step(lambda *a: _KERNEL.bind(*a, **params), args, axes, (1, 0))
 
 
 _KERNEL.def_abstract_eval(_kernel_shapes)

@@ -11,7 +11,6 @@ import inspect
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.core import ShapedArray
 from jax.experimental.custom_partitioning import custom_partitioning
@@ -19,6 +18,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
+from ..core.sequence import batch_spiking_step
 from ..event.kernels import cxx_cpu
 from .._jax_private import requires_devices_during_lowering
 
@@ -164,28 +164,9 @@ def _compiled(primitive, params):
 
 
 def _forward_batch(args, axes, **params):
-    """``vmap`` of the forward: a mapped input and state fold into the batch (one call);
-    mapped kernels or biases take one call each."""
-    size = next(a.shape[axis] for a, axis in zip(args, axes) if axis is not None)
-
-    def front(a, axis):
-        return (jnp.broadcast_to(a, (size,) + a.shape) if axis is None
-                else jnp.moveaxis(a, axis, 0))
-
-    xs, w, b, v0 = args
-    if axes[1] is None and axes[2] is None:
-        xs = jnp.moveaxis(front(xs, axes[0]), 0, 1)                 # [T, size, N, H, C]
-        steps, batch = xs.shape[0], xs.shape[2]
-        v0 = front(v0, axes[3])
-        spikes, v, u = _FORWARD.bind(xs.reshape((steps, size * batch) + xs.shape[3:]), w, b,
-                                     v0.reshape((size * batch,) + v0.shape[2:]), **params)
-        unfold = lambda a: a.reshape((steps, size, batch) + a.shape[2:])    # noqa: E731
-        return ([unfold(spikes), v.reshape((size, batch) + v.shape[1:]),
-                 unfold(u) if params['save'] else jnp.zeros((size,) + _EMPTY, u.dtype)],
-                [1, 0, 1 if params['save'] else 0])
-    out = lax.map(lambda a: tuple(_FORWARD.bind(*a, **params)),
-                  tuple(front(a, axis) for a, axis in zip(args, axes)))
-    return list(out), [0, 0, 0]
+    """``vmap`` of the forward (:func:`bp_conv_ext.core.sequence.batch_spiking_step`)."""
+    return batch_spiking_step(lambda *a: _FORWARD.bind(*a, **params), args, axes,
+                              (1, 0, 1 if params['save'] else None))
 
 
 def _backward_batch(args, axes, **params):
