@@ -91,8 +91,13 @@ def _fresh_brainpy_state():
 EVERY_STACK = {
     'test_backends.py': "the event kernels are built against each stack's JAX (C++; numba on 2.8)",
     'test_cxx_kernels.py': "the C++ kernels are built against each stack's JAX (XLA FFI)",
-    'test_spiking_cpu.py': "the spiking layer's C++ kernel against each stack's JAX (XLA FFI) "
-                           "and each BrainPy's surrogates",
+    # (Its option grid runs on the default stack: the kernel's arithmetic is the same C++.)
+    'test_spiking_cpu.py::test_the_kernel_computes_the_surrogates_whose_derivative_is_the_'
+    'published_one': "each BrainPy's surrogates",
+    'test_spiking_cpu.py::test_operands_that_are_not_finite_give_the_ieee_results':
+        "the spiking layer's C++ kernel, forward and backward, against each stack's JAX (XLA FFI)",
+    'test_spiking_cpu.py::test_problems_the_kernel_does_not_compute_exactly_run_as_the_jax_'
+    'implementation': "what each stack's JAX hands to the spiking layer's 'jax' implementation",
     'test_gpu_kernels.py': "the Pallas kernels lower through each JAX's Triton backend",
     'test_gradients.py': "gradients through each stack's kernels and JAX",
     'test_fused.py': "the fused kernel in each JAX's Pallas (interpreted; lowered via Triton)",

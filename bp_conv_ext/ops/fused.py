@@ -26,9 +26,10 @@ give the same numbers:
   without a GPU the kernels are chosen as for the one :mod:`bp_conv_ext.event.gpu_target`
   names, and run in Pallas's interpreters (slow; for tests).
 
-``'auto'`` takes ``'c++'`` on the CPU (where JAX's default backend is the CPU) and
-``'pallas'`` on CUDA GPUs where they compute the problem, and ``'jax'`` everywhere else; so does a kernel asked for a problem it does not
-compute, an empty one (a zero-size dimension: empty in, empty out, ``v0`` unchanged)
+``'auto'`` takes ``'c++'`` on the CPU (where JAX's default backend is the CPU; with JAX 0.5
+or later: JAX 0.4 lowers a program's CPU branch for every platform it is exported for, where
+the C++ kernel has no lowering) and ``'pallas'`` on CUDA GPUs where they compute the problem,
+and ``'jax'`` everywhere else; so does a kernel asked for a problem it does not compute, an empty one (a zero-size dimension: empty in, empty out, ``v0`` unchanged)
 included. The Mosaic GPU kernel writes ``float32`` operands as ``bfloat16`` parts, in which an
 ``inf`` becomes ``inf + nan + nan``: where the input, kernel or bias is not all finite, the
 Triton kernel (``float32`` products) computes the IEEE results instead (decided in the
@@ -73,6 +74,9 @@ from .._jax_private import requires_devices_during_lowering
 IMPLEMENTATIONS = ('auto', 'jax', 'c++', 'pallas', 'mosaic', 'triton')
 #: The fused kernels, by name.
 _KERNELS = dict(mosaic=mosaic_gpu, triton=pallas_gpu)
+#: Whether ``'auto'`` may take the C++ kernel in its CPU branch: JAX 0.4 lowers every branch of
+#: ``lax.platform_dependent`` for each platform a program is lowered for.
+_CXX_BY_DEFAULT = jax.__version_info__ >= (0, 5)
 
 
 class LIF(NamedTuple):
@@ -635,7 +639,8 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
 
     # (Only where JAX computes on the CPU: elsewhere the kernel's library is not built for a
     # branch that would not run.)
-    takes_cxx = (implementation in ('auto', 'c++') and jax.default_backend() == 'cpu'
+    asked = implementation == 'c++' or (implementation == 'auto' and _CXX_BY_DEFAULT)
+    takes_cxx = (asked and jax.default_backend() == 'cpu'
                  and spike_dtype in (jnp.dtype(jnp.bool_), jnp.dtype(jnp.float32))
                  and cxx_unsupported(xs, w, b, v0, lif, spike_fn) is None)
     if implementation == 'c++':

@@ -32,14 +32,12 @@ _SHARDY_RULES = 'sharding_rule' in inspect.signature(custom_partitioning.def_par
 _EMPTY = (0,)
 
 
-def forward(xs, w, b, v0, *, pads, rhs_dilation, neurons, save, spike_dtype=jnp.bool_):
-    """``(spikes, v, u)``: the spikes ``[T, N, P, O]`` (``bool`` or ``float32``, as the kernel
-    writes them), the final potentials and,
+def forward(xs, w, b, v0, *, pads, rhs_dilation, neurons, save):
+    """``(spikes, v, u)``: the spikes ``[T, N, P, O]`` (``bool``), the final potentials and,
     with ``save``, the potentials before each reset (else an empty array); see
     :func:`bp_conv_ext.event.kernels.cxx_cpu.conv_lif_forward`."""
     return _FORWARD.bind(xs, w, b, v0, pads=tuple(pads), rhs_dilation=rhs_dilation,
-                         neurons=tuple(sorted(neurons.items())), save=bool(save),
-                         spike_dtype=jnp.dtype(spike_dtype))
+                         neurons=tuple(sorted(neurons.items())), save=bool(save))
 
 
 def backward(xs, w, u, g, ds, dv, v0, g0, *, pads, rhs_dilation, neurons, input_grad):
@@ -52,9 +50,9 @@ def backward(xs, w, u, g, ds, dv, v0, g0, *, pads, rhs_dilation, neurons, input_
                           input_grad=bool(input_grad))
 
 
-def _forward_shapes(xs, w, b, v0, *, save, spike_dtype, **unused):
+def _forward_shapes(xs, w, b, v0, *, save, **unused):
     sequence = xs.shape[:2] + v0.shape[1:]
-    return [ShapedArray(sequence, spike_dtype), ShapedArray(v0.shape, jnp.float32),
+    return [ShapedArray(sequence, jnp.bool_), ShapedArray(v0.shape, jnp.float32),
             ShapedArray(sequence if save else _EMPTY, jnp.float32)]
 
 
@@ -64,10 +62,9 @@ def _backward_shapes(xs, w, u, g, ds, dv, v0, g0, *, input_grad, **unused):
             ShapedArray(dv.shape, jnp.float32)]
 
 
-def _run_forward(xs, w, b, v0, *, pads, rhs_dilation, neurons, save, spike_dtype):
+def _run_forward(xs, w, b, v0, *, pads, rhs_dilation, neurons, save):
     spikes, v, u = cxx_cpu.conv_lif_forward(xs, w, b, v0, pads=pads, rhs_dilation=rhs_dilation,
-                                            neurons=dict(neurons), spike_dtype=spike_dtype,
-                                            save=save)
+                                            neurons=dict(neurons), save=save)
     return [spikes, v, u]
 
 

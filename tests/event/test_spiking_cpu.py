@@ -169,17 +169,3 @@ def test_problems_the_kernel_does_not_compute_exactly_run_as_the_jax_implementat
         expected = conv_lif(xs, w, b, v0, lif, implementation='jax', spike_fn=spike_fn)
         for a, e in zip(got, expected):
             np.testing.assert_array_equal(a, e)
-
-
-def test_the_kernel_writes_spikes_as_bool_or_float32():
-    from bp_conv_ext.ops import spiking_cpu
-    xs, w, b, v0 = _case(cout=70)
-    neurons = dict(a=0.5, v_rest=0., v_th=0.5, v_reset=-0.25, r=1., c=0.75, soft=False,
-                   reset_first=False, surrogate=False, detach=False, slope=0, alpha=0., beta=0.)
-    runs = [spiking_cpu.forward(xs, w, b, v0, pads=(1, 1), rhs_dilation=1, neurons=neurons,
-                                save=True, spike_dtype=dtype) for dtype in (jnp.bool_, jnp.float32)]
-    assert [r[0].dtype for r in runs] == [jnp.bool_, jnp.float32]
-    assert 0.05 < float(jnp.mean(runs[1][0])) < 0.95
-    for a, e in zip(runs[0], runs[1]):
-        np.testing.assert_array_equal(a.astype(e.dtype), e)
-

@@ -318,8 +318,8 @@ def test_empty_sequences_and_batches_give_empty_outputs(empty, implementation):
 
 
 #: The implementations that the C++ CPU kernel computes here, with its backward kernel (a
-#: ``custom_vjp``: no forward mode).
-REVERSE_ONLY = ('auto', 'c++')
+#: ``custom_vjp``: no forward mode); ``'auto'`` takes it with JAX 0.5 or later.
+REVERSE_ONLY = ('auto', 'c++') if fused._CXX_BY_DEFAULT else ('c++',)
 
 
 @functools.lru_cache(maxsize=None)

@@ -391,18 +391,18 @@ def _spiking_attrs(pads, rhs_dilation, neurons):
                 threads=np.int64(threads()))
 
 
-def conv_lif_forward(xs, w, b, v0, *, pads, rhs_dilation, neurons, spike_dtype, save):
+def conv_lif_forward(xs, w, b, v0, *, pads, rhs_dilation, neurons, save):
     """The spiking layer over the sequence ``xs`` ``[T, N, H, C]`` (``bool`` or ``float32``)
     with kernel ``w`` ``[K, C, O]``, bias ``b`` ``[O]`` and initial potentials ``v0``
-    ``[N, P, O]`` (all ``float32``): ``(spikes, v, u)``, the spikes ``[T, N, P, O]`` in
-    ``spike_dtype`` (``bool`` or ``float32``), the final potentials and, with ``save``, the
-    potentials before each step's reset (``[T, N, P, O]``; else an empty array).
-    ``neurons``: the constants ``a`` (``1 - decay``), ``v_rest``, ``v_th``, ``v_reset``,
-    ``r``, ``c`` (``v_th - v_reset``), the flags ``soft``, ``reset_first``, ``surrogate``,
-    ``detach`` and the surrogate's derivative that the backward computes, ``slope`` (its
-    kind: :data:`SLOPES`), ``alpha``, ``beta`` (see ``spiking_cpu.cc``)."""
+    ``[N, P, O]`` (all ``float32``): ``(spikes, v, u)``, the spikes ``[T, N, P, O]`` as
+    ``bool``, the final potentials and, with ``save``, the potentials before each step's reset
+    (``[T, N, P, O]``; else an empty array). ``neurons``: the constants ``a`` (``1 - decay``),
+    ``v_rest``, ``v_th``, ``v_reset``, ``r``, ``c`` (``v_th - v_reset``), the flags ``soft``,
+    ``reset_first``, ``surrogate``, ``detach`` and the surrogate's derivative that the
+    backward computes, ``slope`` (its kind: :data:`SLOPES`), ``alpha``, ``beta`` (see
+    ``spiking_cpu.cc``)."""
     sequence = xs.shape[:2] + v0.shape[1:]
-    results = [jax.ShapeDtypeStruct(sequence, spike_dtype),
+    results = [jax.ShapeDtypeStruct(sequence, np.bool_),
                jax.ShapeDtypeStruct(v0.shape, np.float32),
                jax.ShapeDtypeStruct(sequence if save else (0,), np.float32)]
     return _ffi_call('conv_lif_forward', results)(

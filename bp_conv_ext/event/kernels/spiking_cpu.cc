@@ -13,8 +13,8 @@
 // spikes), and the neurons advance with exactly the float32 arithmetic of
 // bp_conv_ext.ops.fused.lif_update: exponential Euler, soft or hard reset, the reset applied
 // after the spike (brainpy.dyn.Lif) or first thing in the next step (brainpy.state.LIF). The
-// potentials stay in a per-thread buffer across the steps; the spikes are written as bool or
-// float32, and, for the backward, the potential before the reset (u) of every step. Where the
+// potentials stay in a per-thread buffer across the steps; the spikes are written as bool (one
+// byte each), and, for the backward, the potential before the reset (u) of every step. Where the
 // kernel is not all finite every input is active, zeros included (0 * inf is NaN, as in a dense
 // convolution).
 // backward: threads over slices of the batch; for each row, from the last step to the first,
@@ -214,8 +214,8 @@ struct Mode {
 // not predictable): the potentials v (after the last step; with reset_first, before its reset)
 // advanced by the currents, the spikes out and (where u is not null) the potentials before
 // the reset.
-template <typename M, typename S>
-inline void lif_block(const Neurons& neurons, float* v, const float* current, S* spikes,
+template <typename M>
+inline void lif_block(const Neurons& neurons, float* v, const float* current, bool* spikes,
                       float* u, int64_t width) {
   using Bytes = int8_t __attribute__((vector_size(kLanes)));
   const Neurons n = neurons;
@@ -246,12 +246,8 @@ inline void lif_block(const Neurons& neurons, float* v, const float* current, S*
     }
     store(v + o, after, count);
     if (u != nullptr) store(u + o, before, count);
-    if constexpr (std::is_same_v<S, float>) {
-      store(spikes + o, spike ? one : zero, count);
-    } else {
-      const Bytes bits = __builtin_convertvector(spike, Bytes) & 1;
-      std::memcpy(spikes + o, &bits, count);
-    }
+    const Bytes bits = __builtin_convertvector(spike, Bytes) & 1;
+    std::memcpy(spikes + o, &bits, count);
   }
 }
 
@@ -276,9 +272,9 @@ inline std::vector<float> zero_times(const float* w, int64_t taps, int64_t chann
   return sums;
 }
 
-template <typename M, typename X, typename S, typename Pool>
+template <typename M, typename X, typename Pool>
 void forward(Pool& pool, const X* xs, const float* w, const float* b, const float* v0,
-             S* spikes, float* v_out, float* saved, const Shape& s, const Neurons& n,
+             bool* spikes, float* v_out, float* saved, const Shape& s, const Neurons& n,
              bool dense, int64_t threads) {
   using B = Block<float, kVectors>;
   const int64_t frame = s.frame_out();
@@ -653,29 +649,24 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::AnyBuffer xs, ffi::AnyBuffer w, ff
   const bool dense = !all_finite(wp, s.taps * s.channels * s.outs);
   float* keep = saved->element_count() ? reinterpret_cast<float*>(saved->untyped_data())
                                        : nullptr;
-  auto run = [&](auto x_type, auto spike_type) {
+  if (spikes->element_type() != ffi::DataType::PRED)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "spikes must be bool");
+  auto run = [&](auto x_type) {
     using X = decltype(x_type);
-    using S = decltype(spike_type);
     return with_mode(n, [&](auto mode) {
-    forward<decltype(mode), X, S>(pool, reinterpret_cast<const X*>(xs.untyped_data()), wp,
-                  reinterpret_cast<const float*>(b.untyped_data()),
-                  reinterpret_cast<const float*>(v0.untyped_data()),
-                  reinterpret_cast<S*>(spikes->untyped_data()),
-                  reinterpret_cast<float*>(v->untyped_data()), keep, s, n, dense, threads);
-    return ffi::Error::Success();
+      forward<decltype(mode), X>(pool, reinterpret_cast<const X*>(xs.untyped_data()), wp,
+                                 reinterpret_cast<const float*>(b.untyped_data()),
+                                 reinterpret_cast<const float*>(v0.untyped_data()),
+                                 reinterpret_cast<bool*>(spikes->untyped_data()),
+                                 reinterpret_cast<float*>(v->untyped_data()), keep, s, n, dense,
+                                 threads);
+      return ffi::Error::Success();
     });
   };
-  auto with_x = [&](auto spike_type) {
-    switch (xs.element_type()) {
-      case ffi::DataType::PRED: return run(bool{}, spike_type);
-      case ffi::DataType::F32: return run(float{}, spike_type);
-      default: return ffi::Error(ffi::ErrorCode::kInvalidArgument, "xs must be bool or float32");
-    }
-  };
-  switch (spikes->element_type()) {
-    case ffi::DataType::PRED: return with_x(bool{});
-    case ffi::DataType::F32: return with_x(float{});
-    default: return ffi::Error(ffi::ErrorCode::kInvalidArgument, "spikes must be bool or float32");
+  switch (xs.element_type()) {
+    case ffi::DataType::PRED: return run(bool{});
+    case ffi::DataType::F32: return run(float{});
+    default: return ffi::Error(ffi::ErrorCode::kInvalidArgument, "xs must be bool or float32");
   }
 }
 
