@@ -45,7 +45,7 @@ notes = [str(w.message) for w in caught if 'C++ event-driven kernels' in str(w.m
 print(json.dumps({'kernel': kernel, 'same': same, 'warnings': notes}))
 """
 
-# Compilers: each finds the output file after -o. `serve` copies $SERVED_LIBRARY there (a
+# Compilers: each finds the output file after -o (of the run that links). `serve` copies $SERVED_LIBRARY there (a
 # compiler cache's hit) and counts its runs in $COMPILER_LOG; `garbage` writes text.
 _SERVE = """#!/bin/sh
 while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done
@@ -70,9 +70,21 @@ tail -c +$((size / 2 + 1)) "$SERVED_LIBRARY" >> "$out"
 """
 
 
+#: Prefixed to each compiler: a run with ``-c`` (one source to an object file) writes an
+#: empty file; the run that links them is the one that acts, once a build.
+_OBJECTS = """#!/bin/sh
+for arg in "$@"; do
+  if [ "$arg" = -c ]; then
+    while [ $# -gt 0 ]; do [ "$1" = -o ] && : > "$2"; shift; done
+    exit 0
+  fi
+done
+"""
+
+
 def _script(folder, name, text):
     path = pathlib.Path(folder) / name
-    path.write_text(text)
+    path.write_text(_OBJECTS + text.replace('#!/bin/sh\n', '', 1))
     path.chmod(0o755)
     return str(path)
 

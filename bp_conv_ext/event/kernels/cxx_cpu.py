@@ -265,14 +265,12 @@ def _build(path: pathlib.Path):
         os.close(handle)
     except OSError as error:
         raise BuildError(f"the library cannot be written to {path.parent} ({error})") from None
+    objects = [f'{partial}.{i}.o' for i in range(len(SOURCES))]
     try:
-        try:
-            done = subprocess.run([*command, *_flags(), *map(str, SOURCES), '-o', partial],
-                                  capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.SubprocessError) as error:
-            raise BuildError(f"the compiler {shown!r} does not run ({error})") from None
-        if done.returncode != 0:
-            raise BuildError(f"the compiler {shown!r} failed: {done.stderr.strip()[-2000:]}")
+        # Each source compiled at once by a compiler process of its own, then linked.
+        _run_all(shown, [[*command, *_flags(), '-c', str(source), '-o', output]
+                         for source, output in zip(SOURCES, objects)])
+        _run_all(shown, [[*command, *_flags(), *objects, '-o', partial]])
         try:
             lib = _load(partial)
         except BuildError as error:
@@ -286,8 +284,36 @@ def _build(path: pathlib.Path):
     except OSError as error:
         raise BuildError(f"the library cannot be written to {path.parent} ({error})") from None
     finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+        for leftover in (partial, *objects):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+
+
+def _run_all(shown, commands, timeout=600):
+    """Runs the compiler ``commands`` side by side and waits for them all.
+
+    Raises
+    ------
+    BuildError
+        If one does not start, does not finish within ``timeout`` seconds, or fails (its
+        error output, the first failure's).
+    """
+    jobs = []
+    try:
+        for command in commands:
+            jobs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True))
+        errors = [job.communicate(timeout=timeout)[1] for job in jobs]
+    except (OSError, subprocess.SubprocessError) as error:
+        raise BuildError(f"the compiler {shown!r} does not run ({error})") from None
+    finally:
+        for job in jobs:
+            if job.poll() is None:
+                job.kill()
+                job.wait()
+    for job, error in zip(jobs, errors):
+        if job.returncode != 0:
+            raise BuildError(f"the compiler {shown!r} failed: {error.strip()[-2000:]}")
 
 
 @functools.lru_cache(maxsize=None)
