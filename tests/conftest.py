@@ -113,7 +113,16 @@ EVERY_STACK = {
     'test_brainpy_integration.py': "the BrainPy glue: DSRunner, BPTT, checkpoints",
     'test_modes_and_transforms.py': "BrainPy's modes and transforms",
     'test_multistep.py': "multi_step in BrainPy's modes and runners",
-    'test_delays.py': "the delay layers' BrainPy glue",
+    # (The delay kernels' math, its backends and gradients run on the default stack.)
+    **{f'test_delays.py::{name}': "the delay layers' BrainPy glue" for name in (
+        'test_step_by_step_equals_folded_and_the_reference',
+        'test_multi_step_continues_from_the_buffer_and_leaves_it_as_steps_do',
+        'test_reset_state_clears_the_past', 'test_dsrunner_step_by_step_equals_layer_by_layer',
+        'test_layer_by_layer_and_bptt_train_a_delay_network',
+        'test_layer_by_layer_trainer_gradients_equal_step_by_step_ones',
+        'test_state_twin_equals_the_classic_layer',
+        'test_state_twin_gradients_of_both_forms_and_in_layer_by_layer',
+        'test_rounding_survives_a_checkpoint')},
     'test_state.py': "brainpy.state is brainpy_state's on 2.8, brainpy's own from 2.9",
     'test_examples.py': "the examples' quick runs on each BrainPy",
     'test_torch_interop.py': "PyTorch (a CPU build) is installed on the Python 3.11 stacks",
@@ -131,8 +140,10 @@ EVERY_STACK = {
 #: Parameters that the other stacks leave to the default stack, within the tests they run: the
 #: accelerators' event kernels forced on the CPU (pure JAX, Pallas interpreted: the same code
 #: on every stack; test_gpu_kernels.py checks their lowering with each JAX) and the dense
-#: algorithms by name (XLA's operations; `dense` and `auto` still run).
-_DEFAULT_STACK_ONLY = {'runtime': ('jax', 'pallas'), 'backend': ('xla', 'xla2d', 'im2col')}
+#: algorithms by name (XLA's operations; `dense` and `auto` still run), and the delays'
+#: rounded interpolation (arithmetic; the Gaussian one still runs).
+_DEFAULT_STACK_ONLY = {'runtime': ('jax', 'pallas'), 'backend': ('xla', 'xla2d', 'im2col'),
+                       'interpolation': ('round',)}
 
 
 def _every_stack(item):
@@ -144,6 +155,8 @@ def _every_stack(item):
         (params['backend'], params['runtime']), _ = params['run']
     if test == 'test_program_exports':
         return params['backend'] in ('event', 'auto')
+    if test == 'test_check_grads_float64':      # (unbatched is a reshape of batched)
+        return params['batched']
     return not any(params.get(key) in values for key, values in _DEFAULT_STACK_ONLY.items())
 
 

@@ -245,13 +245,15 @@ def test_an_unclosed_quote_in_cxx_is_named(monkeypatch):
 
 
 @needs_compiler
-def test_the_kernels_build_with_a_compiler_given_with_options(tmp_path):
+def test_the_kernels_build_with_a_compiler_given_with_options(serve, tmp_path):
     # CXX="g++ -w" was run as a program named "g++ -w": the numba kernels, after a warning.
-    result = _probe(tmp_path, cxx=f'{SYSTEM_CXX} -w')
-    assert (result['kernel'], result['same'], result['warnings']) == ('c++', True, []), result
-    (library,) = tmp_path.glob('*.so')
-    assert json.loads(library.with_suffix('.stamp').read_text())['compiler'] == \
-        f'{SYSTEM_CXX} -w'
+    environment, log = serve
+    cxx = environment.pop('cxx') + ' -w'
+    result = _probe(tmp_path / 'cache', cxx=cxx, **environment)
+    assert (result['kernel'], result['same'], result['warnings'], _runs(log)) == \
+        ('c++', True, [], 1), result
+    (library,) = (tmp_path / 'cache').glob('*.so')
+    assert json.loads(library.with_suffix('.stamp').read_text())['compiler'] == cxx
 
 
 def test_processes_building_at_once_never_load_a_half_written_library(built, serve, tmp_path):
