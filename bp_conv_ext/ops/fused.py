@@ -26,15 +26,16 @@ give the same numbers:
   without a GPU the kernels are chosen as for the one :mod:`bp_conv_ext.event.gpu_target`
   names, and run in Pallas's interpreters (slow; for tests).
 
-``'auto'`` takes ``'c++'`` on the CPU (where JAX's default backend is the CPU; with JAX 0.5
-or later: JAX 0.4 lowers a program's CPU branch for every platform it is exported for, where
-the C++ kernel has no lowering) and ``'pallas'`` on CUDA GPUs where they compute the problem,
-and ``'jax'`` everywhere else; so does a kernel asked for a problem it does not compute, an empty one (a zero-size dimension: empty in, empty out, ``v0`` unchanged)
-included. The Mosaic GPU kernel writes ``float32`` operands as ``bfloat16`` parts, in which an
-``inf`` becomes ``inf + nan + nan``: where the input, kernel or bias is not all finite, the
-Triton kernel (``float32`` products) computes the IEEE results instead (decided in the
-program, where it runs); the C++ kernel reads every input and padding where the kernel (or a
-step's current gradient) is not all finite, as a dense convolution does.
+``'auto'`` takes ``'c++'`` on the CPU (where JAX's default backend is the CPU; with JAX 0.5 or
+later: JAX 0.4 lowers a program's CPU branch for every platform it is exported for, where the
+C++ kernel has no lowering) and ``'pallas'`` on CUDA GPUs where they compute the problem, and
+``'jax'`` everywhere else; so does a kernel asked for a problem it does not compute, an empty
+one (a zero-size dimension: empty in, empty out, ``v0`` unchanged) included. The Mosaic GPU
+kernel writes ``float32`` operands as ``bfloat16`` parts, in which an ``inf`` becomes ``inf +
+nan + nan``: where the input, kernel or bias is not all finite, the Triton kernel (``float32``
+products) computes the IEEE results instead (decided in the program, where it runs); the C++
+kernel reads every input and padding where the kernel (or a step's current gradient) is not all
+finite, as a dense convolution does.
 
 Differentiated, the GPU kernels are the ``'jax'`` implementation, values and derivatives
 (forward or reverse mode, any order; with the surrogate ``spike_fn``, when given). The C++

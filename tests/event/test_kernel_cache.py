@@ -45,8 +45,9 @@ notes = [str(w.message) for w in caught if 'C++ event-driven kernels' in str(w.m
 print(json.dumps({'kernel': kernel, 'same': same, 'warnings': notes}))
 """
 
-# Compilers: each finds the output file after -o (of the run that links). `serve` copies $SERVED_LIBRARY there (a
-# compiler cache's hit) and counts its runs in $COMPILER_LOG; `garbage` writes text.
+# Compilers: each finds the output file after -o (of the run that links). `serve` copies
+# $SERVED_LIBRARY there (a compiler cache's hit) and counts its runs in $COMPILER_LOG;
+# `garbage` writes text.
 _SERVE = """#!/bin/sh
 while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done
 echo run >> "$COMPILER_LOG"
