@@ -57,16 +57,27 @@ STAMP := $(VENV)/.installed
 # Every source file of the package: the figures are redrawn when one changes.
 PACKAGE_SOURCES := $(shell find bp_conv_ext -name "*.py")
 
-.PHONY: demo test test-full test-stack test-fallback test-install bench bench-peers docs clean
+.PHONY: env envs demo test test-full test-stack test-fallback test-install bench bench-peers docs clean
 
 $(STAMP): setup.cfg pyproject.toml $(wildcard constraints/*.txt)
 	@$(PY) -c 'import sys; v = sys.version_info; sys.exit(not ($(PY_CHECK)))' 2>/dev/null || { \
 		test -n "$(PYTHON)" || { echo "STACK=$(STACK) needs Python $(if $(filter default,$(STACK)),3.12 or later,3.11) (README: Set-up)" >&2; exit 1; }; \
 		rm -rf $(VENV) && echo "$(PYTHON) -m venv $(VENV)" && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet -c constraints/dev.txt --upgrade pip
-	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	$(PY) constraints/requirements.py $(EXTRAS) > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet $(CONSTRAINTS) -r $(VENV)/requirements.txt
 	$(if $(NO_DEPS),$(PY) -m pip install --quiet --no-deps $(CONSTRAINTS) $(NO_DEPS))
+	flock .install.lock $(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# `make env`: this stack's environment; `make envs`: every stack's, side by side (`make test`
+# starts with it; their output interleaves).
+env: $(STAMP)
+envs:
+	@$(MAKE) --no-print-directory env STACK=brainpy-2.8 & a=$$!; \
+	$(MAKE) --no-print-directory env STACK=brainpy-2.6 & b=$$!; \
+	$(MAKE) --no-print-directory env STACK=default; c=$$?; \
+	wait $$a; a=$$?; wait $$b; b=$$?; exit $$((a || b || c))
 
 demo: $(STAMP)
 	$(PY) examples/gunpoint.py
@@ -80,6 +91,7 @@ timed = @start=$$(date +%s); $(1); rc=$$?; \
 	echo "== [$(1)]: $$(($$(date +%s) - start)) s, exit $$rc"; exit $$rc
 
 test:
+	$(call timed,$(MAKE) --no-print-directory envs)
 	$(call timed,$(MAKE) --no-print-directory test-stack STACK=default)
 	$(call timed,$(MAKE) --no-print-directory test-fallback STACK=default)
 	$(call timed,$(MAKE) --no-print-directory test-stack STACK=brainpy-2.8 PYTEST_ARGS='-m every_stack')
@@ -183,12 +195,16 @@ $(FIGURES)/learning_curve.png: examples/gunpoint.py $(PACKAGE_SOURCES) $(STAMP)
 $(FIGURES)/learning_curve_state.png: examples/gunpoint_state.py examples/gunpoint.py $(PACKAGE_SOURCES) $(STAMP)
 	$(PY) examples/gunpoint_state.py --epochs 100 --out $(FIGURES)
 
-docs: $(STAMP) $(FIGURES)/raster.png $(FIGURES)/learning_curve.png $(FIGURES)/learning_curve_state.png
-	$(SPHINX) -b html docs docs/_build/html; html=$$?; \
+# The figures are drawn side by side, then the html and doctest builds run side by side.
+DOC_FIGURES := $(FIGURES)/raster.png $(FIGURES)/learning_curve.png $(FIGURES)/learning_curve_state.png
+docs: $(STAMP)
+	@$(MAKE) --no-print-directory -j3 $(DOC_FIGURES)
+	$(SPHINX) -b html docs docs/_build/html & html=$$!; \
 	$(SPHINX) -b doctest docs docs/_build/doctest; doctest=$$?; \
+	wait $$html; html=$$?; \
 	if [ $$html -ne 0 ] || [ $$doctest -ne 0 ]; then \
 		echo "docs: html build exit $$html, doctests exit $$doctest" >&2; exit 1; fi
 	@echo "docs: open docs/_build/html/index.html"
 
 clean:
-	rm -rf .venv .venv-2.8 .venv-2.6 build *.egg-info docs/_build
+	rm -rf .venv .venv-2.8 .venv-2.6 build *.egg-info docs/_build .install.lock

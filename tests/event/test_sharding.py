@@ -14,6 +14,8 @@ import sys
 import jax
 import pytest
 
+from helpers.cases import GLOO_RELIABLE
+
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
 FOUR_DEVICES = '--xla_force_host_platform_device_count=4'
@@ -40,10 +42,6 @@ def _max_difference(out):
     return float(re.search(r'largest relative difference of the losses: (\S+)', out).group(1))
 
 
-#: JAX 0.4's gloo collectives (the BrainPy 2.6 stack) abort now and then with two processes
-#: (``gloo::EnforceNotMet ... op.preamble.length <= op.nbytes``: the processes' collectives
-#: out of step; about one run in three here). The JAX of BrainPy 2.8 and 2.9 runs them reliably.
-GLOO_RELIABLE = tuple(int(p) for p in jax.__version__.split('.')[:2]) >= (0, 5)
 
 
 @pytest.mark.parametrize('processes', [1, 2], ids=['4-devices', '2-processes-x-2-devices'])

@@ -156,3 +156,9 @@ def random_case(rng, batch, length, cin, cout, k, groups=1, density=None, bias=T
     w = rng.standard_normal((k, cin // groups, cout)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32) if bias else None
     return x, w, b
+
+
+#: JAX 0.4's gloo collectives (the BrainPy 2.6 stack) abort now and then with two processes
+#: (``gloo::EnforceNotMet ... op.preamble.length <= op.nbytes``: the processes' collectives
+#: out of step; about one run in three here). The JAX of BrainPy 2.8 and 2.9 runs them reliably.
+GLOO_RELIABLE = jax.__version_info__ >= (0, 5)
