@@ -91,12 +91,11 @@ timed = @start=$$(date +%s); $(1); rc=$$?; \
 	echo "== [$(1)]: $$(($$(date +%s) - start)) s, exit $$rc"; exit $$rc
 
 test:
-	$(call timed,$(MAKE) --no-print-directory envs)
+	$(call timed,$(MAKE) --no-print-directory -j2 envs test-install)
 	$(call timed,$(MAKE) --no-print-directory test-stack STACK=default)
 	$(call timed,$(MAKE) --no-print-directory test-fallback STACK=default)
 	$(call timed,$(MAKE) --no-print-directory test-stack STACK=brainpy-2.8 PYTEST_ARGS='-m every_stack')
 	$(call timed,$(MAKE) --no-print-directory test-stack STACK=brainpy-2.6 PYTEST_ARGS='-m every_stack')
-	$(call timed,$(MAKE) --no-print-directory test-install)
 
 # Every grid whole (BP_CONV_EXT_FULL_GRIDS) and 400 examples per property, on every stack and
 # without the C++ kernels: run it before landing a change to the kernels (over an hour here).
