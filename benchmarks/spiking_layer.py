@@ -10,11 +10,11 @@ dense convolutions nor the fused kernel depend on it):
   LIF update (one XLA fusion); ``fused step``: per step inside ``lax.scan``, the fused kernel
   on a sequence of one step;
 - ``folded``: the convolution folded over the sequence (one call), then the neurons in a
-  scan (``conv_lif(implementation='jax')``); ``fused seq``: the fused kernel over the whole
+  scan (``conv_lif(kernels='jax')``); ``fused seq``: the fused kernel over the whole
   sequence, the neurons' state kept on chip: the Mosaic GPU kernel on Hopper GPUs where it
-  runs the problem (``implementation='mosaic'``, the measurement ``'auto'`` waits for before
+  runs the problem (``kernels='mosaic'``, the measurement the default choice waits for before
   it takes that kernel), else the Triton one; the ``kernel`` column names it; ``triton seq``:
-  the Triton kernel (what ``'auto'`` takes on every CUDA GPU), to compare the two;
+  the Triton kernel (what the default takes on every CUDA GPU), to compare the two;
 - ``grad``: a training step's kernel gradient through each of the two sequence forms.
 
 Also the spikes that differ between the fused kernel and the unfused layer, the temporary
@@ -77,14 +77,13 @@ def contenders(xs, w, b, v0, lif, kernel_size):
 
     def fused_step(xs, w, b, v0):
         def step(v, x):
-            spikes, v = _fused.conv_lif(x[None], w, b, v, lif, implementation='pallas')
+            spikes, v = _fused.conv_lif(x[None], w, b, v, lif, kernels='triton')
             return v, spikes[0]
         v, spikes = lax.scan(step, v0, xs)
         return spikes, v
 
-    def sequence(implementation):
-        return lambda xs, w, b, v0: _fused.conv_lif(xs, w, b, v0, lif,
-                                                    implementation=implementation)
+    def sequence(kernels):
+        return lambda xs, w, b, v0: _fused.conv_lif(xs, w, b, v0, lif, kernels=kernels)
 
     forward = {'lax step': lax_step, 'fused step': fused_step, 'folded': sequence('jax'),
                'fused seq': sequence(measured(xs, w, v0)), 'triton seq': sequence('triton')}
@@ -100,10 +99,10 @@ def contenders(xs, w, b, v0, lif, kernel_size):
 
 
 def measured(xs, w, v0):
-    """The implementation ``fused seq`` times: the Mosaic GPU kernel on Hopper GPUs where it
-    runs the problem, else the kernel ``'pallas'`` takes."""
+    """The kernels ``fused seq`` times: the Mosaic GPU kernel on Hopper GPUs where it runs
+    the problem, else the Triton kernel."""
     hopper = _fused.compute_capability()[0] == 9
-    return 'mosaic' if hopper and _fused.choose_kernel('mosaic', xs, w, v0) else 'pallas'
+    return 'mosaic' if hopper and _fused.choose_kernel('mosaic', xs, w, v0) else 'triton'
 
 
 def row(name, batch, length, cin, cout, k, dtype, *, steps, repeats, rng):

@@ -16,10 +16,10 @@ compile, and every ratio compares numbers from this run only.
      ``TrainingMode``, with the same constants and weights (the fused spiking step);
      ``package, unfused``: the same with ``fuse=False`` (the two layers one after the other);
    - ``conv_lif 'NAME'``: :func:`bp_conv_ext.ops.fused.conv_lif` called directly (with
-     ``backend='auto'``, as the layer calls it), once per implementation in
-     ``IMPLEMENTATIONS`` that runs on this machine; ``'auto'``, the GPU kernels (on a CPU only
-     in Pallas's interpreters) and any that fails are listed as skipped, and where the C++
-     kernel does not take a problem the note says why.
+     ``backend='auto'``, as the layer calls it), once per kernel set of the spiking step
+     (``kernels=NAME``) that runs on this machine; the default (``None``), the GPU kernels (on
+     a CPU only in Pallas's interpreters) and any that fails are listed as skipped, and where
+     the C++ kernel does not take a problem the note says why.
 
    Ratios: ``hand JAX / this`` (above 1: faster than the hand-written JAX) and
    ``unfused / this``; the forward rows give the spikes that differ from the hand-written
@@ -58,6 +58,7 @@ import numpy as np
 from jax import lax
 
 import bp_conv_ext
+from bp_conv_ext.event import registry
 from bp_conv_ext.ops import fused as _fused
 
 try:
@@ -141,29 +142,17 @@ def lif_constants():
 
 
 def conv_lif_names():
-    """``[(name, None)]`` for each implementation of ``conv_lif`` that runs here, and
-    ``[(name, why)]`` for those skipped: ``'auto'`` (it takes one of the others) and, off a
-    GPU, the GPU kernels (those ``choose_kernel`` names for the full-size layer, ``--quick``
-    or not), which a CPU runs only in Pallas's interpreters."""
-    steps, batch, length, cin, cout, taps = LAYER
-    xs = jax.ShapeDtypeStruct((steps, batch, length, cin), jnp.float32)
-    w = jax.ShapeDtypeStruct((taps, cin, cout), jnp.float32)
-    v0 = jax.ShapeDtypeStruct((batch, length, cout), jnp.float32)
-    gpu_kernels = set(getattr(_fused, '_KERNELS', {}))
+    """``[(name, None)]`` for each of the spiking step's kernel sets that runs here, and
+    ``[(name, why)]`` for those skipped: the default choice (``None``: it takes one of the
+    others) and, off a GPU, the GPU kernels, which a CPU runs only in Pallas's
+    interpreters."""
     on_gpu = jax.default_backend() == 'gpu'
-    names = []
-    for name in _fused.IMPLEMENTATIONS:
-        if name == 'auto':
-            names.append((name, "takes one of the others"))
-            continue
-        try:
-            kernel = _fused.choose_kernel(name, xs, w, v0)
-        except Exception:        # noqa: BLE001 -- a name it does not know is no GPU kernel
-            kernel = None
-        if not on_gpu and (name in gpu_kernels or kernel in gpu_kernels):
-            names.append((name, "a GPU kernel, on a CPU only in Pallas's interpreter"))
+    names = [(None, "the default: takes one of the others")]
+    for kernels in registry.sets('spiking'):
+        if not on_gpu and kernels.platforms == ('cuda',):
+            names.append((kernels.name, "a GPU kernel, on a CPU only in Pallas's interpreter"))
         else:
-            names.append((name, None))
+            names.append((kernels.name, None))
     return names
 
 
@@ -283,7 +272,7 @@ def section_layer(report, shape, repeats, rng):
         return jnp.sum(hand_layer(xs, w, b) * weights)
 
     def conv_lif_spikes(xs, w, b, name):
-        return _fused.conv_lif(xs, w, b, v0, lif, implementation=name, spike_fn=surrogate,
+        return _fused.conv_lif(xs, w, b, v0, lif, kernels=name, spike_fn=surrogate,
                                backend='auto')[0]
 
     def conv_lif_loss(w, b, xs, weights, name):
@@ -314,7 +303,7 @@ def section_layer(report, shape, repeats, rng):
         for kind, xs in inputs.items():
             why = unsupported(xs, w, b, v0, lif, surrogate)
             if why is not None:
-                notes.append(f"`'c++'` on {kind} runs the `'jax'` implementation: {why}")
+                notes.append(f"`'c++'` on {kind} runs the `'jax'` kernels: {why}")
 
     def forward_call(label, xs):
         if label == 'hand JAX' or label.startswith('conv_lif'):
@@ -358,7 +347,7 @@ def section_layer(report, shape, repeats, rng):
     report.table(['input', 'pass', 'contender', 'ms', 'hand JAX / this', 'unfused / this',
                   'against hand JAX'], rows, text=(0, 1, 2, 6))
     report.table(['input', 'pass', 'hand JAX / package, layer', 'target (at least)'], targets)
-    report(f"`conv_lif` implementations run: {', '.join(repr(n) for n in running) or 'none'}; "
+    report(f"`conv_lif` kernel sets run: {', '.join(repr(n) for n in running) or 'none'}; "
            f"skipped: {', '.join(skipped) or 'none'}. Gradient: of sum(spikes * a fixed "
            "random tensor) with respect to the kernel and the bias; its check is the largest "
            "difference relative to the largest entry of the hand-written gradient.")

@@ -328,8 +328,10 @@ ROWS = [
     ('w_initializer returning None', _build(w_initializer=lambda shape: None), TypeError, r"`w_initializer` \(.*\) returned None for shape \(3, 4, 6\)"),
     ('DelayConv1d.multi_step with T=0', lambda: DelayConv1d(4, 6, 3).multi_step(np.zeros((0, 4), bool)), ValueError, r"takes, in multi_step, at least one time step; got an input of shape \(0, 4\)"),
     ('DelayConv1d.reset_state(-1)', lambda: DelayConv1d(4, 6, 3).reset_state(-1), ValueError, r"`batch_or_mode` \(=-1\) must be a positive integer"),
-    ('use_event_kernels: an unknown kernel set', _use_event_kernels('cuda'), ValueError, r"`name` \(='cuda'\) must be one of 'c\+\+', 'numba', 'jax', 'pallas'"),
-    ("use_event_kernels: the package's name instead of the kernel set's", _use_event_kernels('brainevent'), ValueError, r"`name` \(='brainevent'\) must be one of 'c\+\+', 'numba', 'jax', 'pallas'"),
+    ('use_event_kernels: an unknown kernel set', _use_event_kernels('cuda'), ValueError, r"`name` \(='cuda'\) must be one of 'c\+\+', 'numba', 'jax', 'triton'"),
+    ("use_event_kernels: the package's name instead of the kernel set's", _use_event_kernels('brainevent'), ValueError, r"`name` \(='brainevent'\) must be one of 'c\+\+', 'numba', 'jax', 'triton'"),
+    ("conv1d: a GPU's kernel name as the CPU's", lambda: conv1d(jnp.ones((10, 4), bool), jnp.ones((3, 4, 6)), kernels='pallas'), ValueError, r"`kernels` \(='pallas'\) must be one of 'c\+\+', 'numba', 'jax', 'triton'"),
+    ('conv_lif: a kernel set the spiking step has not', lambda: _conv_lif(kernels='numba'), ValueError, r"`kernels` \(='numba'\) must be one of 'c\+\+', 'mosaic', 'triton', 'jax', or None"),
     ('event_kernels: unknown `platform`', lambda: event_kernels('metal'), ValueError, r"`platform` \(='metal'\) must be one of 'cpu', 'cuda', 'rocm', 'tpu', 'gpu' or None"),
 ]
 

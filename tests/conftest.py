@@ -99,7 +99,7 @@ EVERY_STACK = {
     'test_spiking_cpu.py::test_operands_that_are_not_finite_give_the_ieee_results':
         "the spiking layer's C++ kernel, forward and backward, against each stack's JAX (XLA FFI)",
     'test_spiking_cpu.py::test_problems_the_kernel_does_not_compute_exactly_run_as_the_jax_'
-    'implementation': "what each stack's JAX hands to the spiking layer's 'jax' implementation",
+    'implementation': "what each stack's JAX hands to the spiking layer's 'jax' kernels",
     'test_gpu_kernels.py': "the Pallas kernels lower through each JAX's Triton backend",
     'test_gradients.py': "gradients through each stack's kernels and JAX",
     'test_fused.py': "the fused kernel in each JAX's Pallas (interpreted; lowered via Triton)",
@@ -144,7 +144,7 @@ EVERY_STACK = {
 #: on every stack; test_gpu_kernels.py checks their lowering with each JAX) and the dense
 #: algorithms by name (XLA's operations; `dense` and `auto` still run), and the delays'
 #: rounded interpolation (arithmetic; the Gaussian one still runs).
-_DEFAULT_STACK_ONLY = {'runtime': ('jax', 'pallas'), 'backend': ('xla', 'xla2d', 'im2col'),
+_DEFAULT_STACK_ONLY = {'runtime': ('jax', 'triton'), 'backend': ('xla', 'xla2d', 'im2col'),
                        'interpolation': ('round',)}
 
 

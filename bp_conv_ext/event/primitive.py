@@ -15,8 +15,9 @@ of :mod:`.registry` says runs there (one module per set in :mod:`.kernels`):
 - the CPU to the first available of ``'c++'`` (C++ through the XLA FFI, built with the
   machine's compiler), ``'numba'`` (numba kernels through ``brainevent.XLACustomKernel``,
   BrainPy 2.7+) and the pure-JAX ``'jax'``, or to the set chosen when the call was traced
-  (:func:`bp_conv_ext.use_event_kernels`);
-- CUDA GPUs to the Pallas (Triton) kernels, ``'pallas'``; ROCm GPUs and TPUs to ``'jax'``.
+  (``kernels=`` of :func:`bp_conv_ext.conv1d`, or :func:`bp_conv_ext.use_event_kernels`);
+- CUDA GPUs to the Pallas kernels through Triton, ``'triton'``; ROCm GPUs and TPUs to
+  ``'jax'``.
 
 The kernels skip zero inputs, where the dense path multiplies them (``0 * nan`` and
 ``0 * inf`` are NaN): each lowering hands an operand that is not all finite (a kernel, a
@@ -362,8 +363,10 @@ _define_rules(kernel_grad, (_kernel_grad_jvp_x, _kernel_grad_jvp_dy, None),
               _kernel_grad_transpose, _kernel_grad_batch)
 
 
-def conv(x, w, spec: _dense.ConvSpec, out_len: int):
-    """Event-driven convolution of ``[N, H, C_in]`` input (any dtype; zeros are skipped)."""
+def conv(x, w, spec: _dense.ConvSpec, out_len: int, kernels=None):
+    """Event-driven convolution of ``[N, H, C_in]`` input (any dtype; zeros are skipped), on
+    the CPU with the kernel set ``kernels`` (a name; ``None``: the default there)."""
     static = EventSpec(spec._replace(algorithm='xla', kernel_grad='im2col'), out_len,
-                       jax.config.jax_default_matmul_precision, registry.running('cpu').name)
+                       jax.config.jax_default_matmul_precision,
+                       registry.running('cpu', kernels).name)
     return _bind(x, w, _params(static), static)

@@ -89,17 +89,18 @@ def _pad_by_mode(x, plan: Plan, padding_mode: str):
     return jnp.pad(x, widths, mode=_args.PADDING_MODES[padding_mode])
 
 
-def apply(x, w, b, options: ConvOptions):
+def apply(x, w, b, options: ConvOptions, kernels=None):
     """Convolve ``[H, C]`` or ``[B, H, C]`` input with validated arguments (as
-    ``core.args.conv_arguments`` returns them)."""
+    ``core.args.conv_arguments`` returns them), the event-driven path on the CPU with the
+    kernel set ``kernels`` (``None``: the default)."""
     p = plan(options, x.shape, w.shape, x.dtype, w.dtype)
     x = _pad_by_mode(x, p, options.padding_mode)
     unbatched = x.ndim == 2
-    y = _planned(x[None] if unbatched else x, w, b, p, options.backend)
+    y = _planned(x[None] if unbatched else x, w, b, p, options.backend, kernels)
     return y[0] if unbatched else y
 
 
-def _planned(x, w, b, plan: Plan, backend: str):
+def _planned(x, w, b, plan: Plan, backend: str, kernels=None):
     """The batched convolution ``[B, H, C_in]`` of a plan; ``b``: ``None`` or broadcastable
     to ``[1, C_out]``."""
     dtype = plan.dtype
@@ -112,16 +113,17 @@ def _planned(x, w, b, plan: Plan, backend: str):
         # The event path skips zero inputs, but on the dense path 0 * inf and 0 * nan are
         # NaN: the event primitives hand a kernel (and, in their gradients, a cotangent) that
         # is not all finite to the dense computation, inside the program.
-        return _event.conv(x, w, plan.spec, plan.out_len)
+        return _event.conv(x, w, plan.spec, plan.out_len, kernels)
 
     def checked(x):
-        threshold = registry.running('cpu').auto_density
+        threshold = registry.running('cpu', kernels).auto_density
         return lax.cond(estimate_density(x) <= threshold, event, dense, x)
 
     # The density check only where the event kernels win, and CUDA GPUs' own dense
     # algorithm; the platform is known when the program is lowered, and the other branches
     # are dropped then.
-    branches = {p: checked for p in (registry.auto_platforms() if plan.checks_density else ())}
+    branches = {p: checked
+                for p in (registry.auto_platforms(kernels) if plan.checks_density else ())}
     if plan.cuda_spec != plan.spec:
         branches['cuda'] = lambda x: dense(x, plan.cuda_spec)
     if backend == 'event':
@@ -145,7 +147,7 @@ _PYTORCH_NAMES = {
 @_args.refuse_pytorch_names(_PYTORCH_NAMES)
 def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int = 1,
            rhs_dilation: int = 1, groups: int = 1, mask=None, backend: str = 'auto',
-           padding_mode: str = 'zeros'):
+           padding_mode: str = 'zeros', kernels=None):
     """Channels-last 1-D convolution as a pure function.
 
     Parameters
@@ -173,6 +175,11 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
     padding_mode : str
         What the padding holds, as in :class:`bp_conv_ext.Conv1d`: ``'zeros'`` (default),
         ``'reflect'``, ``'replicate'`` or ``'circular'``.
+    kernels : str, optional
+        The kernel set that computes the event-driven path on the CPU for this call (one of
+        :func:`event_kernels`' names: ``'c++'``, ``'numba'``, ``'jax'``, or ``'triton'``,
+        the CUDA GPUs' kernels in Pallas's interpreter); ``None`` (default): the one
+        :func:`event_kernel` reports. Accelerators run their own.
 
     Returns
     -------
@@ -193,18 +200,20 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
         x, w, b, stride=stride, padding=padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, groups=groups, mask=mask, backend=backend,
         padding_mode=padding_mode)
-    return apply(x, w, b, options)
+    if kernels is not None:
+        registry.cpu_kernels(kernels)
+    return apply(x, w, b, options, kernels)
 
 
-def which(x, w, options: ConvOptions, platform=None) -> str:
+def which(x, w, options: ConvOptions, platform=None, kernels=None) -> str:
     """What :func:`apply` computes ``x`` with on ``platform``, for concrete input: ``'event'``
     or the dense algorithm's name (validated arguments, as :func:`apply` takes them)."""
     platform = registry.check_platform(platform)
     p = plan(options, x.shape, w.shape, x.dtype, w.dtype)
     if options.backend == 'event' or (
-            p.checks_density and platform in registry.auto_platforms() and
+            p.checks_density and platform in registry.auto_platforms(kernels) and
             float(estimate_density(_pad_by_mode(x, p, options.padding_mode))) <=
-            registry.running(platform).auto_density):
+            registry.running(platform, kernels).auto_density):
         return 'event'
     return p.algorithm(platform)
 
@@ -212,12 +221,13 @@ def which(x, w, options: ConvOptions, platform=None) -> str:
 @_args.refuse_pytorch_names(_PYTORCH_NAMES)
 def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 1,
                   rhs_dilation: int = 1, groups: int = 1, backend: str = 'auto',
-                  padding_mode: str = 'zeros', platform=None) -> str:
+                  padding_mode: str = 'zeros', platform=None, kernels=None) -> str:
     """What :func:`conv1d` computes this input with on ``platform``.
 
     Takes the arguments of :func:`conv1d` (the input must be concrete: under
-    ``backend='auto'`` the choice depends on its density) and the platform (``'cpu'``,
-    ``'cuda'``, ``'rocm'``, ``'tpu'``, ``'gpu'``; default: JAX's default backend).
+    ``backend='auto'`` the choice depends on its density, and on the CPU on the threshold of
+    the kernel set ``kernels`` computes with) and the platform (``'cpu'``, ``'cuda'``,
+    ``'rocm'``, ``'tpu'``, ``'gpu'``; default: JAX's default backend).
 
     Returns
     -------
@@ -241,21 +251,24 @@ def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 
     x, w, _, options = _args.conv_arguments(
         x, w, stride=stride, padding=padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, groups=groups, backend=backend, padding_mode=padding_mode)
-    return which(x, w, options, platform)
+    if kernels is not None:
+        registry.cpu_kernels(kernels)
+    return which(x, w, options, platform, kernels)
 
 
 def event_kernel(platform=None) -> str:
     """The kernel that runs the event-driven path on ``platform`` (default: JAX's default
     backend): ``'c++'`` (CPU: C++ kernels through the XLA FFI, built with the machine's
     compiler), ``'numba'`` (CPU without a working compiler, BrainPy 2.7+ with brainevent),
-    ``'pallas'`` (Pallas kernels through Triton: NVIDIA GPUs) or ``'jax'`` (the pure-JAX
-    kernels: AMD GPUs, TPUs, and the CPU when no other runtime is available).
+    ``'triton'`` (Pallas kernels through Triton: NVIDIA GPUs) or ``'jax'`` (the pure-JAX
+    kernels: AMD GPUs, TPUs, and the CPU when no other runtime is available): the set a call
+    that names no ``kernels`` runs there.
 
     Examples
     --------
     >>> from bp_conv_ext import event_kernel
     >>> event_kernel('cuda'), event_kernel('tpu')
-    ('pallas', 'jax')
+    ('triton', 'jax')
     """
     return registry.running(registry.check_platform(platform)).name
 
@@ -265,20 +278,22 @@ def event_kernels(platform=None) -> tuple:
     default backend), one record each.
 
     On the CPU: the available ones in the order the CPU prefers them (``'c++'``, ``'numba'``,
-    ``'jax'``; the first runs unless :func:`use_event_kernels` chooses another), then
-    ``'pallas'``, the NVIDIA GPUs' kernels, which run there in Pallas's interpreter (slowly:
-    for tests). On an accelerator: the one set that runs there.
+    ``'jax'``; the first runs unless a call's ``kernels`` or :func:`use_event_kernels`
+    chooses another), then ``'triton'``, the NVIDIA GPUs' kernels, which run there in Pallas's
+    interpreter (slowly: for tests). On an accelerator: the one set that runs there.
 
     Returns
     -------
     tuple of KernelSet
         Frozen records with the fields ``name`` (what :func:`event_kernel` reports and
-        :func:`use_event_kernels` takes), ``module`` (in ``bp_conv_ext.event.kernels``),
+        ``kernels=`` and :func:`use_event_kernels` take), ``module`` (in ``bp_conv_ext.event.kernels``),
         ``platforms`` (those it serves), ``auto_density`` (its :func:`event_density_threshold`;
         ``None``: ``'auto'`` stays dense), ``sharding`` (``'split'``: over the batch by the
         event primitives' sharding rule; ``'xla'``: by XLA), ``package`` (the package it
         needs, if any), ``builds`` (whether it needs its library built with the machine's
-        C++17 compiler) and ``forceable`` (whether :func:`use_event_kernels` takes it).
+        C++17 compiler), ``forceable`` (whether ``kernels=`` and :func:`use_event_kernels`
+        take it) and the spiking step's ``operation``, ``by_default`` and ``capability`` (here
+        ``'conv'``, ``True`` and ``None``).
 
     Raises
     ------
@@ -293,18 +308,19 @@ def event_kernels(platform=None) -> tuple:
     ['jax']
     >>> cuda, = event_kernels('cuda')
     >>> cuda.name, cuda.auto_density, cuda.sharding
-    ('pallas', None, 'split')
+    ('triton', None, 'split')
     >>> [k.name for k in event_kernels('cpu')][-2:]
-    ['jax', 'pallas']
+    ['jax', 'triton']
     """
     return registry.runnable(registry.check_platform(platform))
 
 
 def use_event_kernels(name: str):
     """A context manager: the event-driven path runs on the CPU with the kernel set ``name``
-    for the programs traced inside its ``with`` block.
+    for the programs traced inside its ``with`` block, where a call names no ``kernels``
+    (the process's default, which :func:`conv1d`'s ``kernels`` overrides for one call).
 
-    ``name`` is one of ``'c++'``, ``'numba'``, ``'jax'`` or ``'pallas'`` (the NVIDIA GPUs'
+    ``name`` is one of ``'c++'``, ``'numba'``, ``'jax'`` or ``'triton'`` (the NVIDIA GPUs'
     kernels, in Pallas's interpreter): how the accelerators' kernels, or the CPU's fallback,
     are checked on the CPU through the same primitives. Programs traced inside the block keep
     those kernels when they run later; programs traced (or cached by ``jax.jit``) outside it

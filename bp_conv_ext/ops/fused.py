@@ -3,8 +3,9 @@
 ``conv_lif(xs, w, b, v0, lif, ...)`` computes, for every step ``t`` of a sequence,
 ``current = conv1d(xs[t], w) + b``, advances leaky integrate-and-fire neurons by one step
 with that current (:func:`lif_update`) and returns their spikes at every step and their final
-membrane potential: the pattern ``Conv1d -> LIF`` of a spiking CNN layer. Its implementations
-give the same numbers:
+membrane potential: the pattern ``Conv1d -> LIF`` of a spiking CNN layer. It is the
+``'spiking'`` operation of the kernel registry (:mod:`bp_conv_ext.event.registry`), whose
+kernel sets give the same numbers:
 
 - ``'jax'``: the convolution folded over time (one call on ``[T * B, H, C]``), then the
   neurons in a ``lax.scan``; everywhere JAX runs;
@@ -17,33 +18,35 @@ give the same numbers:
   others) and sums the kernel's gradient over the active inputs. The forward keeps the
   potentials before each reset for it (``float32``), nothing else. It needs its library (the
   machine's C++17 compiler, as the event path's); :func:`cxx_unsupported` says what else;
-- ``'pallas'``: one Pallas kernel for the whole sequence that keeps the neurons' state on chip
-  and never stores the convolution's output: ``'triton'``
-  (:func:`bp_conv_ext.event.kernels.pallas_gpu.conv_lif`, through Triton: measured on GPUs)
-  on every CUDA GPU, or ``'mosaic'`` (:func:`bp_conv_ext.event.kernels.mosaic_gpu.conv_lif`,
-  Mosaic GPU: Hopper's TMA copies and warpgroup products, JAX 0.12+), which no GPU has run
-  yet: only where named, until a GPU has measured it (:data:`MOSAIC_BY_DEFAULT`). On a machine
-  without a GPU the kernels are chosen as for the one :mod:`bp_conv_ext.event.gpu_target`
-  names, and run in Pallas's interpreters (slow; for tests).
+- ``'triton'`` (:func:`bp_conv_ext.event.kernels.pallas_gpu.conv_lif`, Pallas through
+  Triton: measured on GPUs) and ``'mosaic'``
+  (:func:`bp_conv_ext.event.kernels.mosaic_gpu.conv_lif`, Pallas through Mosaic GPU: Hopper's
+  TMA copies and warpgroup products, JAX 0.12+): one kernel for the whole sequence that keeps
+  the neurons' state on chip and never stores the convolution's output. No GPU has run the
+  Mosaic GPU kernel yet: it runs only where named, until a GPU has measured it (its
+  registry record's ``by_default``). On a machine without a GPU the kernels are chosen as for
+  the one :mod:`bp_conv_ext.event.gpu_target` names, and run in Pallas's interpreters (slow;
+  for tests).
 
-``'auto'`` takes ``'c++'`` on the CPU (where JAX's default backend is the CPU; with JAX 0.5 or
-later: JAX 0.4 lowers a program's CPU branch for every platform it is exported for, where the
-C++ kernel has no lowering) and ``'pallas'`` on CUDA GPUs where they compute the problem, and
-``'jax'`` everywhere else; so does a kernel asked for a problem it does not compute, an empty
-one (a zero-size dimension: empty in, empty out, ``v0`` unchanged) included. The Mosaic GPU
-kernel writes ``float32`` operands as ``bfloat16`` parts, in which an ``inf`` becomes ``inf +
-nan + nan``: where the input, kernel or bias is not all finite, the Triton kernel (``float32``
+With ``kernels=None`` (the default) the registry chooses, in the program, per platform: the
+C++ kernel on the CPU (where JAX's default backend is the CPU; with JAX 0.5 or later: JAX 0.4
+lowers a program's CPU branch for every platform it is exported for, where the C++ kernel has
+no lowering), the Triton kernel on CUDA GPUs, where they compute the problem, and ``'jax'``
+everywhere else; so does a kernel named for a problem it does not compute, an empty one (a
+zero-size dimension: empty in, empty out, ``v0`` unchanged) included. The Mosaic GPU kernel
+writes ``float32`` operands as ``bfloat16`` parts, in which an ``inf`` becomes ``inf + nan +
+nan``: where the input, kernel or bias is not all finite, the Triton kernel (``float32``
 products) computes the IEEE results instead (decided in the program, where it runs); the C++
 kernel reads every input and padding where the kernel (or a step's current gradient) is not all
 finite, as a dense convolution does.
 
-Differentiated, the GPU kernels are the ``'jax'`` implementation, values and derivatives
+Differentiated, the GPU kernels are the ``'jax'`` kernels, values and derivatives
 (forward or reverse mode, any order; with the surrogate ``spike_fn``, when given). The C++
 kernel's first derivatives in reverse mode are its backward kernel's (``grad``, ``vjp``,
 under ``jax.checkpoint`` and ``vmap``); their derivatives (``grad`` of ``grad``,
-``jax.hessian``) the ``'jax'`` implementation's; forward mode (``jax.jvp``, ``jacfwd``,
-``linearize``) is not defined for it: JAX raises a ``TypeError`` (``implementation='jax'``
-computes it). Under ``jax.jit`` with a batch split over devices the kernels run on each
+``jax.hessian``) the ``'jax'`` kernels'; forward mode (``jax.jvp``, ``jacfwd``,
+``linearize``) is not defined for it: JAX raises a ``TypeError`` (``kernels='jax'`` computes
+it). Under ``jax.jit`` with a batch split over devices the kernels run on each
 device's part (a ``custom_partitioning``), where that part is one they support; the C++
 backward sums the kernel's and bias's gradients over the devices.
 """
@@ -72,12 +75,6 @@ from ..event.kernels import cxx_cpu, mosaic_gpu, pallas_gpu
 from . import conv as _conv, spiking_cpu as _spiking_cpu
 from .._jax_private import requires_devices_during_lowering
 
-IMPLEMENTATIONS = ('auto', 'jax', 'c++', 'pallas', 'mosaic', 'triton')
-#: The fused kernels, by name.
-_KERNELS = dict(mosaic=mosaic_gpu, triton=pallas_gpu)
-#: Whether ``'auto'`` may take the C++ kernel in its CPU branch: JAX 0.4 lowers every branch of
-#: ``lax.platform_dependent`` for each platform a program is lowered for.
-_CXX_BY_DEFAULT = jax.__version_info__ >= (0, 5)
 
 
 class LIF(NamedTuple):
@@ -161,12 +158,6 @@ def _reference(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn=None, backend='de
     return spikes, v
 
 
-#: Whether ``'auto'`` and ``'pallas'`` take the Mosaic GPU kernel on Hopper GPUs (compute
-#: capability 9.x) where it supports the problem. Not until a GPU has run it compiled and
-#: measured it correct and faster than the Triton kernel; until then they take the Triton
-#: kernel on every CUDA GPU, and ``implementation='mosaic'`` takes the Mosaic GPU one.
-MOSAIC_BY_DEFAULT = False
-
 #: The fused kernel as one primitive: lowered to the compiled Pallas kernel on CUDA GPUs
 #: (for the GPU ``event.gpu_target`` names when the machine has none) and to the interpreted one
 #: elsewhere, in both cases split over the batch under ``jax.jit`` (:func:`_partitioned`).
@@ -197,7 +188,7 @@ def _kernel_call(interpret, xs, w, b, v0, *, kernel, lif, pads, rhs_dilation, co
     def fused(name, tiles, xs, w, b, v0):
         if choose_kernel(name, xs, w, v0) != name:
             return reference(xs, w, b, v0)
-        return list(_KERNELS[name].conv_lif(
+        return list(_registry.named('spiking', name).load().conv_lif(
             xs, w, b, v0, lambda v, i: lif_update(v, i, lif), padding=pads,
             rhs_dilation=rhs_dilation, conv_dtype=conv_dtype, interpret=interpret, tiles=tiles))
 
@@ -309,25 +300,25 @@ def unfused_options(layer: str, config, *, masked: bool, backend: str) -> Option
     return None
 
 
-def choose_kernel(implementation, xs, w, v0):
-    """The fused kernel (``'mosaic'`` or ``'triton'``) that ``implementation`` runs on this
-    problem for the GPU the program is lowered for, or ``None`` (the ``'jax'``
-    implementation): ``None`` for an empty problem (a zero-size dimension), and ``'mosaic'``
-    for ``'auto'`` and ``'pallas'`` only with :data:`MOSAIC_BY_DEFAULT`."""
-    if (implementation in ('jax', 'c++')
-            or 0 in tuple(xs.shape) + tuple(w.shape) + tuple(v0.shape)):
+def choose_kernel(kernels, xs, w, v0):
+    """The fused GPU kernel (``'mosaic'`` or ``'triton'``) that the kernel set ``kernels`` (a
+    name, or ``None``: the registry's choice) runs on this problem for the GPU the program is
+    lowered for, or ``None`` (the ``'jax'`` kernels): ``None`` for an empty problem (a
+    zero-size dimension)."""
+    if 0 in tuple(xs.shape) + tuple(w.shape) + tuple(v0.shape):
         return None
     conv_dtype = _dense.compute_dtype(xs.dtype, w.dtype)
     taps, channels, n_out = w.shape
-    runs = dict(
-        mosaic=mosaic_gpu.supported(taps, channels, n_out, 1, 1, 1, xs.dtype, conv_dtype,
-                                    v0.dtype),
-        triton=pallas_gpu.conv_lif_supported(xs.shape[1], n_out, 1, 1, 1))
-    if implementation in runs:
-        return implementation if runs[implementation] else None
-    if MOSAIC_BY_DEFAULT and compute_capability()[0] == 9 and runs['mosaic']:
-        return 'mosaic'
-    return 'triton' if runs['triton'] else None
+
+    def computes(name):
+        if name == 'mosaic':
+            return mosaic_gpu.supported(taps, channels, n_out, 1, 1, 1, xs.dtype, conv_dtype,
+                                        v0.dtype)
+        return name == 'triton' and pallas_gpu.conv_lif_supported(xs.shape[1], n_out, 1, 1, 1)
+
+    name = _registry.spiking_kernels('cuda', kernels, computes,
+                                     None if kernels is not None else compute_capability()[0])
+    return None if name == 'jax' else name
 
 
 def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret=False, tiles=None):
@@ -381,7 +372,7 @@ def cxx_unsupported(xs, w, b, v0, lif: LIF, spike_fn=None) -> Optional[str]:
         return "the surrogate's values are not those of x >= 0"
     if any(_varying(getattr(a, 'aval', None)) for a in (xs, w, b, v0) if a is not None):
         return "its operands vary over the devices of a shard_map"
-    reason = _registry.BY_NAME['c++'].unavailable()
+    reason = _registry.named('spiking', 'c++').unavailable()
     if reason is not None:
         return f"its library is not available: {reason}"
     return None
@@ -452,7 +443,7 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
     forward saves the potentials before each reset, ``float32``, nothing else). Derivatives of
     those derivatives (``grad`` of ``grad``, ``jax.hessian``) are the ``'jax'``
     implementation's. Forward mode (``jax.jvp``, ``jacfwd``) is not defined for it: JAX
-    raises a ``TypeError`` there (``implementation='jax'`` computes it)."""
+    raises a ``TypeError`` there (``kernels='jax'`` computes it)."""
     neurons = dict(a=1. - lif.decay, v_rest=lif.v_rest, v_th=lif.v_th, v_reset=lif.v_reset,
                    r=lif.r, c=lif.v_th - lif.v_reset, soft=lif.soft,
                    reset_first=lif.reset_first, surrogate=spike_fn is not None,
@@ -561,7 +552,7 @@ def _dense_cotangent(cotangent, like):
 
 
 def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
-             implementation: str = 'auto', spike_fn=None, backend: str = 'dense',
+             kernels: Optional[str] = None, spike_fn=None, backend: str = 'dense',
              fold: str = 'time', spike_dtype=None):
     """Spikes of LIF neurons driven by a 1-D convolution of ``xs``, at every step.
 
@@ -580,19 +571,19 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
         The neurons' constants (:meth:`LIF.make`).
     padding, rhs_dilation
         As in :func:`bp_conv_ext.conv1d` (stride 1, one channel group).
-    implementation : str
-        ``'auto'``, ``'jax'``, ``'c++'``, ``'pallas'``, ``'mosaic'`` or ``'triton'`` (see the
-        module).
+    kernels : str, optional
+        The kernel set that computes it: ``'jax'``, ``'c++'``, ``'triton'`` or ``'mosaic'``
+        (see the module), or ``None`` (default): the registry's choice on each platform.
     spike_fn : callable, optional
         A surrogate spike function (``brainpy.math.surrogate``'s): the spikes' gradient, as
         in ``brainpy.dyn.Lif`` in ``TrainingMode`` (:func:`lif_update`). Without it the
         spikes pass no gradient.
     backend : str
         The convolution's backend where it is not fused (``'jax'``, and the derivatives that
-        are the ``'jax'`` implementation's): ``'dense'``, or ``'auto'`` to take the
+        are the ``'jax'`` kernels'): ``'dense'``, or ``'auto'`` to take the
         event-driven path on sparse spikes as a layer does.
     fold : {'time', 'batch'}
-        How the ``'jax'`` implementation (and its derivatives) folds the sequence into one
+        How the ``'jax'`` kernels (and their derivatives) fold the sequence into one
         batch for its convolution: ``[T * B, ...]`` (a free reshape) or ``[B * T, ...]``
         (batch first, at the cost of two transposes), which keeps a batch split over
         devices on each device under ``jax.jit`` instead of gathering it, as
@@ -609,9 +600,8 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
     v : jax.Array
         The membrane potential after the last step.
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"`implementation` (={implementation!r}) must be one of "
-                         f"{', '.join(map(repr, IMPLEMENTATIONS))}.")
+    if kernels is not None:
+        _registry.named('spiking', kernels)
     xs, w, v0 = _args.as_input(xs), jnp.asarray(w), jnp.asarray(v0)
     if xs.ndim != 4 or w.ndim != 3 or w.shape[1] != xs.shape[3]:
         raise ValueError(f"`xs` must be [T, B, H, C_in] and `w` [K, C_in, C_out] with the same "
@@ -638,21 +628,23 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
     def cxx(*operands):
         return _cxx(*operands, *args[4:], spike_dtype)
 
-    # (Only where JAX computes on the CPU: elsewhere the kernel's library is not built for a
-    # branch that would not run.)
-    asked = implementation == 'c++' or (implementation == 'auto' and _CXX_BY_DEFAULT)
-    takes_cxx = (asked and jax.default_backend() == 'cpu'
-                 and spike_dtype in (jnp.dtype(jnp.bool_), jnp.dtype(jnp.float32))
-                 and cxx_unsupported(xs, w, b, v0, lif, spike_fn) is None)
-    if implementation == 'c++':
-        return cxx(*args[:4]) if takes_cxx else run(*args[:4])
-    kernel = choose_kernel(implementation, xs, w, v0)
-    if implementation != 'auto':
+    def cxx_computes(name):
+        # (Only where JAX computes on the CPU: elsewhere the kernel's library is not built
+        # for a branch that would not run.)
+        return (name == 'c++' and jax.default_backend() == 'cpu'
+                and spike_dtype in (jnp.dtype(jnp.bool_), jnp.dtype(jnp.float32))
+                and cxx_unsupported(xs, w, b, v0, lif, spike_fn) is None)
+
+    on_cpu = _registry.spiking_kernels('cpu', kernels, cxx_computes)
+    if kernels == 'c++':
+        return cxx(*args[:4]) if on_cpu == 'c++' else run(*args[:4])
+    kernel = choose_kernel(kernels, xs, w, v0)
+    if kernels is not None:
         return run(*args[:4], kernel=kernel, interpret=jax.default_backend() != 'gpu')
     branches = {}
     if kernel is not None:
         branches['cuda'] = functools.partial(run, kernel=kernel)
-    if takes_cxx:
+    if on_cpu == 'c++':
         branches['cpu'] = cxx
     if not branches:
         return run(*args[:4])

@@ -5,7 +5,7 @@ batch (one call; mapped kernels or biases, and the backward, one call each), and
 ``jax.jit`` with the batch split over devices each device runs the kernel on its part (a
 ``custom_partitioning``): nothing is communicated but the kernel's and bias's gradients,
 summed over the devices. :func:`bp_conv_ext.ops.fused.conv_lif` differentiates them
-(``implementation='c++'``)."""
+(``kernels='c++'``)."""
 import functools
 import inspect
 

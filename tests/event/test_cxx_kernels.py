@@ -33,12 +33,12 @@ with warnings.catch_warnings(record=True) as caught:
     w = jnp.asarray(rng.standard_normal((3, 8, 5)), jnp.float32)
     same = all(np.allclose(conv1d(x, w, backend='event'), conv1d(x, w, backend='dense'),
                            rtol=1e-5, atol=1e-5) for _ in range(2))
-    # The spiking layer: its C++ kernel, or the 'jax' implementation without one.
+    # The spiking layer: its C++ kernel, or the 'jax' kernels without one.
     from bp_conv_ext.ops.fused import LIF, conv_lif, cxx_unsupported
     lif = LIF.make(tau=2., dt=1., v_th=0.5)
     xs, v0 = jnp.asarray(rng.random((3, 2, 30, 8)) < 0.2), jnp.zeros((2, 30, 5))
     same = same and all(np.allclose(a, b, atol=1e-6) for a, b in zip(
-        conv_lif(xs, w, None, v0, lif), conv_lif(xs, w, None, v0, lif, implementation='jax')))
+        conv_lif(xs, w, None, v0, lif), conv_lif(xs, w, None, v0, lif, kernels='jax')))
     kernel = event_kernel('cpu') + '/' + ('c++' if cxx_unsupported(xs, w, None, v0, lif) is None
                                           else 'jax')
 try:

@@ -35,7 +35,7 @@ def test_compaction_lists_the_nonzero_entries_first():
 
 
 def test_cuda_runs_the_pallas_kernels():
-    assert event_kernel('cuda') == event_kernel('gpu') == 'pallas'
+    assert event_kernel('cuda') == event_kernel('gpu') == 'triton'
     assert event_kernel('rocm') == 'jax'
 
 
@@ -72,7 +72,7 @@ def test_a_cuda_export_without_the_custom_call_check_disabled_says_why():
 def test_bfloat16_kernels_sum_in_float32(options):
     x = _spikes((4, 40, 16), density=0.1)
     w = _kernel((5, 16 // options.get('groups', 1), 32), jnp.bfloat16)
-    with use_event_kernels('pallas'):
+    with use_event_kernels('triton'):
         y = conv1d(x, w, backend='event', **options)
         dw = jax.grad(lambda w: jnp.sum(conv1d(x, w, backend='event', **options)
                                         .astype(jnp.float32)))(w)
@@ -88,7 +88,7 @@ def test_bfloat16_kernels_sum_in_float32(options):
 def test_wide_and_odd_channel_counts_tile_into_blocks():
     # 300 output channels in 3 groups: blocks of 128 over padded groups of 128.
     x, w = _spikes((2, 25, 6), density=0.3), _kernel((3, 2, 300))
-    with use_event_kernels('pallas'):
+    with use_event_kernels('triton'):
         y = conv1d(x, w, groups=3, backend='event')
         dw = jax.grad(lambda w: jnp.sum(jnp.sin(conv1d(x, w, groups=3, backend='event'))))(w)
     np.testing.assert_allclose(y, conv1d(x, w, groups=3, backend='xla'), rtol=1e-5, atol=1e-5)

@@ -21,6 +21,7 @@ from bp_conv_ext import (Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d,
                          event_density_threshold, event_kernel, event_kernels, use_event_kernels,
                          which_backend)
 from bp_conv_ext.core.args import BACKENDS
+from bp_conv_ext.event import registry
 from helpers.cases import CPU_KERNELS, pairwise
 
 export = pytest.importorskip('jax.export')
@@ -383,14 +384,14 @@ def test_event_kernels_lists_what_can_run_on_each_platform():
     names = [k.name for k in cpu]
     assert cpu[0].name == event_kernel('cpu') and event_kernels() == cpu
     # The CPU's own sets in the order it prefers them (the pure-JAX ones always there), then
-    # the Pallas ones; each with its measured threshold.
-    order = ['c++', 'numba', 'jax', 'pallas']
-    assert names == sorted(names, key=order.index) and names[-2:] == ['jax', 'pallas']
+    # the CUDA GPUs' ones (Pallas's interpreter); each with its measured threshold.
+    order = ['c++', 'numba', 'jax', 'triton']
+    assert names == sorted(names, key=order.index) and names[-2:] == ['jax', 'triton']
     assert [k.auto_density for k in cpu] == \
-        [{'c++': 0.1, 'numba': 0.03, 'jax': None, 'pallas': None}[n] for n in names]
+        [{'c++': 0.1, 'numba': 0.03, 'jax': None, 'triton': None}[n] for n in names]
     by_platform = {p: [(k.name, k.sharding) for k in event_kernels(p)]
                    for p in ('cuda', 'gpu', 'rocm', 'tpu')}
-    assert by_platform == {'cuda': [('pallas', 'split')], 'gpu': [('pallas', 'split')],
+    assert by_platform == {'cuda': [('triton', 'split')], 'gpu': [('triton', 'split')],
                            'rocm': [('jax', 'xla')], 'tpu': [('jax', 'xla')]}
     with pytest.raises(ValueError, match=r"`platform` \(='metal'\) must be one of 'cpu'"):
         event_kernels('metal')
@@ -418,7 +419,7 @@ def test_use_event_kernels_chooses_the_cpu_kernels_for_a_block(name):
     with use_event_kernels(name) as chosen:
         assert chosen.name == event_kernel('cpu') == name
         assert event_density_threshold('cpu') == chosen.auto_density
-        assert event_kernel('cuda') == 'pallas'           # accelerators keep theirs
+        assert event_kernel('cuda') == 'triton'           # accelerators keep theirs
         f = jax.jit(lambda x, w: conv1d(x, w, backend='event'))
         y = f(x, w)
         jaxpr = str(jax.make_jaxpr(f)(x, w))
@@ -431,16 +432,63 @@ def test_use_event_kernels_chooses_the_cpu_kernels_for_a_block(name):
 
 def test_use_event_kernels_blocks_nest():
     with use_event_kernels('jax'):
-        with use_event_kernels('pallas'):
-            assert event_kernel('cpu') == 'pallas'
+        with use_event_kernels('triton'):
+            assert event_kernel('cpu') == 'triton'
         assert event_kernel('cpu') == 'jax'
     assert event_kernel('cpu') == CPU_KERNELS[0]
+
+
+@pytest.mark.parametrize('name', CPU_KERNELS)
+def test_a_call_names_its_kernels_over_the_default(name):
+    """``conv1d(..., kernels=name)`` traces that call with the set ``name`` on the CPU, inside
+    a ``use_event_kernels`` block too, and leaves the default (and other calls) alone."""
+    x = jnp.asarray(np.random.default_rng(5).random((2, 20, CIN)) < 0.2)
+    w = _kernel()
+    other = next(k for k in ('jax', 'triton') if k != name)
+    with use_event_kernels(other):
+        jaxpr = str(jax.make_jaxpr(lambda x, w: (conv1d(x, w, backend='event', kernels=name),
+                                                 conv1d(x, w, backend='event')))(x, w))
+        assert event_kernel('cpu') == other
+    assert sorted(re.findall(r'kernels=(\S+?)[,)\]]', jaxpr.replace("'", ''))) == \
+        sorted([name, other])
+    np.testing.assert_allclose(conv1d(x, w, backend='event', kernels=name),
+                               conv1d(x, w, backend='dense'), rtol=1e-5, atol=1e-5)
+    # 'auto' takes the event path at the density threshold of the kernels it runs with.
+    sparse = np.random.default_rng(6).random((32, 200, CIN)) < 0.02
+    expected = 'event' if name in ('c++', 'numba') else which_backend(sparse, w, backend='dense')
+    assert which_backend(sparse, w, kernels=name) == expected
+    with pytest.raises(ValueError, match=r"`kernels` \(='pallas'\) must be one of 'c\+\+', "
+                                         r"'numba', 'jax', 'triton'\.$"):
+        conv1d(x, w, kernels='pallas')
+
+
+def test_the_registry_names_one_runtime_alike_for_both_operations():
+    conv = {k.name: k for k in registry.sets('conv')}
+    spiking = {k.name: k for k in registry.sets('spiking')}
+    assert list(conv) == ['c++', 'numba', 'jax', 'triton']
+    assert list(spiking) == ['c++', 'mosaic', 'triton', 'jax']
+    for name in set(conv) & set(spiking):
+        assert conv[name].module == spiking[name].module or name == 'jax'
+    # Mosaic runs only where named until a GPU has measured it; 'jax' serves everywhere.
+    assert not spiking['mosaic'].by_default and spiking['mosaic'].capability == 9
+    assert spiking['jax'].platforms == registry.PLATFORMS
+
+    def everything(name):
+        return True
+    assert registry.spiking_kernels('cuda', None, everything, 9) == 'triton'
+    assert registry.spiking_kernels('cuda', 'mosaic', everything) == 'mosaic'
+    assert registry.spiking_kernels('cuda', 'mosaic', lambda name: False) == 'jax'
+    assert registry.spiking_kernels('cpu', 'c++', everything) == 'c++'
+    assert registry.spiking_kernels('tpu', 'c++', everything) == 'jax'
+    assert registry.spiking_kernels('tpu', None, everything) == 'jax'
+    assert registry.spiking_kernels('cpu', None, everything) == \
+        ('c++' if registry.CXX_SPIKING_BY_DEFAULT else 'jax')
 
 
 @pytest.mark.parametrize('name', ['cupy', 'brainevent', 'numba_cpu', None, 'C++'])
 def test_use_event_kernels_must_name_a_kernel_set(name):
     with pytest.raises(ValueError, match=rf"`name` \(={re.escape(repr(name))}\) must be one "
-                                         r"of 'c\+\+', 'numba', 'jax', 'pallas'\.$"):
+                                         r"of 'c\+\+', 'numba', 'jax', 'triton'\.$"):
         with use_event_kernels(name):
             pass
     assert event_kernel('cpu') == CPU_KERNELS[0]
@@ -460,7 +508,7 @@ def test_event_kernel_on_each_platform():
     assert native in ('c++', 'numba'), "the test stacks have the C++ or numba kernels"
     assert event_kernel('cpu') == native
     assert [event_kernel(p) for p in ('cuda', 'rocm', 'tpu', 'gpu')] == \
-        ['pallas', 'jax', 'jax', 'pallas']
+        ['triton', 'jax', 'jax', 'triton']
     assert event_kernel() == native        # JAX's default backend here is the CPU
     with pytest.raises(ValueError, match=r"`platform` \(='metal'\) must be one of 'cpu', 'cuda'"):
         event_kernel('metal')

@@ -1,8 +1,7 @@
-"""The spiking layer's C++ CPU kernel (``conv_lif(implementation='c++')``: spiking_cpu.cc,
-forward and backward): the same spikes, potentials and gradients as the ``'jax'``
-implementation over the neurons' and convolution's options, the surrogates it computes itself
-and those it is given, operands that are not finite, and what it hands to the ``'jax'``
-implementation. The transforms (``jit``, ``vmap``, ``grad`` of ``grad``, ``jax.hessian``,
+"""The spiking layer's C++ CPU kernel (``conv_lif(kernels='c++')``: spiking_cpu.cc, forward
+and backward): the same spikes, potentials and gradients as the ``'jax'`` kernels over the
+neurons' and convolution's options, the surrogates it computes itself and those it is given,
+operands that are not finite, and what it hands to the ``'jax'`` kernels. The transforms (``jit``, ``vmap``, ``grad`` of ``grad``, ``jax.hessian``,
 ``jax.checkpoint``) are in tests/ops/test_fused.py."""
 import brainpy.math as bm
 import jax
@@ -41,15 +40,14 @@ def _case(*, steps=5, batch=3, length=11, cin=3, cout=8, k=3, padding='SAME', rh
     return xs, w, b, v0
 
 
-def _outputs(implementation, xs, w, b, v0, lif, spike_fn, **options):
+def _outputs(kernels, xs, w, b, v0, lif, spike_fn, **options):
     """The spikes, final potentials and the gradients of a loss of both (with respect to
     every floating operand)."""
     weights = jnp.asarray(np.random.default_rng(7).random((xs.shape[0], v0.shape[0])
                                                           + v0.shape[1:]), jnp.float32)
 
     def run(xs, w, b, v0):
-        return conv_lif(xs, w, b, v0, lif, implementation=implementation, spike_fn=spike_fn,
-                        **options)
+        return conv_lif(xs, w, b, v0, lif, kernels=kernels, spike_fn=spike_fn, **options)
 
     def loss(*operands):
         spikes, v = run(*operands)
@@ -164,8 +162,8 @@ def test_problems_the_kernel_does_not_compute_exactly_run_as_the_jax_implementat
     lif = case.get('lif', LIF.make(tau=2., dt=1., v_th=0.5))
     spike_fn = case.get('spike_fn')
     assert reason in fused.cxx_unsupported(xs, w, b, v0, lif, spike_fn)
-    for implementation in ('auto', 'c++'):
-        got = conv_lif(xs, w, b, v0, lif, implementation=implementation, spike_fn=spike_fn)
-        expected = conv_lif(xs, w, b, v0, lif, implementation='jax', spike_fn=spike_fn)
+    for kernels in (None, 'c++'):
+        got = conv_lif(xs, w, b, v0, lif, kernels=kernels, spike_fn=spike_fn)
+        expected = conv_lif(xs, w, b, v0, lif, kernels='jax', spike_fn=spike_fn)
         for a, e in zip(got, expected):
             np.testing.assert_array_equal(a, e)

@@ -65,7 +65,7 @@ if enable_x64 is None:
 def event_runtime(name):
     """A context tracing the event path with the kernel set ``name`` (``'numba'``: the
     fallback of the C++ kernels; ``'jax'``: the pure-JAX kernels that ROCm GPUs and TPUs run;
-    ``'pallas'``: the CUDA GPUs' kernels, in Pallas's interpreter; all here on the CPU);
+    ``'triton'``: the CUDA GPUs' kernels, in Pallas's interpreter; all here on the CPU);
     ``None``: the CPU's own (the first available set)."""
     return contextlib.nullcontext() if name is None else use_event_kernels(name)
 
@@ -76,7 +76,7 @@ CPU_KERNELS = [k.name for k in event_kernels('cpu')]
 #: kernels are available (brainevent, BrainPy 2.7+), also with their fallback; then with each
 #: accelerator's kernels forced on the CPU through the same primitives' rules. And their ids.
 _FALLBACK = ['numba'] if CPU_KERNELS[0] == 'c++' and 'numba' in CPU_KERNELS else []
-EVENT_RUNTIMES = [None] + _FALLBACK + ['jax', 'pallas']
+EVENT_RUNTIMES = [None] + _FALLBACK + ['jax', 'triton']
 EVENT_IDS = ['event'] + ['event-numba'] * len(_FALLBACK) + ['event-jax', 'event-pallas']
 #: The event kernels that run where the C++ kernels cannot be built: the next CPU set's
 #: (numba with brainevent, BrainPy 2.7+; else the pure-JAX kernels).

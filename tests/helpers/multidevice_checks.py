@@ -301,7 +301,7 @@ def test_state_training_on_a_split_batch_equals_one_device(mesh, backend, whole)
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('runtime', ['jax', 'pallas'])
+@pytest.mark.parametrize('runtime', ['jax', 'triton'])
 def test_accelerator_kernels_on_a_split_batch_equal_one_device(mesh, runtime):
     # The GPUs' kernels (forced on the CPU, Pallas's interpreted) under jit with a split batch:
     # the pure-JAX ones split by XLA, the Pallas ones by the sharding rule of the event primitives.
@@ -337,12 +337,12 @@ def _fused_neurons():
 @pytest.mark.parametrize('batch', [64, 32], ids=['kernel-on-each-part', 'part-too-small'])
 def test_the_fused_kernel_on_a_split_batch_runs_on_each_device(mesh, batch):
     """The fused kernel (Triton's, interpreted) under jit with the batch split: each device runs
-    it on its rows (with 8 rows, too few for its tiles, the 'jax' implementation on them),
+    it on its rows (with 8 rows, too few for its tiles, the 'jax' kernels on them),
     nothing is gathered, the outputs stay split, the numbers are one device's."""
     from bp_conv_ext.ops.fused import conv_lif
     xs, w, b, v0 = _fused_case(batch)
     neurons = _fused_neurons()
-    f = jax.jit(lambda xs, w, v0: conv_lif(xs, w, b, v0, neurons, implementation='triton'))
+    f = jax.jit(lambda xs, w, v0: conv_lif(xs, w, b, v0, neurons, kernels='triton'))
     xs_split, = split(mesh, xs, spec=P(None, 'data'))
     v0_split, = split(mesh, v0)
     assert collectives(f.lower(xs_split, w, v0_split).compile().as_text()) == []
@@ -353,8 +353,8 @@ def test_the_fused_kernel_on_a_split_batch_runs_on_each_device(mesh, batch):
     np.testing.assert_allclose(np.asarray(v), np.asarray(one_v), **TOL)
 
 
-@pytest.mark.parametrize('implementation', ['auto', 'triton'])
-def test_a_training_step_of_the_fused_step_communicates_only_the_gradients(mesh, implementation):
+@pytest.mark.parametrize('kernels', [None, 'triton'])
+def test_a_training_step_of_the_fused_step_communicates_only_the_gradients(mesh, kernels):
     """A data-parallel training step through the fused step (surrogate spikes, the sequence
     folded batch first): the all-reduce of the kernel's gradient, no gathered activations,
     and one device's loss and gradients."""
@@ -363,7 +363,7 @@ def test_a_training_step_of_the_fused_step_communicates_only_the_gradients(mesh,
     neurons = _fused_neurons()
 
     def loss(w, xs, v0):
-        spikes, v = conv_lif(xs, w, b, v0, neurons, implementation=implementation,
+        spikes, v = conv_lif(xs, w, b, v0, neurons, kernels=kernels,
                              spike_fn=bm.surrogate.arctan, fold='batch')
         return jnp.mean(spikes) + jnp.mean(jnp.sin(v))
 
@@ -387,7 +387,7 @@ def test_the_fused_kernel_under_shard_map_equals_one_device(mesh):
     check = CHECK == 'check_vma'         # JAX 0.4's check_rep has no rule for custom_jvp
 
     def run(w, xs, v0):
-        return conv_lif(xs, w, b, v0, neurons, implementation='triton',
+        return conv_lif(xs, w, b, v0, neurons, kernels='triton',
                         spike_fn=bm.surrogate.arctan)
 
     def loss(w, xs, v0):

@@ -104,7 +104,7 @@ def test_cuda_export_of_the_network_holds_one_fused_kernel():
         pytest.skip("JAX 0.4 keeps every platform's branch in a one-platform export")
     export = pytest.importorskip('jax.export')
     triton = '__gpu$xla.gpu.triton'
-    kernel = triton                # on every CUDA GPU, Hopper's included (MOSAIC_BY_DEFAULT)
+    kernel = triton       # on every CUDA GPU, Hopper's too (the Mosaic GPU kernel: only if named)
     mode = bm.BatchingMode()
     net = _network(mode)
     xs = _inputs(mode)

@@ -2,6 +2,7 @@
 kernels, Mosaic GPU and Triton (interpreted here), equal the unfused layer, which equals
 BrainPy's own neurons."""
 import contextlib
+import dataclasses
 import functools
 import re
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from bp_conv_ext import Conv1d, output_length
+from bp_conv_ext.event import registry
 from bp_conv_ext.event.kernels import mosaic_gpu, pallas_gpu
 from bp_conv_ext.ops import fused
 from bp_conv_ext.ops.fused import LIF, choose_kernel, conv_lif
@@ -20,7 +22,8 @@ from bp_conv_ext.ops.fused import LIF, choose_kernel, conv_lif
 export = pytest.importorskip('jax.export')
 TRITON, MOSAIC = '__gpu$xla.gpu.triton', 'mosaic_gpu_v2'
 KERNELS = ['mosaic', 'triton']
-IMPLEMENTATIONS = ['auto', 'jax', 'c++', 'pallas', 'mosaic', 'triton']
+#: Every choice of ``kernels``: the registry's (``None``) and each spiking kernel set.
+CHOICES = [None, 'jax', 'c++', 'mosaic', 'triton']
 NEURONS = LIF.make(tau=2., dt=1., v_th=1., v_reset=-0.2, v_rest=0.1, r=1.5)
 
 
@@ -46,11 +49,11 @@ def _kernel(name):
 
 
 def _unfused(kernel, *args, **options):
-    """The ``'jax'`` implementation at the precision ``kernel`` computes: ``float32`` for the
+    """The ``'jax'`` kernels at the precision ``kernel`` computes: ``float32`` for the
     Mosaic GPU kernel, the platform's default (TF32 on GPUs) for the Triton one (the same on
     the CPU)."""
     with jax.default_matmul_precision('highest' if kernel == 'mosaic' else None):
-        return conv_lif(*args, implementation='jax', **options)
+        return conv_lif(*args, kernels='jax', **options)
 
 
 @pytest.mark.parametrize('kernel', KERNELS)
@@ -61,7 +64,7 @@ def _unfused(kernel, *args, **options):
 def test_fused_kernel_equals_the_unfused_layer(options, kernel):
     conv_options = {k: options[k] for k in ('padding', 'rhs_dilation') if k in options}
     xs, w, b, v0 = _case(**options)
-    spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation=_kernel(kernel), **conv_options)
+    spikes, v = conv_lif(xs, w, b, v0, NEURONS, kernels=_kernel(kernel), **conv_options)
     expected_spikes, expected_v = _unfused(kernel, xs, w, b, v0, NEURONS, **conv_options)
     assert 0.05 < float(jnp.mean(expected_spikes)) < 0.95        # the neurons do spike
     np.testing.assert_array_equal(spikes, expected_spikes)
@@ -80,7 +83,7 @@ def test_the_mosaic_kernel_over_its_tiles_and_dtypes(options):
     xs, w, b, v0 = _case(**options)
     padding = options.get('padding', 'SAME')
     assert choose_kernel('mosaic', xs, w, v0) == _kernel('mosaic')
-    spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation='mosaic', padding=padding)
+    spikes, v = conv_lif(xs, w, b, v0, NEURONS, kernels='mosaic', padding=padding)
     expected_spikes, expected_v = _unfused('mosaic', xs, w, b, v0, NEURONS, padding=padding)
     assert 0.05 < float(jnp.mean(expected_spikes)) < 0.95
     tolerance = 1e-2 if v0.dtype == jnp.bfloat16 else 1e-5
@@ -109,25 +112,25 @@ def test_the_kernel_each_gpu_runs():
     wide = jnp.zeros((7, 512, 32), jnp.float32)                    # no room in shared memory
     wide_xs = jnp.zeros(xs.shape[:3] + (512,), bool)
     assert choose_kernel('mosaic', wide_xs, wide, v0) is None
-    assert choose_kernel('pallas', wide_xs, wide, v0) == 'triton'
+    assert choose_kernel(None, wide_xs, wide, v0) == 'triton'
     assert not pallas_gpu.conv_lif_supported(0, 32, 1, 1, 1)                 # empty
     assert not pallas_gpu.conv_lif_supported(16, 0, 1, 1, 1)
     assert not mosaic_gpu.supported(3, 2, 0, 1, 1, 1, jnp.float32, jnp.float32, jnp.float32)
     if hasattr(jax.sharding, 'AbstractDevice'):
         with _abstract_gpu('NVIDIA A100-SXM4-80GB'):
-            assert choose_kernel('pallas', xs, w, v0) == 'triton'
+            assert choose_kernel(None, xs, w, v0) == 'triton'
 
 
 @pytest.mark.parametrize('gpu', [None, 'NVIDIA H200'], ids=['default-h100', 'h200'])
 def test_auto_takes_the_triton_kernel_on_hopper_gpus_too(gpu):
-    """The Mosaic GPU kernel has not run on a GPU: ``'auto'`` and ``'pallas'`` take the Triton
-    kernel on compute capability 9 as elsewhere; ``'mosaic'`` is taken where named."""
+    """The Mosaic GPU kernel has not run on a GPU: the default choice takes the Triton kernel
+    on compute capability 9 as elsewhere; ``'mosaic'`` is taken where named."""
     if gpu is not None and not hasattr(jax.sharding, 'AbstractDevice'):
         pytest.skip("JAX before 0.12 has no abstract devices")
     xs, w, b, v0 = _case()
     with _abstract_gpu(gpu) if gpu else contextlib.nullcontext():
         assert fused.compute_capability()[0] == 9
-        assert [choose_kernel(i, xs, w, v0) for i in ('auto', 'pallas')] == ['triton'] * 2
+        assert choose_kernel(None, xs, w, v0) == 'triton'
         if mosaic_gpu.available():
             assert choose_kernel('mosaic', xs, w, v0) == 'mosaic'
 
@@ -153,9 +156,9 @@ def test_vmap_of_the_fused_kernel(mapped):
         axes, args = (None, 0, 0, None), (xs, w * scale[:, None, None, None],
                                           b * scale[:, None], v0)
 
-    def run(implementation):
+    def run(kernels):
         return jax.vmap(lambda xs, w, b, v0: conv_lif(xs, w, b, v0, NEURONS,
-                                                      implementation=implementation),
+                                                      kernels=kernels),
                         in_axes=axes)(*args)
 
     (spikes, v), (expected_spikes, expected_v) = run('triton'), run('jax')
@@ -170,9 +173,9 @@ def test_gradients_of_the_fused_kernel_are_the_unfused_layers(kernel):
     xs, w, b, v0 = _case(spikes=False)
     kernel = _kernel(kernel)
 
-    def loss(implementation):
+    def loss(kernels):
         def f(w, b, v0):
-            spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation=implementation)
+            spikes, v = conv_lif(xs, w, b, v0, NEURONS, kernels=kernels)
             return jnp.sum(jnp.sin(v)) + jnp.sum(spikes)
         return jax.grad(f, argnums=(0, 1, 2))(w, b, v0)
 
@@ -187,8 +190,8 @@ def test_the_fused_kernel_with_other_resets_and_surrogate_gradients(neurons):
     xs, w, b, v0 = _case(batch=16, cout=16, spikes=False)
     surrogate = bm.surrogate.Arctan()
 
-    def run(implementation, spike_fn=None):
-        return conv_lif(xs, w, b, v0, lif, implementation=implementation, spike_fn=spike_fn)
+    def run(kernels, spike_fn=None):
+        return conv_lif(xs, w, b, v0, lif, kernels=kernels, spike_fn=spike_fn)
 
     kernel = 'mosaic' if mosaic_gpu.available() else 'triton'
     spikes, v = run(kernel)
@@ -199,9 +202,9 @@ def test_the_fused_kernel_with_other_resets_and_surrogate_gradients(neurons):
     np.testing.assert_array_equal(_unfused(kernel, xs, w, b, v0, lif, spike_fn=surrogate)[0],
                                   expected_spikes)
 
-    def grads(implementation):
+    def grads(kernels):
         def f(w, b, v0):
-            spikes, v = conv_lif(xs, w, b, v0, lif, implementation=implementation,
+            spikes, v = conv_lif(xs, w, b, v0, lif, kernels=kernels,
                                  spike_fn=surrogate)
             return jnp.sum(jnp.sin(v)) + jnp.sum(spikes * jnp.arange(spikes.shape[-1]))
         return jax.grad(f, argnums=(0, 1, 2))(w, b, v0)
@@ -225,7 +228,7 @@ def test_the_unfused_layer_is_conv1d_into_brainpy_lif():
         spikes.append(lif(conv(xs[t])))
     neurons = LIF.make(tau=2., dt=dt, v_th=1., v_reset=-0.2, v_rest=0.1, r=1.5)
     expected, v = conv_lif(xs, w, b, jnp.full((batch, length, cout), 0.1), neurons,
-                           implementation='jax')
+                           kernels='jax')
     assert 0 < float(jnp.mean(expected)) < 1
     np.testing.assert_array_equal(jnp.stack(spikes).astype(expected.dtype), expected)
     np.testing.assert_allclose(lif.V.value, v, rtol=1e-5, atol=1e-5)
@@ -242,7 +245,9 @@ def test_cuda_runs_one_fused_kernel(per_step, mosaic, monkeypatch):
         pytest.skip("JAX 0.4 keeps every platform's branch in a one-platform export")
     if mosaic and not mosaic_gpu.available():
         pytest.skip("Mosaic GPU needs JAX 0.12")
-    monkeypatch.setattr(fused, 'MOSAIC_BY_DEFAULT', mosaic)
+    monkeypatch.setattr(registry, 'SETS', tuple(
+        dataclasses.replace(k, by_default=mosaic) if (k.operation, k.name) == ('spiking', 'mosaic')
+        else k for k in registry.SETS))
     xs, w, b, v0 = _case()
 
     def sequence(xs, w, v0):
@@ -260,7 +265,7 @@ def test_cuda_runs_one_fused_kernel(per_step, mosaic, monkeypatch):
     text = exported.mlir_module()
     kernels = sorted(re.findall(r'custom_call @"?([\w.$]+)', text))
     assert kernels == (sorted([MOSAIC, TRITON]) if mosaic else [TRITON])
-    # The 'jax' implementation's convolution (im2col: a matmul on CUDA) and scan: nowhere.
+    # The 'jax' kernels' convolution (im2col: a matmul on CUDA) and scan: nowhere.
     assert 'stablehlo.dot_general' not in text
     assert ('while' in text) == per_step
 
@@ -278,8 +283,9 @@ def test_gpus_before_hopper_run_the_triton_kernel():
 
 def test_bad_arguments_are_named():
     xs, w, b, v0 = _case()
-    with pytest.raises(ValueError, match='`implementation`'):
-        conv_lif(xs, w, b, v0, NEURONS, implementation='cuda')
+    with pytest.raises(ValueError, match=r"`kernels` \(='pallas'\) must be one of 'c\+\+', "
+                                         r"'mosaic', 'triton', 'jax', or None"):
+        conv_lif(xs, w, b, v0, NEURONS, kernels='pallas')
     with pytest.raises(ValueError, match=r'`v0` must be a floating array of shape \(16, 10, 32\)'):
         conv_lif(xs, w, b, v0[:, :5], NEURONS)
     with pytest.raises(ValueError, match='`tau`'):
@@ -289,7 +295,7 @@ def test_bad_arguments_are_named():
 @pytest.mark.parametrize('kernel', KERNELS)
 @pytest.mark.parametrize('where', ['kernel', 'input'])
 def test_operands_that_are_not_all_finite_give_the_ieee_results(where, kernel):
-    """``inf`` in a kernel tap or an input: the results of the ``'jax'`` implementation
+    """``inf`` in a kernel tap or an input: the results of the ``'jax'`` kernels
     (``+-inf`` currents, NaN where ``0 * inf``), not the NaN of ``inf``'s ``bfloat16``
     parts in the Mosaic GPU kernel."""
     xs, w, b, v0 = _case(batch=16, length=6, cin=2, cout=16, steps=3, spikes=False)
@@ -297,33 +303,33 @@ def test_operands_that_are_not_all_finite_give_the_ieee_results(where, kernel):
         w = w.at[1, 0, 3].set(jnp.inf)
     else:
         xs = xs.at[0, 2, 3, 1].set(-jnp.inf)
-    spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation=_kernel(kernel))
+    spikes, v = conv_lif(xs, w, b, v0, NEURONS, kernels=_kernel(kernel))
     expected_spikes, expected_v = _unfused(kernel, xs, w, b, v0, NEURONS)
     assert 0 < int(jnp.sum(jnp.isnan(expected_v))) < expected_v.size / 2
     np.testing.assert_array_equal(spikes, expected_spikes)
     np.testing.assert_allclose(v, expected_v, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+@pytest.mark.parametrize('kernels', CHOICES)
 @pytest.mark.parametrize('empty', ['steps', 'batch'])
-def test_empty_sequences_and_batches_give_empty_outputs(empty, implementation):
+def test_empty_sequences_and_batches_give_empty_outputs(empty, kernels):
     """``T = 0``: no spikes, ``v0`` unchanged; ``B = 0``: empty spikes and state; on every
-    implementation, as no kernel is chosen for an empty problem."""
+    choice of kernels, as no kernel is chosen for an empty problem."""
     xs, w, b, v0 = _case(batch=16, length=6, cin=2, cout=16, steps=3)
     xs, v0 = (xs[:0], v0) if empty == 'steps' else (xs[:, :0], v0[:0])
-    assert choose_kernel(implementation, xs, w, v0) is None
-    spikes, v = conv_lif(xs, w, b, v0, NEURONS, implementation=implementation)
+    assert choose_kernel(kernels, xs, w, v0) is None
+    spikes, v = conv_lif(xs, w, b, v0, NEURONS, kernels=kernels)
     assert spikes.shape == xs.shape[:2] + (6, 16) and spikes.dtype == v0.dtype
     np.testing.assert_array_equal(v, v0)
 
 
-#: The implementations that the C++ CPU kernel computes here, with its backward kernel (a
-#: ``custom_vjp``: no forward mode); ``'auto'`` takes it with JAX 0.5 or later.
-REVERSE_ONLY = ('auto', 'c++') if fused._CXX_BY_DEFAULT else ('c++',)
+#: The choices that the C++ CPU kernel computes here, with its backward kernel (a
+#: ``custom_vjp``: no forward mode); the default takes it with JAX 0.5 or later.
+REVERSE_ONLY = (None, 'c++') if registry.CXX_SPIKING_BY_DEFAULT else ('c++',)
 
 
 @functools.lru_cache(maxsize=None)
-def _transforms(implementation, forward=True):
+def _transforms(kernels, forward=True):
     """Every transform of the fused step with surrogate spikes, in one compiled program
     (without forward mode unless ``forward``)."""
     primals = _case(batch=16, length=4, cin=2, cout=16, k=2, steps=2, spikes=False)
@@ -333,7 +339,7 @@ def _transforms(implementation, forward=True):
     weights = jnp.arange(16.) / 16
 
     def run(xs, w, b, v0):
-        return conv_lif(xs, w, b, v0, NEURONS, implementation=implementation,
+        return conv_lif(xs, w, b, v0, NEURONS, kernels=kernels,
                         spike_fn=surrogate)
 
     @jax.jit
@@ -363,15 +369,15 @@ def _transforms(implementation, forward=True):
     return transforms(primals, tangents), run, primals, tangents
 
 
-@pytest.mark.parametrize('implementation', [i for i in IMPLEMENTATIONS if i != 'jax'])
-def test_every_transform_through_every_implementation_is_the_jax_ones(implementation):
+@pytest.mark.parametrize('kernels', [k for k in CHOICES if k != 'jax'])
+def test_every_transform_through_every_choice_of_kernels_is_the_jax_ones(kernels):
     """Reverse mode (``vjp``, ``grad``, ``grad`` of ``grad``, ``jax.hessian``, under
     ``jax.checkpoint`` and ``vmap``) and forward mode (``jvp``, ``jacfwd``, ``linearize``) with
-    surrogate spikes: the ``'jax'`` implementation's values and derivatives, with the kernels
+    surrogate spikes: the ``'jax'`` kernels' values and derivatives, with the kernels
     (interpreted here) as well. The C++ kernel's backward is a ``custom_vjp``: forward mode
     raises JAX's ``TypeError`` there."""
-    forward = implementation not in REVERSE_ONLY
-    (got, run, primals, tangents) = _transforms(_kernel(implementation), forward)
+    forward = kernels not in REVERSE_ONLY
+    (got, run, primals, tangents) = _transforms(_kernel(kernels), forward)
     expected = _transforms('jax')[0]
     assert float(jnp.max(jnp.abs(expected['grad_of_grad']))) > 0
     for name in got:

@@ -23,11 +23,11 @@ registers and stores their spikes (two buffers, so a step's store overlaps the n
 
 Runs where :func:`supported` says so (stride 1, no input dilation, one channel group, output
 channels a multiple of 16, ``float32``/``bfloat16``/``float16`` kernels and states, shared
-memory within :data:`SHARED_MEMORY`), and only where named (``implementation='mosaic'``): no
-GPU has compiled or run it yet, so ``'auto'`` takes the Triton kernel on Hopper GPUs too
-(:data:`bp_conv_ext.ops.fused.MOSAIC_BY_DEFAULT`). The parts of an ``inf`` are ``inf, nan,
-nan``, so its products are IEEE's only for finite operands: the caller
-(:mod:`bp_conv_ext.ops.fused`) computes the others with the ``'jax'`` implementation. On the
+memory within :data:`SHARED_MEMORY`), and only where named (``kernels='mosaic'``): no GPU
+has compiled or run it yet, so the default choice takes the Triton kernel on Hopper GPUs too
+(its record in :data:`bp_conv_ext.event.registry.SETS`). The parts of an ``inf`` are ``inf,
+nan, nan``, so its products are IEEE's only for finite operands: the caller
+(:mod:`bp_conv_ext.ops.fused`) computes the others with the ``'jax'`` kernels. On the
 CPU it runs in Pallas's GPU interpreter (JAX 0.12+), which simulates the copies, barriers and
 products.
 """

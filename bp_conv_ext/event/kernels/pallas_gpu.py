@@ -22,8 +22,8 @@ option; any input dtype (zeros are skipped, other values multiply); ``float32`` 
 ``bfloat16`` (any floating) kernels, summed in ``float32`` (``float64`` for ``float64``).
 
 On a GPU the kernels lower through Triton (Ampere and later). On the CPU they run in Pallas's
-interpreter, which is how the tests check them against the dense path (``use_event_kernels
-('pallas')``); there they are slow.
+interpreter, which is how the tests check them against the dense path (``kernels='triton'``);
+there they are slow.
 """
 import functools
 
