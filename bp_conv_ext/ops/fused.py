@@ -175,11 +175,11 @@ def _all_finite(*arrays):
 def _kernel_call(interpret, xs, w, b, v0, *, kernel, lif, pads, rhs_dilation, conv_dtype,
                  tiles):
     """The fused step on the arrays of one device: ``kernel`` where it runs them, else the
-    ``'jax'`` implementation (a device's part of a split batch may be too small for the
+    ``'jax'`` kernels (a device's part of a split batch may be too small for the
     kernel's tiles). The Mosaic GPU kernel's ``bfloat16`` parts of an ``inf`` are ``inf, nan,
     nan``: where its operands are not all finite, the Triton kernel, which multiplies
-    ``float32`` and gives the IEEE results, computes instead (the ``'jax'`` implementation
-    where it does not run the problem). The branch that runs is chosen in the program; both
+    ``float32`` and gives the IEEE results, computes instead (the ``'jax'`` kernels where it
+    does not run the problem). The branch that runs is chosen in the program; both
     are fused kernels, so the memory XLA plans for them stays a fused kernel's."""
     def reference(xs, w, b, v0):
         spikes, v = _reference(xs, w, b, v0, lif, pads, rhs_dilation)
@@ -441,8 +441,7 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
     """The spiking layer by the C++ CPU kernel (``cxx_unsupported`` is None): the forward
     kernel, and the backward kernel for reverse-mode derivatives (a ``custom_vjp``; the
     forward saves the potentials before each reset, ``float32``, nothing else). Derivatives of
-    those derivatives (``grad`` of ``grad``, ``jax.hessian``) are the ``'jax'``
-    implementation's. Forward mode (``jax.jvp``, ``jacfwd``) is not defined for it: JAX
+    those derivatives (``grad`` of ``grad``, ``jax.hessian``) are the ``'jax'`` kernels'. Forward mode (``jax.jvp``, ``jacfwd``) is not defined for it: JAX
     raises a ``TypeError`` there (``kernels='jax'`` computes it)."""
     neurons = dict(a=1. - lif.decay, v_rest=lif.v_rest, v_th=lif.v_th, v_reset=lif.v_reset,
                    r=lif.r, c=lif.v_th - lif.v_reset, soft=lif.soft,
@@ -654,9 +653,9 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
 def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, kernel,
                     interpret=False):
     """The fused ``kernel`` (``interpret``: in its interpreter) or (``None``) the ``'jax'``
-    implementation. Differentiated, forward or reverse mode and to any order, it is the
-    ``'jax'`` implementation (with the surrogate ``spike_fn``, when given), values and
-    derivatives: a ``custom_jvp`` whose rule is that implementation's JVP. The derivatives
+    kernels. Differentiated, forward or reverse mode and to any order, it is the ``'jax'``
+    kernels' (with the surrogate ``spike_fn``, when given), values and derivatives: a
+    ``custom_jvp`` whose rule is their JVP. The derivatives
     need its intermediate values anyway, so the kernel would only add work there, and the
     values then are those the derivatives belong to (a kernel's products may round
     differently near the threshold, on GPUs)."""

@@ -22,7 +22,7 @@ not by mapping it (mapping a truncated library kills the process with ``SIGBUS``
 does not match, or does not load, or lacks a kernel symbol, is rebuilt, once. Where no compiler
 works (or that rebuild fails), :func:`library` says so once in a warning; the event path then
 uses the next CPU runtime of :data:`bp_conv_ext.event.registry.SETS` (the numba kernels) and the
-spiking layer the ``'jax'`` implementation of :func:`bp_conv_ext.ops.fused.conv_lif`.
+spiking layer the ``'jax'`` kernels of :func:`bp_conv_ext.ops.fused.conv_lif`.
 
 Runs with the XLA FFI of every supported JAX: ``jax.ffi`` (0.4.36 and later) or
 ``jax.extend.ffi`` (0.4.33, the BrainPy 2.6 stack).

@@ -13,7 +13,7 @@ for a ``float32``), and the products ``a_i b_j`` with ``i + j <= 4`` are summed 
 ones left out are below ``2**-32`` of the result). Spikes (``bool``) and 8-bit integers are one
 part, ``bfloat16`` kernels too; the parts of the input are stacked on its channel axis, those
 of the kernel are separate products with the same input tile. The kernel's result is the
-convolution to ``float32`` rounding, as the ``'jax'`` implementation computes it.
+convolution to ``float32`` rounding, as the ``'jax'`` kernels compute it.
 
 One program (one warpgroup) per output sample ``h``, block of 64 batch rows (the batch is
 padded to a multiple of 64) and block of output channels holds its kernel slice in shared
