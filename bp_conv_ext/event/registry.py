@@ -96,8 +96,9 @@ class KernelSet:
         set, which is :mod:`bp_conv_ext.ops.fused`'s own code).
     platforms : tuple of str
         The platforms it serves: on the CPU the first available set that lists it runs (the
-        order of :data:`SETS`), on each accelerator the first that lists it and computes the
-        problem.
+        order of :data:`SETS`), on each accelerator the first that lists it (for the spiking
+        step: that the default takes and that computes the problem, see
+        :func:`spiking_kernels`).
     auto_density : float or None
         The event-driven convolution: the spike density at or below which
         ``backend='auto'`` takes these kernels for ``bool`` input (measured against the dense
