@@ -17,7 +17,9 @@ kernel sets give the same numbers:
   surrogate's derivative (computed by the kernel for the surrogates it knows, by JAX for the
   others) and sums the kernel's gradient over the active inputs. The forward keeps the
   potentials before each reset for it (``float32``), nothing else. It needs its library (the
-  machine's C++17 compiler, as the event path's); :func:`cxx_unsupported` says what else;
+  machine's C++17 compiler, as the event path's); :func:`cxx_unsupported` says what else. It
+  has no lowering for accelerators, so a program that runs it does not export for the CPU and
+  an accelerator at once (a ``NotImplementedError`` says so; ``'jax'`` exports everywhere);
 - ``'triton'`` (:func:`bp_conv_ext.event.kernels.pallas_gpu.conv_lif`, Pallas through
   Triton: measured on GPUs) and ``'mosaic'``
   (:func:`bp_conv_ext.event.kernels.mosaic_gpu.conv_lif`, Pallas through Mosaic GPU: Hopper's

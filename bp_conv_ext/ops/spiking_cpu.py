@@ -175,6 +175,15 @@ def _backward_batch(args, axes, **params):
     return list(out), [0] * 4
 
 
+def _elsewhere(platform, ctx, *args, **params):
+    raise NotImplementedError(
+        f"The spiking layer's C++ CPU kernel (conv_lif with kernels='c++', the CPU's default "
+        f"with JAX 0.5 or later) has no lowering for {platform!r}: a program that runs it on "
+        f"the CPU is lowered for {platform!r} too when it is exported for several platforms at "
+        f"once. Export such a program for one platform at a time, or compute the spiking step "
+        f"with kernels='jax' (the layers: LayerByLayer.multi_step(..., fuse=False)).")
+
+
 for _primitive, _shapes, _batch, _kind in ((_FORWARD, _forward_shapes, _forward_batch,
                                             'forward'),
                                            (_BACKWARD, _backward_shapes, _backward_batch,
@@ -185,5 +194,8 @@ for _primitive, _shapes, _batch, _kind in ((_FORWARD, _forward_shapes, _forward_
             *args), _primitive))
     batching.primitive_batchers[_primitive] = _batch
     mlir.register_lowering(_primitive, functools.partial(_lower, _kind), platform='cpu')
+    for _platform in ('cuda', 'rocm', 'tpu'):
+        mlir.register_lowering(_primitive, functools.partial(_elsewhere, _platform),
+                               platform=_platform)
     # The lowering may partition the kernel call, which needs the devices.
     requires_devices_during_lowering(_primitive)

@@ -302,6 +302,14 @@ EXPORT_GRID += [row for i, program in enumerate(PROGRAMS)
 def test_program_exports(program, backend, dtype, platforms):
     what, kind = program
     f, args = _program(what, kind, backend, dtype)
+    if 'cpu' in platforms and len(platforms) > 1 and \
+            'bp_conv_ext_conv_lif_cpu' in str(jax.make_jaxpr(f)(*args)):
+        # The spiking layer's C++ kernel (the CPU's fused step) has no lowering elsewhere, and
+        # an export for several platforms lowers the CPU's branch for each: refused by name.
+        with pytest.raises(NotImplementedError, match=r"C\+\+ CPU kernel .* has no lowering "
+                                                      r"for '(cuda|rocm|tpu)'.*kernels='jax'"):
+            _export(f, args, platforms)
+        return
     exported = _export(f, args, platforms)
     assert exported.platforms == platforms
     text = exported.mlir_module()
