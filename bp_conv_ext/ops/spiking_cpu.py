@@ -19,6 +19,7 @@ from jax.interpreters import batching, mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ..core.sequence import batch_spiking_step
+from ..event import registry as _registry
 from ..event.kernels import cxx_cpu
 from .._jax_private import requires_devices_during_lowering
 
@@ -194,7 +195,7 @@ for _primitive, _shapes, _batch, _kind in ((_FORWARD, _forward_shapes, _forward_
             *args), _primitive))
     batching.primitive_batchers[_primitive] = _batch
     mlir.register_lowering(_primitive, functools.partial(_lower, _kind), platform='cpu')
-    for _platform in ('cuda', 'rocm', 'tpu'):
+    for _platform in _registry.ACCELERATORS:
         mlir.register_lowering(_primitive, functools.partial(_elsewhere, _platform),
                                platform=_platform)
     # The lowering may partition the kernel call, which needs the devices.
