@@ -6,7 +6,8 @@
 #   STACK=brainpy-2.8  BrainPy 2.8 on JAX 0.10, Python 3.11        -> .venv-2.8
 #   STACK=brainpy-2.6  BrainPy 2.6 + brainpylib + taichi, Python 3.11 -> .venv-2.6
 #
-# `make test` runs the whole suite on the default stack; the event path's tests once more
+# `make test` runs the lint and type check (`make lint`: ruff, mypy), then the whole suite on
+# the default stack; the event path's tests once more
 # without the C++ kernels (no compiler, empty kernel cache: their numba fallback runs); on the
 # other stacks what differs there (the tests marked `every_stack`; tests/conftest.py says why
 # each is); and installs the package from setup.cfg's ranges alone into fresh environments of
@@ -29,7 +30,7 @@ VENV := .venv
 CONSTRAINTS := -c constraints/dev.txt -c constraints/default.txt
 # No torch extra: the registry serves PyTorch for Python 3.12 only as its CUDA build; the
 # tests that need PyTorch run on the BrainPy 2.8 stack.
-EXTRAS := test,examples,docs,nir
+EXTRAS := test,examples,docs,nir,lint
 PY_CHECK := $(PY312_CHECK)
 PYTHON ?= $(PYTHON312)
 else ifeq ($(STACK),brainpy-2.8)
@@ -57,7 +58,7 @@ STAMP := $(VENV)/.installed
 # Every source file of the package: the figures are redrawn when one changes.
 PACKAGE_SOURCES := $(shell find bp_conv_ext -name "*.py")
 
-.PHONY: env envs demo test test-full test-stack test-fallback test-install bench bench-peers docs clean
+.PHONY: env envs demo test test-full test-stack test-fallback test-install lint bench bench-peers docs clean
 
 $(STAMP): setup.cfg pyproject.toml $(wildcard constraints/*.txt)
 	@$(PY) -c 'import sys; v = sys.version_info; sys.exit(not ($(PY_CHECK)))' 2>/dev/null || { \
@@ -92,6 +93,7 @@ timed = @start=$$(date +%s); $(1); rc=$$?; \
 
 test:
 	$(call timed,$(MAKE) --no-print-directory -j2 envs test-install)
+	$(call timed,$(MAKE) --no-print-directory lint)
 	$(call timed,$(MAKE) --no-print-directory test-stack STACK=default)
 	$(call timed,$(MAKE) --no-print-directory test-fallback STACK=default)
 	$(call timed,$(MAKE) --no-print-directory test-stack STACK=brainpy-2.8 PYTEST_ARGS='-m every_stack')
@@ -104,6 +106,13 @@ test-full:
 	$(FULL) test-stack test-fallback STACK=default FALLBACK_ARGS='$(FALLBACK_TESTS_FULL)'
 	$(FULL) test-stack STACK=brainpy-2.8
 	$(FULL) test-stack STACK=brainpy-2.6
+
+# The lint (ruff) and the type check (mypy) of the package, the tests, benchmarks, examples and
+# docs extension, on the default stack (settings: pyproject.toml), before the tests.
+lint: $(STAMP)
+	$(if $(filter default,$(STACK)),,$(error the lint runs on the default stack: make lint))
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # pytest exits with 5 when it collected no test: report that as a failure.
 test-stack: $(STAMP)

@@ -24,7 +24,7 @@ import argparse
 import os
 import statistics
 import time
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import brainpy as bp
 import brainpy.math as bm
@@ -80,7 +80,7 @@ def torch_timed(fn):
     return synced
 
 
-def measure(calls: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+def measure(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median seconds per call; contenders interleaved, in a new random order each round."""
     for call in calls.values():
         call()
@@ -450,8 +450,8 @@ def density_figure(path, forward, kernel_grad, kernel_name):
 def saved_ratios(path):
     """The figure's data from a saved run: the event-driven tables that this script printed
     (``## Event-driven forward ...`` and ``## Event-driven kernel gradient ...``, at any
-    heading level, as `make bench` writes them to benchmarks/results/), as ratios of their times in ms
-    (best dense / event and best dense / numba), per shape and density."""
+    heading level, as `make bench` writes them to benchmarks/results/), as ratios of their times
+    in ms (best dense / event and best dense / numba), per shape and density."""
     with open(path) as f:
         lines = f.read().splitlines()
 

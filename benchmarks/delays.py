@@ -14,12 +14,12 @@
     python benchmarks/delays.py [--repeats N] [--quick]
 """
 import argparse
+import itertools
 import os
 import time
 
 import brainpy as bp
 import brainpy.math as bm
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -31,7 +31,7 @@ bm.set_dt(1.0)
 def _ours_training(batch, steps, sizes, max_delay):
     mode = bm.TrainingMode()
     layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(bp_conv_ext.DelayConv1d(n_in, n_out, max_delay, mode=mode,
                                               sigma=max_delay / 2))
         if i < len(sizes) - 2:
@@ -89,7 +89,7 @@ def _dcls_training(batch, steps, sizes, max_delay):
 
     layers = torch.nn.ModuleList(
         Dcls1d(n_in, n_out, kernel_count=1, dilated_kernel_size=max_delay + 1, padding=0,
-               bias=False, version='gauss') for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+               bias=False, version='gauss') for n_in, n_out in itertools.pairwise(sizes))
     for layer in layers:
         layer.SIG.data.fill_(max_delay / 2 - 0.27)
         layer.SIG.requires_grad_(False)

@@ -35,11 +35,12 @@ VARIANTS = {
 
 
 def run_variant(name, dry_run):
+    import brainpy.math as bm
     import jax
     import jax.numpy as jnp
     import numpy as np
     from jax import lax
-    import brainpy.math as bm
+
     import bp_conv_ext
     from bp_conv_ext.core import dense as _dense
 

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
                                 'examples'))
-import gunpoint  # noqa: E402
+import gunpoint
 
 METHODS = {'per step': 'per_step', 'layer by layer': 'layer_by_layer'}
 SNAPSHOTS = (1, 10, 100)

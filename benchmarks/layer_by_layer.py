@@ -1,4 +1,5 @@
-"""Forward+backward of a conv + LIF network over T steps: per step through bp.BPTT vs layer by layer.
+"""Forward+backward of a conv + LIF network over T steps: per step through bp.BPTT vs layer by
+layer.
 
 Prints a markdown table of median wall times (interleaved, after warm-up calls that compile) and the
 ratio of each to the baseline, all measured side by side in this process.
@@ -15,9 +16,9 @@ import brainpy.math as bm
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conv_suite import measure
 
 import bp_conv_ext
-from conv_suite import measure
 
 T, B, L, CIN, COUT, K = 100, 32, 140, 16, 64, 5
 

@@ -48,27 +48,27 @@ import os
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')     # before PyTorch is imported
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import datetime
+import json
+import math
+import sys
+from importlib.metadata import version
 
-import brainpy as bp  # noqa: E402
-import brainpy.math as bm  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from importlib.metadata import version  # noqa: E402
-from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
+import brainpy as bp
+import brainpy.math as bm
+import jax
+import numpy as np
+import torch
+import torch.nn.functional as F
+from conv_suite import measure
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
-import bp_conv_ext  # noqa: E402
-from conv_suite import measure  # noqa: E402
+import bp_conv_ext
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
                                 'examples'))
-import gunpoint  # noqa: E402
+import gunpoint
 
 DT = 0.1
 TAU_BP = 0.2

@@ -160,7 +160,7 @@ def runs(call):
     """None where ``call()`` runs, else its error in one line."""
     try:
         jax.block_until_ready(call())
-    except Exception as error:   # noqa: BLE001 -- reported in the table's note
+    except Exception as error:
         return f"fails: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
     return None
 
@@ -238,7 +238,7 @@ def cpu_header():
 # -- 1. the spiking layer -----------------------------------------------------------------
 
 def layer_inputs(shape, rng):
-    steps, batch, length, cin, cout, _ = shape
+    steps, batch, length, cin, _cout, _ = shape
     return {'spikes p=0.05': jnp.asarray(rng.random((steps, batch, length, cin)) < DENSITY),
             'floats': jnp.asarray(rng.random((steps, batch, length, cin)), jnp.float32)}
 

@@ -11,8 +11,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '_ext'))
 sys.path.insert(0, os.path.dirname(HERE))          # the package, also when not installed
 
-import bp_conv_ext  # noqa: E402
 from sphinx.pycode import ModuleAnalyzer  # noqa: E402
+
+import bp_conv_ext  # noqa: E402
 
 project = 'bp_conv_ext'
 author = 'the bp_conv_ext authors'

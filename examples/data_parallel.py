@@ -73,12 +73,13 @@ def train(args, mesh=None):
     """
     import brainpy as bp
     import brainpy.math as bm
+    import gunpoint
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
-    import gunpoint
+
     import bp_conv_ext
 
-    batches, np = _batches(args)
+    batches, _np = _batches(args)
     bm.clear_name_cache()
     bm.random.seed(0)
     net = gunpoint.build_network()
@@ -161,6 +162,7 @@ def scaling_on_paper():
     import numpy as np
     sys.path.insert(0, HERE)
     import gunpoint
+
     import bp_conv_ext
 
     rows = []

@@ -32,14 +32,13 @@ import time
 
 import brainpy as bp
 import brainpy.math as bm
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 import bp_conv_ext
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gunpoint import machine  # noqa: E402  (the CPU, its cores and the versions)
+from gunpoint import machine
 
 bm.set_dt(1.0)          # one step per time bin: tau below is in steps
 
@@ -195,7 +194,7 @@ def train(x_train, y_train, x_test, y_test, learn_delays, epochs, max_delay=MAX_
         result['test_rounded'] = accuracy(x_test.astype(np.float32), y_test)
         start = time.perf_counter()           # the evaluations above are not training time
         step = make_step(False)
-        for epoch in range(fine_tune):
+        for _ in range(fine_tune):
             run_epoch(step)
         wall += time.perf_counter() - start
     result.update(loss=losses[-1], wall=wall)

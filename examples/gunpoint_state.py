@@ -29,10 +29,20 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gunpoint import (LENGTH, RECIPE, arguments, encoded_data, learning_rate,  # noqa: E402
-                      plot_learning_curves, run_epochs, summary, training_options, write_json)
+from gunpoint import (
+    LENGTH,
+    RECIPE,
+    arguments,
+    encoded_data,
+    learning_rate,
+    plot_learning_curves,
+    run_epochs,
+    summary,
+    training_options,
+    write_json,
+)
 
-from bp_conv_ext.state import Conv1d, LayerByLayer  # noqa: E402
+from bp_conv_ext.state import Conv1d, LayerByLayer
 
 DT = 0.1 * u.ms
 

@@ -23,16 +23,23 @@ import json
 import os
 import sys
 
-import brainpy as bp
 import brainpy.math as bm
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gunpoint import (LENGTH, arguments, build_network, encoded_data, loss_fun,  # noqa: E402
-                      make_optimizer, run_epochs, training_options)
+from gunpoint import (
+    LENGTH,
+    arguments,
+    build_network,
+    encoded_data,
+    loss_fun,
+    make_optimizer,
+    run_epochs,
+    training_options,
+)
 
-import bp_conv_ext  # noqa: E402
+import bp_conv_ext
 
 PEER_DT = 1e-4       # SpikingJelly's NIR time step, in seconds
 
@@ -64,6 +71,7 @@ def state_outputs(path, x):
     try:
         import brainstate
         import brainunit as u
+
         import bp_conv_ext.state
     except ImportError:
         return None

@@ -3,12 +3,22 @@
 ``tests/test_bad_input.py`` runs every row; ``docs/bad_input.md`` is generated from this list
 (``python tests/bad_inputs.py > docs/bad_input.md``) and a test keeps the two equal.
 """
+import itertools
+
 import brainpy.math as bm
 import jax.numpy as jnp
 import numpy as np
 
-from bp_conv_ext import (Conv1d, DelayConv1d, NIRError, conv1d, event_kernels, output_length,
-                         spike_drive, use_event_kernels)
+from bp_conv_ext import (
+    Conv1d,
+    DelayConv1d,
+    NIRError,
+    conv1d,
+    event_kernels,
+    output_length,
+    spike_drive,
+    use_event_kernels,
+)
 
 try:
     from brainunit import UnitMismatchError
@@ -29,7 +39,7 @@ def _conv_lif(**options):
                     jnp.zeros((3, 10, 6)), LIF.make(tau=2., dt=1.), **options)
 
 
-def _call(x, mode=bm.NonBatchingMode(), sequence=False, **changes):
+def _call(x, mode=bm.NonBatchingMode(), sequence=False, **changes):  # noqa: B008 (modes hold no state)
     def run():
         conv = Conv1d(**{**_BASE, **changes}, mode=mode)
         return conv.multi_step(x) if sequence else conv(x)
@@ -69,6 +79,7 @@ def _state_in_channels():
 
 def _bias_in_another_unit():
     import brainunit as u
+
     from bp_conv_ext.state import Conv1d as StateConv1d
     conv = StateConv1d(**_STATE, w_init=np.ones((3, 4, 6)) * u.mA, b_init=np.zeros(6) * u.mV)
     return conv(jnp.ones((10, 4)))
@@ -78,6 +89,7 @@ def _to_nir(layers, input_shape=(10, 4), **options):
     """A row: export ``layers()`` (built when the row runs) to NIR."""
     def run():
         import brainpy as bp
+
         from bp_conv_ext import to_nir
         return to_nir(bp.Sequential(*layers()), input_shape, **options)
     return run
@@ -93,6 +105,7 @@ def _state_to_nir(layers, dt=0.1):
     def run():
         import brainstate
         import brainunit as u
+
         from bp_conv_ext.state import to_nir
         if dt is None:
             return to_nir(brainstate.nn.Sequential(*layers()), (10, 4))
@@ -116,13 +129,14 @@ def _from_nir(*nodes, input_type=(3,), **options):
     """A row: import the chain ``Input -> nodes() -> Output`` (built when the row runs)."""
     def run():
         import nir
+
         from bp_conv_ext import from_nir
         chain = [node() for node in nodes]
         names = ['input'] + [f'n{i}' for i in range(len(chain))] + ['output']
         graph = nir.NIRGraph(
             nodes=dict(zip(names, [nir.Input(np.array(input_type))] + list(chain)
                            + [nir.Output(np.array([3]))])),
-            edges=list(zip(names[:-1], names[1:])), type_check=False)
+            edges=list(itertools.pairwise(names)), type_check=False)
         return from_nir(graph, **options)
     return run
 
@@ -136,6 +150,7 @@ def _nir_node(kind, **fields):
 
 def _branching_graph():
     import nir
+
     from bp_conv_ext import from_nir
     node = nir.Affine(weight=np.eye(3), bias=np.zeros(3))
     graph = nir.NIRGraph(nodes=dict(input=nir.Input(np.array([3])), a=node, b=node,
@@ -158,6 +173,7 @@ def _padded_conv(padding):
 
 def _edge_to_no_node():
     import nir
+
     from bp_conv_ext import from_nir
     graph = nir.NIRGraph(nodes=dict(input=nir.Input(np.array([3])),
                                     a=nir.Affine(weight=np.eye(3), bias=np.zeros(3)),

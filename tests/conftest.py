@@ -43,9 +43,8 @@ if not os.environ.get('BP_CONV_EXT_CACHE'):
 import brainpy as bp  # noqa: E402
 import brainpy.math as bm  # noqa: E402
 import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
-
 from helpers.cases import GLOO_RELIABLE  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Property-based tests: a quick profile for CI, a long one for nightly-style runs.
 settings.register_profile('ci', max_examples=25, deadline=None,

@@ -5,10 +5,10 @@ import brainpy.math as bm
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from bad_inputs import ROWS, markdown
-from bp_conv_ext import Conv1d, conv1d
 from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, event_runtime
+
+from bp_conv_ext import Conv1d, conv1d
 
 DOC = os.path.join(os.path.dirname(__file__), os.pardir, 'docs', 'bad_input.md')
 

@@ -11,10 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 
 from bp_conv_ext import Conv1d, conv1d
-
-from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 
 HELPER = os.path.join(os.path.dirname(__file__), 'helpers', 'long_runs.py')
 

@@ -1,6 +1,6 @@
 """Whole sequences: folding the time axis into the batch, and running a stack of layers over a
 sequence one layer after the other (the loop under both BrainPy APIs' ``LayerByLayer``)."""
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import jax.numpy as jnp
 from jax import lax
@@ -32,7 +32,7 @@ def fuse_pairs(layers: Iterable, pair: Callable) -> list:
     """``layers`` with each neighbouring pair ``(a, b)`` for which ``pair(a, b)`` gives one
     layer (not None) replaced by it: how a ``Conv1d -> LIF`` pair becomes the fused spiking
     step."""
-    out = []
+    out: list = []
     for layer in layers:
         joined = pair(out[-1], layer) if out else None
         if joined is None:

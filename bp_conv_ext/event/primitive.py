@@ -27,8 +27,8 @@ program, so that forward and both modes of differentiation give the dense path's
 The static parameters are one :class:`.registry.EventSpec`: the convolution, the output
 length, the matmul precision the call was made under and the name of the CPU's kernel set.
 
-Sharding. Under ``jax.jit`` with sharded inputs, XLA cannot split a custom call, so the C++ and numba
-kernels are wrapped in ``jax.experimental.custom_partitioning``: the forward runs on each
+Sharding. Under ``jax.jit`` with sharded inputs, XLA cannot split a custom call, so the C++ and
+numba kernels are wrapped in ``jax.experimental.custom_partitioning``: the forward runs on each
 device's part of the batch, the kernel gradient too, followed by a ``psum`` of the partial
 gradients over the batch axes (other dimensions are gathered first). The pure-JAX kernels are
 XLA's own operations, which XLA splits by itself. Under ``jax.shard_map`` the inputs are cast
@@ -47,10 +47,12 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ..core import dense as _dense
-from . import gpu_target as _gpu_target, registry
-from .registry import EventSpec, KernelParams
 from .._jax_private import requires_devices_during_lowering
+from ..core import dense as _dense
+from . import gpu_target as _gpu_target
+from . import registry
+from .registry import EventSpec, KernelParams
+
 
 def _varying(aval):
     """The manual mesh axes (``jax.shard_map``) that an abstract value varies over."""
@@ -81,7 +83,7 @@ def _batch_axes(shape):
 _SHARDY_RULES = 'sharding_rule' in inspect.signature(custom_partitioning.def_partition).parameters
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _partitioned(kind, kernel, out_shape, dtype, spec: EventSpec):
     """``kernel`` split over the batch under ``jax.jit``: a ``custom_partitioning``."""
     reduce = kind == 'kernel_grad'
@@ -143,8 +145,8 @@ class _Operation:
     def __call__(self, *args, outs, spec: EventSpec):
         vma = frozenset().union(*map(_vma, args))
         if vma:   # under shard_map: every operand varies over the same axes
-            args = [jax.lax.pcast(a, tuple(sorted(vma - _vma(a))), to='varying')
-                    if vma - _vma(a) else a for a in args]
+            args = tuple(jax.lax.pcast(a, tuple(sorted(vma - _vma(a))), to='varying')
+                         if vma - _vma(a) else a for a in args)
         outs = tuple(jax.ShapeDtypeStruct(o.shape, o.dtype) for o in outs)
         return self.primitive.bind(*args, outs=outs, spec=spec)
 
@@ -206,7 +208,7 @@ def _kernel_set(name):
     return registry.BY_NAME[name]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(primitive, params):
     params = dict(params)
     return jax.jit(lambda *args: primitive.bind(*args, **params))

@@ -46,11 +46,12 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import jax
 
 from ..core.dense import ConvSpec
+
 
 class EventSpec(NamedTuple):
     """The static configuration of one event-driven call, the primitives' one parameter:
@@ -124,22 +125,22 @@ class KernelSet:
     """
 
     name: str
-    module: Optional[str]
-    platforms: Tuple[str, ...]
-    auto_density: Optional[float] = None
+    module: str | None
+    platforms: tuple[str, ...]
+    auto_density: float | None = None
     sharding: str = 'split'
-    package: Optional[str] = None
+    package: str | None = None
     builds: bool = False
     forceable: bool = True
     operation: str = 'conv'
     by_default: bool = True
-    capability: Optional[int] = None
+    capability: int | None = None
 
     def load(self):
         """Its kernel module, imported on first use (``None`` where it has none)."""
         return None if self.module is None else _import(self.module)
 
-    def unavailable(self) -> Optional[str]:
+    def unavailable(self) -> str | None:
         """Why these kernels cannot run here, or ``None`` where they can. Building the C++
         kernels, where the cache holds none, happens here (once per process)."""
         if self.package is not None and importlib.util.find_spec(self.package) is None:
@@ -211,7 +212,7 @@ def named(operation: str, name: str) -> KernelSet:
                      f"{', '.join(map(repr, names(operation)))}, or None (the default).")
 
 
-def spiking_kernels(platform: str, name: Optional[str], computes, capability=None) -> str:
+def spiking_kernels(platform: str, name: str | None, computes, capability=None) -> str:
     """The name of the kernel set that runs the spiking step on ``platform``: the set ``name``
     where it serves there (an accelerator's also off it, in Pallas's interpreter) and
     ``computes(name)`` (whether it computes the problem), else ``'jax'``; with no ``name``
@@ -237,7 +238,7 @@ ACCELERATORS = tuple(p for p in PLATFORMS if p != 'cpu')
 _forced = None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _import(module: str):
     return importlib.import_module(f'{__package__}.kernels.{module}')
 
@@ -248,12 +249,12 @@ def serving(platform: str, operation: str = 'conv') -> tuple:
     return tuple(kernels for kernels in sets(operation) if platform in kernels.platforms)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_default() -> KernelSet:
     return next(kernels for kernels in serving('cpu') if kernels.available())
 
 
-def running(platform: str, name: Optional[str] = None) -> KernelSet:
+def running(platform: str, name: str | None = None) -> KernelSet:
     """The kernel set that runs the event-driven convolution on ``platform`` (one of
     :data:`PLATFORMS`): on the CPU the set ``name`` (:func:`cpu_kernels`), else inside
     :func:`use` the one chosen, else the first available; on an accelerator the one that
@@ -274,7 +275,7 @@ def runnable(platform: str) -> tuple:
                           and k.available())
 
 
-def auto_platforms(name: Optional[str] = None) -> tuple:
+def auto_platforms(name: str | None = None) -> tuple:
     """The platforms where ``backend='auto'`` may choose the event path (with the CPU's set
     ``name``): those whose kernels were measured to beat the dense path there (the CPU)."""
     return tuple(p for p in PLATFORMS if running(p, name).auto_density is not None)

@@ -24,8 +24,10 @@ the way. Times (``tau``, delays) are plain numbers in the unit of the time step;
 per-API modules (``layers/classic/nir.py``, ``layers/state/nir.py``) turn layers into steps
 and steps into layers. ``nir`` is optional: it is imported inside these functions only.
 """
+import itertools
 import os
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -40,7 +42,7 @@ class NIRError(ValueError):
 class Conv(NamedTuple):
     config: _args.LayerConfig
     kernel: np.ndarray              # (K, C_in // groups, C_out)
-    bias: Optional[np.ndarray]      # (C_out,)
+    bias: np.ndarray | None      # (C_out,)
     label: str
 
 
@@ -65,21 +67,21 @@ class Flatten(NamedTuple):
 
 class Dense(NamedTuple):
     weight: np.ndarray              # (N_in, N_out)
-    bias: Optional[np.ndarray]      # (N_out,)
+    bias: np.ndarray | None      # (N_out,)
     label: str
 
 
 class Delay(NamedTuple):
     taps: np.ndarray                # (max_delay + 1, N_in, N_out): tap d, delay d steps
-    bias: Optional[np.ndarray]      # (N_out,)
+    bias: np.ndarray | None      # (N_out,)
     label: str
 
 
-Step = object     # one of the classes above
+Step = Conv | LIF | Flatten | Dense | Delay
 LIF_FIELDS = ('tau', 'r', 'v_leak', 'v_threshold', 'v_reset')
 
 
-def avg_pool(layer, shape: Tuple[int, ...], label: str) -> Conv:
+def avg_pool(layer, shape: tuple[int, ...], label: str) -> Conv:
     """An average pooling layer (``bp.dnn.AvgPool1d`` or ``brainstate.nn.AvgPool1d``, which
     name their arguments alike) on channels-last samples of ``shape`` as the depthwise
     convolution that NIR holds: each channel's window weighted ``1 / kernel_size``."""
@@ -100,7 +102,7 @@ def avg_pool(layer, shape: Tuple[int, ...], label: str) -> Conv:
     return Conv(config, np.full((size, 1, channels), 1.0 / size, np.float32), None, label)
 
 
-def shape_after(step: Step, shape: Tuple[int, ...]) -> Tuple[int, ...]:
+def shape_after(step: Step, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The channels-last shape of one sample after ``step`` on samples of ``shape``."""
     if isinstance(step, Conv) and len(shape) == 2:
         return step.config.output_length(shape[0]), step.config.out_channels
@@ -119,7 +121,7 @@ def check_rounded(layer, label: str):
                        f"round_delays() first.")
 
 
-def check_whole_flatten(label: str, axes: Tuple[int, int]):
+def check_whole_flatten(label: str, axes: tuple[int, int]):
     if tuple(axes) != (0, -1):
         raise NIRError(f"{label}: flattens axes {tuple(axes)}; the export takes a flatten of "
                        f"the whole sample (0, -1).")
@@ -134,7 +136,7 @@ def import_nir():
     return nir
 
 
-def _channels_first(values: np.ndarray, shape: Tuple[int, ...], order) -> np.ndarray:
+def _channels_first(values: np.ndarray, shape: tuple[int, ...], order) -> np.ndarray:
     """Values over a channels-last ``shape`` in NIR's layout: ``[C, L]`` for a feature map,
     the flattened order ``order`` for a vector after a flatten."""
     values = np.broadcast_to(np.asarray(values), shape)
@@ -143,7 +145,7 @@ def _channels_first(values: np.ndarray, shape: Tuple[int, ...], order) -> np.nda
     return np.ascontiguousarray(values[order])
 
 
-def _channels_last(values: np.ndarray, shape: Tuple[int, ...], order) -> np.ndarray:
+def _channels_last(values: np.ndarray, shape: tuple[int, ...], order) -> np.ndarray:
     """The inverse of :func:`_channels_first`."""
     values = np.asarray(values)
     if len(shape) == 2:
@@ -153,7 +155,7 @@ def _channels_last(values: np.ndarray, shape: Tuple[int, ...], order) -> np.ndar
     return out
 
 
-def _flatten_order(shape: Tuple[int, ...]) -> np.ndarray:
+def _flatten_order(shape: tuple[int, ...]) -> np.ndarray:
     """Position ``j`` of NIR's flattened ``[C, L]`` holds entry ``order[j]`` of this package's
     flattened ``[L, C]``."""
     length, channels = shape
@@ -216,7 +218,7 @@ def _conv_node(nir, conv: Conv, shape, expand_groups: bool):
     return node, (out_length, c.out_channels)
 
 
-def to_graph(steps: Sequence[Step], input_shape: Tuple[int, ...], dt: float,
+def to_graph(steps: Sequence[Step], input_shape: tuple[int, ...], dt: float,
              expand_groups: bool = False):
     """A ``nir.NIRGraph`` of the chain ``steps`` on samples of channels-last shape
     ``input_shape`` (``(L, C)`` or ``(N,)``); delays are written as multiples of the time
@@ -226,7 +228,8 @@ def to_graph(steps: Sequence[Step], input_shape: Tuple[int, ...], dt: float,
         raise TypeError(f"`expand_groups` (={expand_groups!r}) must be a bool.")
     nir = import_nir()
     shape = tuple(int(n) for n in input_shape)
-    order = np.arange(shape[0]) if len(shape) == 1 else None
+    # The channels-last order of the values a vector holds (None: a [L, C] feature map).
+    order: Any = np.arange(shape[0]) if len(shape) == 1 else None
     nodes = {'input': nir.Input(input_type=np.array(shape[::-1]))}
     names = ['input']
 
@@ -267,7 +270,7 @@ def to_graph(steps: Sequence[Step], input_shape: Tuple[int, ...], dt: float,
             raise TypeError(f"not a NIR step: {step!r}")
     nodes['output'] = nir.Output(output_type=np.array(shape[::-1]))
     names.append('output')
-    return nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:])))
+    return nir.NIRGraph(nodes=nodes, edges=list(itertools.pairwise(names)))
 
 
 def _delay_nodes(nir, taps: np.ndarray, dt: float, add) -> np.ndarray:
@@ -367,7 +370,7 @@ def _endpoint(graph, name: str, edge) -> str:
         prefix = prefix.rsplit('.', 1)[0]
 
 
-def _chain(nir, graph) -> List[Tuple[str, object]]:
+def _chain(nir, graph) -> list[tuple[str, Any]]:
     """The nodes of ``graph`` from its one input to its one output, refusing anything but a
     chain."""
     inputs = [name for name, node in graph.nodes.items() if isinstance(node, nir.Input)]
@@ -375,7 +378,7 @@ def _chain(nir, graph) -> List[Tuple[str, object]]:
     if len(inputs) != 1 or len(outputs) != 1:
         raise NIRError(f"the graph has {len(inputs)} Input and {len(outputs)} Output nodes; "
                        f"from_nir builds feedforward chains: one of each.")
-    successors = {}
+    successors: dict[str, list[str]] = {}
     for edge in graph.edges:
         source, target = (_endpoint(graph, end, edge) for end in edge)
         successors.setdefault(source, []).append(target)
@@ -401,7 +404,7 @@ def _chain(nir, graph) -> List[Tuple[str, object]]:
     return chain
 
 
-def _shape_of(types, key) -> Tuple[int, ...]:
+def _shape_of(types, key) -> tuple[int, ...] | None:
     shape = types.get(key) if types else None
     return None if shape is None else tuple(int(n) for n in np.asarray(shape).reshape(-1))
 
@@ -448,7 +451,7 @@ def _conv_padding(node, name):
     return _conv_int(node, name, 'padding', 0)
 
 
-def _read_conv(node, name, shape) -> Tuple[Conv, Tuple[int, int]]:
+def _read_conv(node, name, shape) -> tuple[Conv, tuple[int, int]]:
     weight = np.asarray(node.weight)
     if weight.ndim != 3:
         raise NIRError(f"node {name!r}: nir.Conv1d weight of shape {weight.shape}; expected "
@@ -546,7 +549,7 @@ def check_lif(step: LIF) -> LIF:
     return step
 
 
-def from_graph(graph, dt: float) -> Tuple[Tuple[int, ...], List[Step]]:
+def from_graph(graph, dt: float) -> tuple[tuple[int, ...], list[Step]]:
     """The channels-last input shape and the steps of a feedforward NIR graph; ``dt`` is the
     time step, in the unit of the graph's times (delays must be whole multiples of it)."""
     nir = import_nir()
@@ -557,8 +560,10 @@ def from_graph(graph, dt: float) -> Tuple[Tuple[int, ...], List[Step]]:
         raise NIRError(f"the Input node's shape is {shape}; from_nir takes [C, L] (a 1-D "
                        f"feature map, channels first) or [N].")
     input_shape = shape = shape[::-1]
-    order = np.arange(shape[0]) if len(shape) == 1 else None
-    steps: List[Step] = []
+    # The channels-last order of the values a vector holds (None: a [L, C] feature map).
+    order: Any = np.arange(shape[0]) if len(shape) == 1 else None
+    steps: list[Step] = []
+    step: Step
     nodes = chain[1:-1]
     i = 0
     while i < len(nodes):

@@ -9,7 +9,7 @@ Both layers (the classic and the brainpy.state one) serve these functions as
 ``from_torch``), so this module imports no layer.
 """
 import sys
-from typing import Optional, Protocol, Tuple
+from typing import Protocol
 
 import numpy as np
 
@@ -25,17 +25,18 @@ class TorchConvertible(Protocol):
     out_channels: int
     groups: int
     padding_mode: str
-    kernel_size: Tuple[int]
-    stride: Tuple[int]
-    lhs_dilation: Tuple[int]
-    rhs_dilation: Tuple[int]
-    padding: object
+    kernel_size: tuple[int]
+    stride: tuple[int]
+    lhs_dilation: tuple[int]
+    rhs_dilation: tuple[int]
+    # 'SAME', 'VALID' or ((low, high),)
+    padding: str | tuple[tuple[int, int]]
 
     def _torch_parameters(self) -> dict:
         """``{'kernel', 'bias' or None, 'mask' or None}`` as arrays, and ``'label'``: how
         errors name the layer."""
 
-    def _set_torch_parameters(self, kernel: np.ndarray, bias: Optional[np.ndarray]) -> None:
+    def _set_torch_parameters(self, kernel: np.ndarray, bias: np.ndarray | None) -> None:
         """Set the kernel ``(K, C_in // groups, C_out)`` and the bias ``(C_out,)`` or None."""
 
 
@@ -81,6 +82,8 @@ def _torch_padding(layer: TorchConvertible):
                              f"on the input length; torch.nn.Conv1d has no such padding. Give "
                              f"the layer an explicit symmetric padding instead.")
         return 'same'
+    if isinstance(padding, str):
+        raise ValueError(f"padding={padding!r} has no torch.nn.Conv1d equivalent.")
     low, high = padding[0]
     if low == high:
         return low

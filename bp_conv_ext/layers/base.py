@@ -1,11 +1,18 @@
 """What the layers of both BrainPy APIs share: the ``backend`` attribute, and the behaviour
 of a convolution layer and of a delay layer written once over a few hooks that each API fills
-in (how an input is checked, where the parameters live, what unit the output has)."""
+in (how an input is checked, where the parameters live, what unit the output has).
+
+The hooks are declared here, each API's layer defines them; what other modules need of a layer
+they get through the public methods (:meth:`ConvLayer.sequence_operands`), not the hooks."""
+from typing import Any, NamedTuple
+
+import jax
 import jax.numpy as jnp
 
-from ..core.args import check_backend
+from ..core.args import LayerConfig, check_backend
 from ..core.sequence import check_fold, fold_time
-from ..ops import conv as _conv, delays as _delays
+from ..ops import conv as _conv
+from ..ops import delays as _delays
 
 
 class BackendChoice:
@@ -34,14 +41,67 @@ class BackendChoice:
         self._backend = check_backend(value)
 
 
+class ConvOperands(NamedTuple):
+    """What a convolution layer computes a sequence with (:meth:`ConvLayer.sequence_operands`):
+    mantissas, each with its unit (``None`` for plain arrays)."""
+
+    #: The checked input, ``[T, ...]`` as the layer takes a sequence.
+    xs: jax.Array
+    x_unit: Any
+    #: The kernel, ``[K, C_in // groups, C_out]``, its mask applied.
+    kernel: jax.Array
+    w_unit: Any
+    #: The bias, ``[C_out]``, in the output's unit (the input's times the kernel's); ``None``
+    #: for none.
+    bias: jax.Array | None
+
+
 class ConvLayer(BackendChoice):
     """A convolution layer: one step, a whole sequence folded into one call, and what a call
     computes with.
 
-    Hooks: ``config`` (a ``LayerConfig``); ``_checked(x, sequence)`` -> ``(array, unit)``
-    (``unit`` ``None`` for plain arrays); ``_kernel()`` -> ``(kernel, unit)``;
-    ``_bias(x_unit, w_unit)``; ``_channels_last(x)``; ``_with_unit(y, x_unit)``.
+    Hooks, which each API's layer defines: ``config``; ``_checked(x, sequence)`` ->
+    ``(array, unit)`` (``unit`` ``None`` for plain arrays); ``_kernel()`` -> ``(kernel,
+    unit)``; ``_bias(x_unit, w_unit)``; ``_channels_last(x)``; ``_with_unit(y, x_unit)``.
     """
+
+    config: LayerConfig
+    # The configuration as brainpy.dnn.Conv1d and brainstate.nn.Conv1d expose it, which both
+    # layers set (LayerConfig.attributes).
+    in_channels: int
+    out_channels: int
+    groups: int
+    padding_mode: str
+    kernel_size: tuple[int]
+    stride: tuple[int]
+    lhs_dilation: tuple[int]
+    rhs_dilation: tuple[int]
+    padding: str | tuple[tuple[int, int]]
+
+    def _checked(self, x, sequence: bool) -> tuple[jax.Array, Any]:
+        raise NotImplementedError
+
+    def _kernel(self) -> tuple[jax.Array, Any]:
+        raise NotImplementedError
+
+    def _bias(self, x_unit, w_unit) -> jax.Array | None:
+        raise NotImplementedError
+
+    def _channels_last(self, x: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _with_unit(self, y: jax.Array, x_unit) -> Any:
+        raise NotImplementedError
+
+    def sequence_operands(self, xs) -> ConvOperands:
+        """The checked sequence ``xs`` (``[T, ...]``, as :meth:`multi_step` takes it), the
+        kernel and the bias, as mantissas with their units: what a fused spiking step computes
+        this layer with."""
+        xs, x_unit = self._checked(xs, sequence=True)
+        kernel, w_unit = self._kernel()
+        b = self._bias(x_unit, w_unit)
+        return ConvOperands(xs, x_unit, kernel, w_unit,
+                            None if b is None else jnp.reshape(b, (-1,)))
 
     def update(self, x):
         """Convolve one time step (its shape: see the class)."""
@@ -89,6 +149,27 @@ class DelayLayer(BackendChoice):
     ``.value``); ``_checked(x, sequence)`` -> ``(array, unit)``; ``_bias(x_unit)``;
     ``_with_unit(y, x_unit)``.
     """
+
+    max_delay: int
+    # States, each with a ``value``: the delays, the Gaussian's width, the rounding flag, the
+    # ring buffer of past inputs and its index.
+    delay: Any
+    sigma: Any
+    rounded: Any
+    buffer: Any
+    index: Any
+
+    def _weights(self) -> jax.Array:
+        raise NotImplementedError
+
+    def _checked(self, x, sequence: bool) -> tuple[jax.Array, Any]:
+        raise NotImplementedError
+
+    def _bias(self, x_unit) -> jax.Array | None:
+        raise NotImplementedError
+
+    def _with_unit(self, y: jax.Array, x_unit) -> Any:
+        raise NotImplementedError
 
     def kernel(self):
         """The kernel over time, ``[max_delay + 1, in_channels, out_channels]``: tap ``d``

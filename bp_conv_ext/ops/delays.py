@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core import args as _args, dense as _dense, params as _params
+from ..core import args as _args
+from ..core import dense as _dense
+from ..core import params as _params
 from ..core.args import ConvOptions
 from . import conv as _conv
 
@@ -39,7 +41,7 @@ def check_sigma(sigma) -> float:
     if isinstance(sigma, (bool, np.bool_)) or not isinstance(sigma, numbers.Real):
         raise TypeError(f"`sigma` (={sigma!r}) must be a real number > 0, got "
                         f"{type(sigma).__name__}.")
-    if not np.isfinite(sigma) or sigma <= 0:
+    if not np.isfinite(float(sigma)) or sigma <= 0:
         raise ValueError(f"`sigma` (={sigma!r}) must be a finite number > 0 (the width of "
                          f"the Gaussian, in time steps).")
     return float(sigma)
@@ -89,21 +91,21 @@ def delay_config(in_channels, out_channels, max_delay, kernel_count, interpolati
                        check_sigma(max_delay / 2 if sigma is None else sigma))
 
 
-def initial_parameters(config: DelayConfig, inits, names):
+def initial_parameters(config: DelayConfig, inits, names, float_dtype):
     """The weights, delays and bias (``None`` for none) from the initializers ``inits``
-    (weights, delays, bias), the arguments ``names`` (for the errors); the delays checked
-    against the range and in the weights' dtype."""
-    weight = _params.init_param(names[0], inits[0], config.shape)
-    delays = _params.init_param(names[1], inits[1], config.shape)
+    (weights, delays, bias), the arguments ``names`` (for the errors); numbers in
+    ``float_dtype``; the delays checked against the range and in the weights' dtype."""
+    weight = _params.init_param(names[0], inits[0], config.shape, float_dtype=float_dtype)
+    delays = _params.init_param(names[1], inits[1], config.shape, float_dtype=float_dtype)
     for name, value, what in zip(names, (weight, delays), ('weights', 'delays')):
         if value is None:
             raise ValueError(f"`{name}` (=None) must give the {what}; only `{names[2]}` may "
                              f"be None.")
     check_delays(delays, config.max_delay, config.shape, names[1])
     bias = _params.init_param(names[2], inits[2], (1, config.out_channels),
-                              alt_shapes=((config.out_channels,),))
+                              alt_shapes=((config.out_channels,),), float_dtype=float_dtype)
     dtype = _params.split_unit(weight)[0].dtype
-    return weight, delays.astype(dtype), bias
+    return weight, jnp.asarray(delays).astype(dtype), bias
 
 
 def sigma_schedule(epoch: int, epochs: int, start: float, end: float = 0.5) -> float:

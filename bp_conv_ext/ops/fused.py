@@ -56,7 +56,8 @@ import contextlib
 import functools
 import inspect
 import math
-from typing import NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,15 +69,16 @@ from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ..core import args as _args, dense as _dense
+from .._jax_private import requires_devices_during_lowering
+from ..core import args as _args
+from ..core import dense as _dense
 from ..core.args import ConvOptions
 from ..core.sequence import batch_spiking_step, check_fold, fold_time
-from ..event.gpu_target import compute_capability, cuda_lowering
 from ..event import registry as _registry
+from ..event.gpu_target import compute_capability, cuda_lowering
 from ..event.kernels import cxx_cpu, mosaic_gpu, pallas_gpu
-from . import conv as _conv, spiking_cpu as _spiking_cpu
-from .._jax_private import requires_devices_during_lowering
-
+from . import conv as _conv
+from . import spiking_cpu as _spiking_cpu
 
 
 class LIF(NamedTuple):
@@ -220,7 +222,7 @@ def _kernel_shapes(xs, w, b, v0, *, pads, rhs_dilation, **unused):
 _SHARDY_RULES = 'sharding_rule' in inspect.signature(custom_partitioning.def_partition).parameters
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _partitioned(interpret, params):
     """The fused step split over the batch under ``jax.jit``: each device runs
     :func:`_kernel_call` on its part of the batch (axis 1 of ``xs`` and of the spikes, axis 0
@@ -268,7 +270,7 @@ def _kernel_rule(interpret, ctx, *args, **params):
                               multiple_results=True)(ctx, *args)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(params):
     return jax.jit(lambda *args: _KERNEL.bind(*args, **dict(params)))
 
@@ -287,7 +289,7 @@ mlir.register_lowering(_KERNEL, functools.partial(_kernel_rule, False), platform
 requires_devices_during_lowering(_KERNEL)
 
 
-def unfused_options(layer: str, config, *, masked: bool, backend: str) -> Optional[str]:
+def unfused_options(layer: str, config, *, masked: bool, backend: str) -> str | None:
     """Why the fused step does not compute the convolution ``layer`` (its name) of
     ``config`` (a layer's ``LayerConfig``), or None: it computes stride 1, one group, zero
     padding, no mask and the default backend (``'auto'``)."""
@@ -349,12 +351,12 @@ def _heaviside(spike_fn) -> bool:
     try:
         with jax.ensure_compile_time_eval():
             values = np.asarray(spike_fn(jnp.asarray(probe)))
-    except Exception:            # noqa: BLE001 -- any failure: not a surrogate of that kind
+    except Exception:
         return False
     return values.shape == probe.shape and bool(np.all(values == (probe >= 0)))
 
 
-def cxx_unsupported(xs, w, b, v0, lif: LIF, spike_fn=None) -> Optional[str]:
+def cxx_unsupported(xs, w, b, v0, lif: LIF, spike_fn=None) -> str | None:
     """Why the C++ CPU kernel does not compute this problem exactly, or None where it does:
     it needs its library (built with the machine's C++17 compiler), ``bool`` or ``float32``
     input, ``float32`` kernel, bias and potentials, a surrogate whose values are those of
@@ -418,7 +420,7 @@ def _kernel_slope(spike_fn) -> dict:
             values, pullback = jax.vjp(spike_fn, jnp.asarray(x))
             expected = np.asarray(pullback(jnp.ones_like(values))[0], np.float32)
             got = formula(x, a, b).astype(np.float32)
-    except Exception:            # noqa: BLE001 -- a surrogate of another make: JAX's derivative
+    except Exception:
         return given
     if not (a.shape == () and np.isfinite(a) and np.isfinite(b)
             and np.allclose(got, expected, rtol=1e-5, atol=1e-7)):
@@ -443,8 +445,9 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
     """The spiking layer by the C++ CPU kernel (``cxx_unsupported`` is None): the forward
     kernel, and the backward kernel for reverse-mode derivatives (a ``custom_vjp``; the
     forward saves the potentials before each reset, ``float32``, nothing else). Derivatives of
-    those derivatives (``grad`` of ``grad``, ``jax.hessian``) are the ``'jax'`` kernels'. Forward mode (``jax.jvp``, ``jacfwd``) is not defined for it: JAX
-    raises a ``TypeError`` there (``kernels='jax'`` computes it)."""
+    those derivatives (``grad`` of ``grad``, ``jax.hessian``) are the ``'jax'`` kernels'.
+    Forward mode (``jax.jvp``, ``jacfwd``) is not defined for it: JAX raises a ``TypeError``
+    there (``kernels='jax'`` computes it)."""
     neurons = dict(a=1. - lif.decay, v_rest=lif.v_rest, v_th=lif.v_th, v_reset=lif.v_reset,
                    r=lif.r, c=lif.v_th - lif.v_reset, soft=lif.soft,
                    reset_first=lif.reset_first, surrogate=spike_fn is not None,
@@ -503,7 +506,7 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
 
     @backward.defjvp
     def backward_tangents(input_grad, primals, tangents):
-        xs, w, b, v0, u, ds, dv = primals
+        xs, w, b, v0, _u, ds, dv = primals
         out = backward(*primals, input_grad)
         dual = (xs, w, b, v0, ds, dv)
         tangents = _tangents_of(dual, tangents[:4] + tangents[5:])
@@ -553,7 +556,7 @@ def _dense_cotangent(cotangent, like):
 
 
 def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
-             kernels: Optional[str] = None, spike_fn=None, backend: str = 'dense',
+             kernels: str | None = None, spike_fn=None, backend: str = 'dense',
              fold: str = 'time', spike_dtype=None):
     """Spikes of LIF neurons driven by a 1-D convolution of ``xs``, at every step.
 
@@ -642,7 +645,7 @@ def conv_lif(xs, w, b, v0, lif: LIF, *, padding='SAME', rhs_dilation: int = 1,
     kernel = choose_kernel(kernels, xs, w, v0)
     if kernels is not None:
         return run(*args[:4], kernel=kernel, interpret=jax.default_backend() != 'gpu')
-    branches = {}
+    branches: dict[str, Callable] = {}
     if kernel is not None:
         branches['cuda'] = functools.partial(run, kernel=kernel)
     if on_cpu == 'c++':

@@ -18,10 +18,10 @@ from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
+from .._jax_private import requires_devices_during_lowering
 from ..core.sequence import batch_spiking_step
 from ..event import registry as _registry
 from ..event.kernels import cxx_cpu
-from .._jax_private import requires_devices_during_lowering
 
 _FORWARD = Primitive('bp_conv_ext_conv_lif_cpu')
 _FORWARD.multiple_results = True
@@ -92,7 +92,7 @@ def _split(mesh, axes, shape, batch_axis):
     return NamedSharding(mesh, PartitionSpec(*spec))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _partitioned(kind, params, empty):
     """``kind`` (``'forward'`` or ``'backward'``) split over the batch under ``jax.jit``: each
     device runs the kernel on its rows, with the whole kernel and bias; the backward's kernel

@@ -48,9 +48,11 @@ _SETTING = re.compile(r'(?:=|≈|<|>|≤|≥|~|±)\s*$')
 _PACKAGES = ('jax', 'jaxlib', 'brainpy', 'brainstate', 'brainevent', 'braintools', 'brainunit',
              'brainpylib', 'brainpy_state', 'torch', 'pytorch', 'python', 'numba', 'taichi',
              'numpy', 'driver', 'cuda', 'cudnn', 'triton', 'nir', 'sphinx', 'aeon', 'dcls',
-             'pallas', 'xla', 'version', 'versions', 'hypothesis', 'pytest', 'gcc', 'clang', 'pyenv')
+             'pallas', 'xla', 'version', 'versions', 'hypothesis', 'pytest', 'gcc', 'clang',
+             'pyenv')
 #: A version: a package's name shortly before, in the same sentence.
-_VERSION = re.compile(r'\b(?:' + '|'.join(_PACKAGES) + r")(?:'s)?\b(?:(?![.;:]\s).){0,40}$", re.IGNORECASE)
+_VERSION = re.compile(r'\b(?:' + '|'.join(_PACKAGES) + r")(?:'s)?\b(?:(?![.;:]\s).){0,40}$",
+                      re.IGNORECASE)
 _FENCE = re.compile(r'^\s*(`{3,}|~{3,})')
 _NUMBER_IN_FILE = re.compile(r'(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?')
 
@@ -141,7 +143,7 @@ def held_values(content):
     return values
 
 
-def _values(paths, _cache={}):
+def _values(paths, _cache={}):  # noqa: B006 (a cache, shared on purpose)
     values = set()
     for path in paths:
         if path not in _cache:
@@ -173,7 +175,8 @@ def stale(text, root=ROOT):
     for number, token, values, kind in quoted(text):
         missing = [v for v in values if not _held(v, kind, held)]
         if missing:
-            what = {None: 'a number', '%': 'a number', 'x': 'a ratio'}.get(kind, f'a value in {kind}')
+            what = {None: 'a number', '%': 'a number', 'x': 'a ratio'}.get(
+                kind, f'a value in {kind}')
             where = (f"held as {what} by none of the {len(files)} result files the page names"
                      if files else f"the page names no result file under {RESULTS}")
             yield number, token, f"{', '.join(missing)}: {where}"

@@ -150,8 +150,8 @@ def test_unsupported_modes(mode, error, match):
 def test_rank_that_does_not_fit_the_mode(mode, shape, accepted):
     conv = Conv1d(2, 4, 3, mode=mode)
     mode_name = type(mode).__name__
-    with pytest.raises(ValueError, match=rf"is in {mode_name}, where a call accepts inputs of shape "
-                                         rf"{accepted}; got an input of shape "
+    with pytest.raises(ValueError, match=rf"is in {mode_name}, where a call accepts inputs of "
+                                         rf"shape {accepted}; got an input of shape "
                                          rf"{re.escape(str(shape))}"):
         conv(jnp.ones(shape))
 
@@ -271,7 +271,8 @@ def test_spike_drive_takes_numpy_and_jax_scalars(integer, real):
     ('current', jnp.asarray(jnp.nan), r"`current` \(=Array\(nan.*\)\) must be finite"),
     ('drive', np.inf, r"`drive` \(=inf\) must be finite: a number >= 0"),
     ('spread', np.nan, r"`spread` \(=nan\) must be finite: a number >= 0"),
-    ('rate', jnp.asarray(1.5), r"`rate` \(=Array\(1.5.*\)\) must be a spike probability in \(0, 1\]"),
+    ('rate', jnp.asarray(1.5),
+     r"`rate` \(=Array\(1.5.*\)\) must be a spike probability in \(0, 1\]"),
     ('rate', jnp.asarray([0.1]), r"`rate` \(=Array\(\[0.1\].*\)\) must be a spike probability"),
     ('rate', np.bool_(True), r"`rate` \(=np.True_\) must be a spike probability"),
     ('kernel_size', jnp.asarray(5.), r"`kernel_size` \(=Array\(5.*\)\) must be a positive int"),

@@ -4,13 +4,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import (
+    CPU_KERNELS,
+    EVENT_IDS,
+    EVENT_RUNTIMES,
+    enable_x64,
+    event_runtime,
+    lax_conv1d,
+    pairwise,
+    random_case,
+    reference_conv1d,
+)
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d, event_density_threshold
-from bp_conv_ext.core.dense import choose_algorithm, choose_kernel_grad
 from bp_conv_ext.core.args import BACKENDS
-from helpers.cases import (CPU_KERNELS, EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, lax_conv1d,
-                      pairwise, random_case, reference_conv1d)
+from bp_conv_ext.core.dense import choose_algorithm, choose_kernel_grad
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 CONFIGS = [
@@ -58,7 +67,7 @@ def test_backend_matches_reference(run, options, density):
 @pytest.mark.parametrize('backend,runtime', RUNS, ids=RUN_IDS)
 @pytest.mark.parametrize('options', CONFIGS, ids=IDS)
 def test_backend_gradients_match_xla_autodiff(backend, runtime, options):
-    x, w, b = _case(2, 0.2, groups=options.get('groups', 1))
+    x, w, _b = _case(2, 0.2, groups=options.get('groups', 1))
     xf = x.astype(np.float32)
     cot = np.random.default_rng(3).standard_normal(
         lax_conv1d(xf, w, **options).shape).astype(np.float32)
@@ -183,7 +192,7 @@ def test_event_path_lowers_to_the_installed_runtime_custom_call():
     assert runtime in _CUSTOM_CALLS, "the test stacks have the C++ or numba kernels"
     for backend, expected in (('event', {runtime}), ('dense', set())):
         # Lowered for the CPU whatever JAX's default device (the CPU runtime's kernels).
-        traced = jax.jit(lambda x, w: conv1d(x, w, backend=backend)).trace(x, w)
+        traced = jax.jit(lambda x, w: conv1d(x, w, backend=backend)).trace(x, w)  # noqa: B023 (traced here)
         hlo = traced.lower(lowering_platforms=('cpu',)).as_text()
         found = {name for name, call in _CUSTOM_CALLS.items() if call in hlo}
         assert found == expected, (backend, found)

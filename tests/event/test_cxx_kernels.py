@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import CPU_KERNELS, CXX_FALLBACK, reference_conv1d
 
 from bp_conv_ext import conv1d
 from bp_conv_ext.event.kernels import cxx_cpu
-from helpers.cases import CPU_KERNELS, CXX_FALLBACK, reference_conv1d
 
 pytestmark = pytest.mark.skipif('c++' not in CPU_KERNELS,
                                 reason="no working C++ compiler here")

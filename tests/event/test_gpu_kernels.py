@@ -2,7 +2,8 @@
 and lowered for ``cuda`` with ``jax.export``; no GPU is needed.
 
 Their parity with the dense path over the option grid, gradients included, is in
-``tests/event/test_backends.py`` and ``tests/ops/test_padding_modes.py`` (the ``event-pallas`` runs).
+``tests/event/test_backends.py`` and ``tests/ops/test_padding_modes.py`` (the ``event-triton``
+runs).
 """
 import re
 

@@ -17,7 +17,6 @@ import sys
 import time
 
 import pytest
-
 from helpers.cases import CXX_FALLBACK
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -301,7 +300,7 @@ def test_the_library_and_its_stamp_get_the_permissions_the_umask_gives(serve, tm
     # A cache shared between users serves them one build: the stamp was always 0600 (the
     # library too, with a compiler that writes into the file it is given), so another user
     # could not read it and rebuilt the library over the last one's.
-    environment, log = serve
+    environment, _log = serve
     umask = 0o027
     result = _probe(tmp_path, umask=umask, **environment)
     assert (result['kernel'], result['same'], result['warnings']) == ('c++', True, []), result

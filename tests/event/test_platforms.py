@@ -3,8 +3,8 @@
 No accelerator is needed: ``jax.export`` lowers for a platform this machine does not have.
 The matrix covers the pure function, the layer in all three modes, ``multi_step``,
 ``LayerByLayer`` and one trainer step, and the brainpy.state layer under brainstate's
-transforms, in a network and in a braintools optimizer step; every backend; ``bool`` and float input; forward,
-gradients, ``vmap`` and a ``lax.scan`` with its gradient.
+transforms, in a network and in a braintools optimizer step; every backend; ``bool`` and float
+input; forward, gradients, ``vmap`` and a ``lax.scan`` with its gradient.
 """
 import dataclasses
 import functools
@@ -16,13 +16,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import CPU_KERNELS, pairwise
 
-from bp_conv_ext import (Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d,
-                         event_density_threshold, event_kernel, event_kernels, use_event_kernels,
-                         which_backend)
+from bp_conv_ext import (
+    Conv1d,
+    LayerByLayer,
+    LayerByLayerTrainer,
+    conv1d,
+    event_density_threshold,
+    event_kernel,
+    event_kernels,
+    use_event_kernels,
+    which_backend,
+)
 from bp_conv_ext.core.args import BACKENDS
 from bp_conv_ext.event import registry
-from helpers.cases import CPU_KERNELS, pairwise
 
 export = pytest.importorskip('jax.export')
 
@@ -175,7 +183,8 @@ def _stateful(fn, *args):
 
 
 def _state_network(backend):
-    from bp_conv_ext.state import Conv1d as StateConv1d, LayerByLayer as StateLayerByLayer
+    from bp_conv_ext.state import Conv1d as StateConv1d
+    from bp_conv_ext.state import LayerByLayer as StateLayerByLayer
     conv = StateConv1d((LENGTH, CIN), 8, K, w_init=brainstate.nn.init.XavierNormal(unit=u.mA))
     conv.backend = backend
     net = StateLayerByLayer(conv, brainpy.state.LIF((LENGTH, 8)),
@@ -240,7 +249,7 @@ PROGRAMS = (
     + (STATE_PROGRAMS if brainstate is not None else []))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _program(what, kind, backend, dtype):
     """The jitted program and its arguments (built once for all platform sets)."""
     bm.random.seed(0)
@@ -540,7 +549,8 @@ def test_which_backend_says_what_auto_runs_on_each_platform(density):
     x = jnp.asarray(np.random.default_rng(3).random(x.shape) < density)
     dense = which_backend(x, w, backend='dense')
     assert dense in ('xla', 'im2col')
-    sparse = event_density_threshold('cpu') is not None and density <= event_density_threshold('cpu')
+    threshold = event_density_threshold('cpu')
+    sparse = threshold is not None and density <= threshold
     assert which_backend(x, w, platform='cpu') == ('event' if sparse else dense)
     for platform in ('cuda', 'rocm', 'tpu', 'gpu'):
         assert which_backend(x, w, platform=platform) == (
@@ -574,7 +584,8 @@ def test_every_convolution_and_matmul_follows_the_requested_precision(backend, p
     dense algorithms and of the event path's rules, forward and backward (the CUDA event
     kernels themselves multiply no matrices)."""
     x, w = _input((BATCH, LENGTH, CIN), 'float'), _kernel()
-    loss = lambda x, w: jnp.sum(jnp.sin(conv1d(x > 0, w, backend=backend) + conv1d(x, w, backend=backend)))
+    loss = lambda x, w: jnp.sum(jnp.sin(conv1d(x > 0, w, backend=backend)
+                                        + conv1d(x, w, backend=backend)))
     with jax.default_matmul_precision(precision):
         text = export.export(jax.jit(jax.grad(loss, (0, 1))), platforms=['cuda'],
                              disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON)])(

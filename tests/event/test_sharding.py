@@ -13,9 +13,7 @@ import sys
 
 import jax
 import pytest
-
 from helpers.cases import GLOO_RELIABLE
-
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
 FOUR_DEVICES = '--xla_force_host_platform_device_count=4'

@@ -1,18 +1,19 @@
 """The spiking layer's C++ CPU kernel (``conv_lif(kernels='c++')``: spiking_cpu.cc, forward
 and backward): the same spikes, potentials and gradients as the ``'jax'`` kernels over the
 neurons' and convolution's options, the surrogates it computes itself and those it is given,
-operands that are not finite, and what it hands to the ``'jax'`` kernels. The transforms (``jit``, ``vmap``, ``grad`` of ``grad``, ``jax.hessian``,
-``jax.checkpoint``) are in tests/ops/test_fused.py."""
+operands that are not finite, and what it hands to the ``'jax'`` kernels. The transforms
+(``jit``, ``vmap``, ``grad`` of ``grad``, ``jax.hessian``, ``jax.checkpoint``) are in
+tests/ops/test_fused.py."""
 import brainpy.math as bm
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import CPU_KERNELS, grid_ids, pairwise
 
 from bp_conv_ext import output_length
 from bp_conv_ext.ops import fused
 from bp_conv_ext.ops.fused import LIF, conv_lif
-from helpers.cases import CPU_KERNELS, grid_ids, pairwise
 
 pytestmark = pytest.mark.skipif('c++' not in CPU_KERNELS, reason="no working C++ compiler here")
 

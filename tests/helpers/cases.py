@@ -77,7 +77,7 @@ CPU_KERNELS = [k.name for k in event_kernels('cpu')]
 #: accelerator's kernels forced on the CPU through the same primitives' rules. And their ids.
 _FALLBACK = ['numba'] if CPU_KERNELS[0] == 'c++' and 'numba' in CPU_KERNELS else []
 EVENT_RUNTIMES = [None] + _FALLBACK + ['jax', 'triton']
-EVENT_IDS = ['event'] + ['event-numba'] * len(_FALLBACK) + ['event-jax', 'event-pallas']
+EVENT_IDS = ['event'] + ['event-numba'] * len(_FALLBACK) + ['event-jax', 'event-triton']
 #: The event kernels that run where the C++ kernels cannot be built: the next CPU set's
 #: (numba with brainevent, BrainPy 2.7+; else the pure-JAX kernels).
 CXX_FALLBACK = 'numba' if 'numba' in CPU_KERNELS else 'jax'

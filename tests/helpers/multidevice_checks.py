@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from bp_conv_ext import Conv1d, LayerByLayer, LayerByLayerTrainer, conv1d
 from bp_conv_ext.core.args import BACKENDS
@@ -40,7 +41,7 @@ def mesh():
     return Mesh(np.array(jax.devices()[:4]), ('data',))
 
 
-def split(mesh, *arrays, spec=P('data')):
+def split(mesh, *arrays, spec=P('data')):  # noqa: B008 (a PartitionSpec is immutable)
     return [jax.device_put(a, NamedSharding(mesh, spec)) for a in arrays]
 
 
@@ -52,7 +53,8 @@ def collectives(compiled_text):
 def _data(seed=0, float_input=False):
     rng = np.random.default_rng(seed)
     x = rng.random((B, L, C)) < 0.1
-    x = jnp.asarray(x * rng.standard_normal(x.shape), jnp.float32) if float_input else jnp.asarray(x)
+    x = (jnp.asarray(x * rng.standard_normal(x.shape), jnp.float32) if float_input
+         else jnp.asarray(x))
     w = jnp.asarray(rng.standard_normal((3, C, 8)), jnp.float32)
     cot = jnp.asarray(rng.standard_normal((B, L, 8)), jnp.float32)
     return x, w, cot
@@ -73,7 +75,8 @@ def test_conv1d_under_jit_with_a_split_batch_equals_one_device(mesh, backend):
 
 
 @pytest.mark.parametrize('backend', BACKENDS_SHARDED)
-@pytest.mark.parametrize('spec', [P(None, 'data'), P(None, None, 'data')], ids=['length', 'channels'])
+@pytest.mark.parametrize('spec', [P(None, 'data'), P(None, None, 'data')],
+                         ids=['length', 'channels'])
 def test_conv1d_with_other_dimensions_split_equals_one_device(mesh, backend, spec):
     x, w, cot = _data()
     g = jax.jit(jax.grad(lambda w, x, c: jnp.sum(conv1d(x, w, backend=backend) * c)))
@@ -233,7 +236,9 @@ def _state_network(backend):
     brainstate = _brainstate()
     import brainpy.state
     import brainunit as u
-    from bp_conv_ext.state import Conv1d as StateConv1d, LayerByLayer as StateLayerByLayer
+
+    from bp_conv_ext.state import Conv1d as StateConv1d
+    from bp_conv_ext.state import LayerByLayer as StateLayerByLayer
     brainstate.random.seed(0)
     conv = StateConv1d((L, C), 8, 3, w_init=brainstate.nn.init.XavierNormal(scale=3.0, unit=u.mA))
     conv.backend = backend

@@ -6,11 +6,11 @@ import brainpy as bp
 import brainpy.math as bm
 import numpy as np
 import pytest
+from helpers.cases import pairwise
+from helpers.nir_reference import Graph
 
 import bp_conv_ext
 from bp_conv_ext import Conv1d, DelayConv1d, LayerByLayer, from_nir, output_length, to_nir
-from helpers.cases import pairwise
-from helpers.nir_reference import Graph
 
 nir = pytest.importorskip('nir')
 
@@ -73,6 +73,7 @@ def test_state_round_trip_through_a_file_is_exact_and_means_what_nir_says(config
     brainstate = pytest.importorskip('brainstate')
     import brainpy.state
     import brainunit as u
+
     import bp_conv_ext.state as S
     stride, dilation, groups, padding, bias = config
     length = output_length(L, 3, stride, padding, rhs_dilation=dilation)
@@ -125,6 +126,7 @@ def test_state_round_trip_with_units_and_the_two_apis_agree(tmp_path):
     brainstate = pytest.importorskip('brainstate')
     import brainpy.state
     import brainunit as u
+
     import bp_conv_ext.state as S
     classic = _classic_net(1, 2, 2, 'SAME', True)
     xs = _inputs('floats')
@@ -291,6 +293,7 @@ def _resting_net(api):
     import brainpy.state
     import braintools
     import brainunit as u
+
     import bp_conv_ext.state as S
     return S.LayerByLayer(
         S.Conv1d((L, C), 4, 3, padding='VALID',
@@ -313,6 +316,7 @@ def test_neurons_start_at_their_rest_both_ways(api, tmp_path):
     else:
         brainstate = pytest.importorskip('brainstate')
         import brainunit as u
+
         import bp_conv_ext.state as S
         with brainstate.environ.context(dt=bm.get_dt() * u.ms):
             net, rest = _resting_net(api)
@@ -367,6 +371,7 @@ def test_a_neuron_with_an_input_function_is_not_written_as_nir_lif(api):
         brainstate = pytest.importorskip('brainstate')
         import brainpy.state
         import brainunit as u
+
         import bp_conv_ext.state as S
         with brainstate.environ.context(dt=0.1 * u.ms):
             lif = brainpy.state.LIF((L, C), spk_reset='hard')

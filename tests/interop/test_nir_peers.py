@@ -149,6 +149,7 @@ def test_the_state_api_exchanges_neurons_resting_away_from_0_with_spikingjelly()
     import brainpy.state
     import braintools
     import brainunit as u
+
     import bp_conv_ext.state as S
     peer = _peer_network()[:2]
     xs = _inputs(2)

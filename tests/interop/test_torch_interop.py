@@ -4,9 +4,9 @@ import brainpy as bp
 import brainpy.math as bm
 import numpy as np
 import pytest
+from helpers.cases import enable_x64, pairwise
 
 from bp_conv_ext import Conv1d, from_torch
-from helpers.cases import enable_x64, pairwise
 
 torch = pytest.importorskip('torch')
 
@@ -89,7 +89,8 @@ def test_no_bias_both_ways():
 
 @pytest.mark.parametrize('options,message', [
     (dict(lhs_dilation=2), r"lhs_dilation=2 \(input dilation\) has no torch.nn.Conv1d equivalent"),
-    (dict(padding='SAME', stride=2), r"padding='SAME' with stride=2 pads by an amount that depends"),
+    (dict(padding='SAME', stride=2),
+     r"padding='SAME' with stride=2 pads by an amount that depends"),
     (dict(padding='CAUSAL'), r"padding \(2, 0\) pads the two sides differently"),
     (dict(padding=(2, 1)), r"padding \(2, 1\) pads the two sides differently"),
     (dict(mask=np.ones((3, 4, 6))), r"has a mask; torch.nn.Conv1d has none"),

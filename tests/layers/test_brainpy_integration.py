@@ -44,7 +44,7 @@ def test_dsrunner_nonbatching_bool_spikes(jit):
 
 
 class SpikingClassifier(bp.DynSysGroup):
-    def __init__(self, mode=bm.TrainingMode()):
+    def __init__(self, mode=bm.TrainingMode()):  # noqa: B008 (modes hold no state)
         super().__init__(mode=mode)
         self.conv = Conv1d(CIN, 4, 3, mode=mode)
         self.lif = bp.dyn.Lif((LENGTH, 4), keep_size=True, V_th=0.2, tau=1.0,
@@ -149,7 +149,8 @@ def test_layer_state_survives_save_and_load_state():
     np.testing.assert_array_equal(np.asarray(conv.w.value), original)
 
 
-@pytest.mark.parametrize('mode', [bm.BatchingMode(), bm.TrainingMode()], ids=['batching', 'training'])
+@pytest.mark.parametrize('mode', [bm.BatchingMode(), bm.TrainingMode()],
+                         ids=['batching', 'training'])
 @pytest.mark.parametrize('jit', [True, False])
 def test_dsrunner_batched_data_first_axis_b_and_t_agree(mode, jit):
     rng = np.random.default_rng(1)

@@ -8,9 +8,9 @@ import brainpy.math as bm
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import enable_x64
 
 from bp_conv_ext import Conv1d, LayerByLayer, spike_drive
-from helpers.cases import enable_x64
 
 RUNS = ('per-step', 'unfused', 'fused')
 

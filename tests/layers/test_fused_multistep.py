@@ -124,7 +124,9 @@ def _state_network(reset):
     import brainstate
     import braintools
     import brainunit as u
-    from bp_conv_ext.state import Conv1d as StateConv1d, LayerByLayer as StateLayerByLayer
+
+    from bp_conv_ext.state import Conv1d as StateConv1d
+    from bp_conv_ext.state import LayerByLayer as StateLayerByLayer
     return StateLayerByLayer(
         StateConv1d((L, C), 32, 3, rhs_dilation=2,
                     w_init=brainstate.nn.init.Normal(0.6, 1.0, unit=u.mA),
@@ -246,7 +248,7 @@ def test_neurons_with_more_than_the_model_run_as_brainpy_runs_them(case, fused_c
     results = []
     for fuse in (False, True):
         counter = bm.Variable(jnp.zeros(()))
-        net, conv, lif = _extended(case, counter, bm.BatchingMode())
+        net, conv, _lif = _extended(case, counter, bm.BatchingMode())
         conv.w.value = jnp.asarray(np.random.default_rng(3).normal(0.5, 1.0, conv.w.shape),
                                    conv.w.dtype)
         results.append((np.asarray(net.multi_step(_inputs(bm.BatchingMode()), fuse=fuse)),
@@ -290,7 +292,9 @@ def _state_extended(case, counter):
     import brainpy.state
     import brainstate
     import brainunit as u
-    from bp_conv_ext.state import Conv1d as StateConv1d, LayerByLayer as StateLayerByLayer
+
+    from bp_conv_ext.state import Conv1d as StateConv1d
+    from bp_conv_ext.state import LayerByLayer as StateLayerByLayer
 
     class Subclass(brainpy.state.LIF):
         """A LIF subclass: its update may differ from the model the fused step computes."""

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import enable_x64
 
 from bp_conv_ext import Conv1d, conv1d
-from helpers.cases import enable_x64
 
 MODES = [bm.NonBatchingMode(), bm.BatchingMode(), bm.TrainingMode()]
 MODE_IDS = ['nonbatching', 'batching', 'training']
@@ -140,4 +140,5 @@ def test_repr_shows_every_non_default_argument():
                     "w_initializer=Constant(value=0.5), b_initializer=None, "
                     "mask=<array shape=(3, 2, 8)>, mode=TrainingMode(batch_size=1), "
                     "name='conv_a')")
-    assert 'w_initializer=<array shape=(3, 1, 2)>' in repr(Conv1d(1, 2, 3, w_initializer=np.ones((3, 1, 2))))
+    layer = Conv1d(1, 2, 3, w_initializer=np.ones((3, 1, 2)))
+    assert 'w_initializer=<array shape=(3, 1, 2)>' in repr(layer)

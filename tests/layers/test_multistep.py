@@ -148,7 +148,8 @@ def test_each_sequence_starts_from_reset_state():
 
 def test_layer_by_layer_needs_a_time_axis():
     net = _network(bm.TrainingMode())
-    with pytest.raises(ValueError, match=r"multi_step takes a time-first sequence \(\[T, B, \.\.\.\]"):
+    with pytest.raises(ValueError,
+                       match=r"multi_step takes a time-first sequence \(\[T, B, \.\.\.\]"):
         net.multi_step(jnp.ones((4, 2)))
 
 

@@ -6,9 +6,9 @@ import brainpy.math as bm
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import grid_ids, pairwise, random_case, reference_conv1d, reference_pads
 
 from bp_conv_ext import Conv1d, conv1d
-from helpers.cases import grid_ids, pairwise, random_case, reference_conv1d, reference_pads
 
 PADDINGS = ['SAME', 'same', 'VALID', 'CAUSAL', 'causal', 2, (1, 3), [(0, 2)]]
 RTOL = ATOL = 1e-5
@@ -21,7 +21,7 @@ def _random_case(seed, batch, length, cin, cout, k, groups, bias):
     return x, w, None if b is None else b[None]
 
 
-def _layer(cin, cout, k, w, b, mode=bm.BatchingMode(), **options):
+def _layer(cin, cout, k, w, b, mode=bm.BatchingMode(), **options):  # noqa: B008 (no state)
     return Conv1d(cin, cout, k, w_initializer=w, b_initializer=b, mode=mode, **options)
 
 

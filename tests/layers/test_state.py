@@ -12,13 +12,12 @@ import brainpy.math as bm  # noqa: E402
 import brainpy.state  # noqa: E402
 import braintools  # noqa: E402
 import brainunit as u  # noqa: E402
+from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, event_runtime, pairwise, reference_conv1d  # noqa: E402
 
 import bp_conv_ext  # noqa: E402
-from bp_conv_ext.core.sequence import FOLDS  # noqa: E402
 from bp_conv_ext.core.args import BACKENDS  # noqa: E402
+from bp_conv_ext.core.sequence import FOLDS  # noqa: E402
 from bp_conv_ext.state import Conv1d, LayerByLayer  # noqa: E402
-from helpers.cases import (EVENT_IDS, EVENT_RUNTIMES, event_runtime, pairwise,  # noqa: E402
-                      reference_conv1d)
 
 DT = 0.1 * u.ms
 

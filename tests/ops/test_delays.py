@@ -1,18 +1,19 @@
 """The delay layer: its kernel against a direct formula and against DCLS, the step-by-step form
 against the folded form (outputs and gradients, spikes and floats, every backend), the
 simulators and trainers, rounding, and bad inputs."""
+import itertools
+
 import brainpy as bp
 import brainpy.math as bm
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 
 import bp_conv_ext
 from bp_conv_ext import DelayConv1d, delay_kernel, sigma_schedule
 from bp_conv_ext.ops import delays as _delays
-
-from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 
 MODES = {'nonbatching': bm.NonBatchingMode, 'batching': bm.BatchingMode,
          'training': bm.TrainingMode}
@@ -212,13 +213,14 @@ def test_gradients_of_both_forms_agree_with_finite_differences(backend, spikes):
     params = layer.train_vars().unique()
     grads = {}
     for name, loss in [('folded', _loss_folded), ('steps', _loss_steps)]:
-        grad = bm.grad(lambda: loss(layer, xs), grad_vars=params)
+        grad = bm.grad(lambda: loss(layer, xs), grad_vars=params)  # noqa: B023 (called here)
         grads[name] = {k: np.asarray(v) for k, v in jax.jit(grad)().items()}
     for key in grads['folded']:
         np.testing.assert_allclose(grads['steps'][key], grads['folded'][key], rtol=1e-5,
                                    atol=1e-5)
     # The delays' gradient, against central differences of the float64 reference.
-    weight, delays = np.asarray(layer.w.value, np.float64), np.asarray(layer.delay.value, np.float64)
+    weight = np.asarray(layer.w.value, np.float64)
+    delays = np.asarray(layer.delay.value, np.float64)
     bias = np.asarray(layer.b.value, np.float64)
 
     def reference_loss(d):
@@ -366,7 +368,7 @@ def test_sigma_schedule_and_set_sigma():
     values = [sigma_schedule(e, 5, 8.0) for e in range(7)]
     assert values[0] == pytest.approx(8.0) and values[4] == pytest.approx(0.5)
     assert values[5] == values[4] == values[6]
-    assert all(a > b for a, b in zip(values[:4], values[1:5]))
+    assert all(a > b for a, b in itertools.pairwise(values))
     layer = make_layer('training')
     layer.set_sigma(values[2])
     assert float(layer.sigma.value) == pytest.approx(values[2])
@@ -396,13 +398,14 @@ def test_bad_arguments(kwargs, error, match):
 def test_bad_inputs():
     layer = make_layer('batching')
     reset(layer, 'batching')
-    with pytest.raises(ValueError, match=r'in a call, inputs of shape \[B, C\] \(rank 2\); got .*\(4,\)'):
+    with pytest.raises(ValueError,
+                       match=r'in a call, inputs of shape \[B, C\] \(rank 2\); got .*\(4,\)'):
         layer(jnp.zeros(4, bool))
     with pytest.raises(ValueError, match=r'shape \[T, B, C\] \(rank 3\)'):
         layer.multi_step(jnp.zeros((3, 4), bool))
     with pytest.raises(ValueError, match='in_channels=4'):
         layer(jnp.zeros((3, 5), bool))
-    with pytest.raises(TypeError, match='input_dtype=bool.*float32'):
+    with pytest.raises(TypeError, match=r'input_dtype=bool.*float32'):
         layer(jnp.zeros((3, 4), jnp.float32))
     with pytest.raises(ValueError, match=r'batch of 3 samples.*for a batch of 2'):
         layer(jnp.zeros((2, 4), bool))
@@ -441,8 +444,8 @@ def test_state_twin_equals_the_classic_layer(batch, backend):
 
 def test_state_twin_gradients_of_both_forms_and_in_layer_by_layer():
     state = _state_layers()
-    import brainstate
     import brainpy.state as bps
+    import brainstate
     import brainunit as u
     net = state.LayerByLayer(
         state.DelayConv1d(4, 6, max_delay=5, sigma=1.5,
@@ -463,7 +466,7 @@ def test_state_twin_gradients_of_both_forms_and_in_layer_by_layer():
 
     grads, outs = {}, {}
     for name, run in [('folded', net.multi_step), ('steps', steps)]:
-        fn = brainstate.transform.grad(lambda: loss(run), params, has_aux=True)
+        fn = brainstate.transform.grad(lambda: loss(run), params, has_aux=True)  # noqa: B023 (called here)
         grads[name], outs[name] = fn()
     np.testing.assert_allclose(outs['steps'], outs['folded'], rtol=1e-5, atol=1e-5)
     assert float(jnp.abs(outs['folded']).sum()) > 0

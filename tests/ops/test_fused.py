@@ -106,7 +106,7 @@ def test_bfloat16_parts_sum_to_every_float32():
 
 
 def test_the_kernel_each_gpu_runs():
-    xs, w, b, v0 = _case()
+    xs, w, _b, v0 = _case()
     assert choose_kernel('jax', xs, w, v0) is None
     assert choose_kernel('triton', xs[:, :3], w, v0[:3]) is None        # 3 rows: too few
     wide = jnp.zeros((7, 512, 32), jnp.float32)                    # no room in shared memory
@@ -127,7 +127,7 @@ def test_auto_takes_the_triton_kernel_on_hopper_gpus_too(gpu):
     on compute capability 9 as elsewhere; ``'mosaic'`` is taken where named."""
     if gpu is not None and not hasattr(jax.sharding, 'AbstractDevice'):
         pytest.skip("JAX before 0.12 has no abstract devices")
-    xs, w, b, v0 = _case()
+    xs, w, _b, v0 = _case()
     with _abstract_gpu(gpu) if gpu else contextlib.nullcontext():
         assert fused.compute_capability()[0] == 9
         assert choose_kernel(None, xs, w, v0) == 'triton'
@@ -328,7 +328,7 @@ def test_empty_sequences_and_batches_give_empty_outputs(empty, kernels):
 REVERSE_ONLY = (None, 'c++') if registry.CXX_SPIKING_BY_DEFAULT else ('c++',)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _transforms(kernels, forward=True):
     """Every transform of the fused step with surrogate spikes, in one compiled program
     (without forward mode unless ``forward``)."""

@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, reference_conv1d
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d
-from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, enable_x64, event_runtime, reference_conv1d
 
 CONFIGS = [
     dict(),
@@ -40,7 +40,8 @@ def test_check_grads_float64(options, batched):
 def test_layer_check_grads_float64_in_training_mode():
     with enable_x64(True):
         rng = np.random.default_rng(1)
-        conv = Conv1d(4, 6, 3, stride=2, padding='causal', w_initializer=rng.standard_normal((3, 4, 6)),
+        conv = Conv1d(4, 6, 3, stride=2, padding='causal',
+                      w_initializer=rng.standard_normal((3, 4, 6)),
                       b_initializer=rng.standard_normal(6), mode=bm.TrainingMode())
         assert conv.w.dtype == jnp.float64
         x = jnp.asarray(rng.standard_normal((2, 9, 4)))

@@ -13,11 +13,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import (
+    EVENT_IDS,
+    EVENT_RUNTIMES,
+    FULL_GRIDS,
+    enable_x64,
+    event_runtime,
+    grid_ids,
+    pairwise,
+    random_case,
+    reference_conv1d,
+    reference_pads,
+)
 from jax.test_util import check_grads
 
 from bp_conv_ext import Conv1d, conv1d
-from helpers.cases import (EVENT_IDS, EVENT_RUNTIMES, FULL_GRIDS, enable_x64, event_runtime,
-                          grid_ids, pairwise, random_case, reference_conv1d, reference_pads)
 
 MODES = ('reflect', 'replicate', 'circular')
 NUMPY_MODES = {'reflect': 'reflect', 'replicate': 'edge', 'circular': 'wrap'}
@@ -175,8 +185,8 @@ def test_limits_follow_torch(mode):
 def test_jit_and_vmap():
     x, w, b = random_case(np.random.default_rng(6), 4, 10, 2, 3, 3)
     f = jax.jit(lambda x: conv1d(x, w, b, padding_mode='reflect'))
-    np.testing.assert_allclose(np.asarray(f(x)), np.asarray(conv1d(x, w, b, padding_mode='reflect')),
-                               **TOL)
+    np.testing.assert_allclose(np.asarray(f(x)),
+                               np.asarray(conv1d(x, w, b, padding_mode='reflect')), **TOL)
     per_sample = jax.vmap(lambda s: conv1d(s, w, b, padding_mode='circular'))(x)
     np.testing.assert_allclose(np.asarray(per_sample),
                                np.asarray(conv1d(x, w, b, padding_mode='circular')), **TOL)

@@ -10,13 +10,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.cases import (
+    EVENT_RUNTIMES,
+    event_runtime,
+    lax_conv1d,
+    random_case,
+    reference_conv1d,
+    reference_pads,
+)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from bp_conv_ext import Conv1d, conv1d
 from bp_conv_ext.core.args import BACKENDS
-from helpers.cases import (EVENT_RUNTIMES, event_runtime, lax_conv1d, random_case, reference_conv1d,
-                      reference_pads)
 
 TOL = dict(rtol=1e-5, atol=1e-4)
 
@@ -124,7 +130,7 @@ def test_linear_in_the_weights(case, scale, backend):
 
 @given(case=configs(), backend=st.sampled_from(BACKENDS))
 def test_groups_equal_split_channels(case, backend):
-    x, w, b, options = case
+    x, w, _b, options = case
     assume(_fits(x, w, options))
     groups = options['groups']
     cin_g, cout_g = w.shape[1], w.shape[2] // groups

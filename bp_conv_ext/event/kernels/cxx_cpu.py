@@ -40,6 +40,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import types
 import warnings
 
 import jax
@@ -49,7 +50,7 @@ import numpy as np
 try:
     from jax import ffi as _ffi
 except ImportError:              # JAX 0.4.33 (the BrainPy 2.6 stack)
-    from jax.extend import ffi as _ffi
+    from jax.extend import ffi as _ffi  # type: ignore[attr-defined,no-redef,unused-ignore]
 
 #: The sources compiled into the library, and the header they include.
 SOURCES = tuple(pathlib.Path(__file__).with_name(name) for name in ('event_cpu.cc',
@@ -118,7 +119,7 @@ class BuildError(RuntimeError):
     """The kernels could not be compiled or loaded."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _key() -> str:
     """The cache key: a hash of the sources, the flags, JAX's version and the CPU."""
     texts = [path.read_text() for path in SOURCES + HEADERS]
@@ -231,6 +232,7 @@ def _locked(path: pathlib.Path):
     in place, so that processes building at once leave a matching pair. Where there are no
     such locks (no ``fcntl``, a file system without them) it goes on unlocked: a mismatched
     pair fails its check in the next process, which rebuilds it."""
+    fcntl: types.ModuleType | None
     try:
         import fcntl
     except ImportError:
@@ -311,12 +313,12 @@ def _run_all(shown, commands, timeout=600):
             if job.poll() is None:
                 job.kill()
                 job.wait()
-    for job, error in zip(jobs, errors):
+    for job, message in zip(jobs, errors):
         if job.returncode != 0:
-            raise BuildError(f"the compiler {shown!r} failed: {error.strip()[-2000:]}")
+            raise BuildError(f"the compiler {shown!r} failed: {message.strip()[-2000:]}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def library():
     """The loaded kernel library with its FFI targets registered, built first where the cache
     holds none that passes its stamp; ``None`` (after one warning) where it cannot be built.

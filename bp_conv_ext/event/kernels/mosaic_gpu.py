@@ -39,7 +39,7 @@ from jax.experimental import pallas as pl
 try:
     from jax.experimental.pallas import mosaic_gpu as plgpu
 except ImportError:           # JAX 0.4.33 (BrainPy 2.6's)
-    plgpu = None
+    plgpu = None  # type: ignore[assignment]
 
 #: Batch rows of one program: the rows of one ``wgmma``.
 ROWS = 64
@@ -115,8 +115,8 @@ def _operands(xs, w, padding, conv_dtype):
     """The input ``[T, B', H + pads, parts * C']`` and kernel ``[parts * K, parts * C',
     C_out]`` in ``bfloat16``, padded and split (see the module)."""
     low, high = padding
-    steps, batch, _, channels = xs.shape
-    taps, _, n_out = w.shape
+    _steps, batch, _, channels = xs.shape
+    _taps, _, _n_out = w.shape
     width, rows = _channels(channels), -(-batch // ROWS) * ROWS
     x_parts = _input_parts(xs.dtype, conv_dtype)
     w_parts = _PARTS[jnp.dtype(conv_dtype)]
@@ -135,8 +135,9 @@ def _operands(xs, w, padding, conv_dtype):
 
 def _transforms(minor: int, dtype, swizzle=None):
     swizzle = swizzle or plgpu.find_swizzle(minor * jnp.dtype(dtype).itemsize * 8)
-    return (plgpu.TilingTransform((8, swizzle // jnp.dtype(dtype).itemsize)),
-            plgpu.SwizzleTransform(swizzle))
+    # (JAX declares their `transform_array` with an empty body, which mypy takes as abstract.)
+    return (plgpu.TilingTransform((8, swizzle // jnp.dtype(dtype).itemsize)),  # type: ignore[abstract]
+            plgpu.SwizzleTransform(swizzle))  # type: ignore[abstract]
 
 
 def conv_lif(xs, w, b, v0, update, *, padding, rhs_dilation, conv_dtype, interpret=True,

@@ -94,7 +94,7 @@ def _call(kernel, grid, out_shape, interpret, *args):
 def forward(x, w, params, *, outs, spec, interpret=True):
     """``[N, H, C_in]`` input (any dtype) convolved with ``w``; returns ``[y]``."""
     stride, low, lhs_dilation, rhs_dilation, groups = _configuration(spec)
-    n, length, channels = x.shape
+    n, length, _channels = x.shape
     taps, group_in, n_out = w.shape
     out_len = outs[0].shape[1]
     group_out = n_out // groups

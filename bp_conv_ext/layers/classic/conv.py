@@ -1,12 +1,14 @@
 """The classic BrainPy convolution layer: parameters, modes and shape checks around the pure
 convolution."""
-from typing import Callable, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
 
 import brainpy as bp
 import brainpy.math as bm
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from ...core import args as _args, params as _params
+from ...core import args as _args
+from ...core import params as _params
 from ...interop import torch as _torch
 from ..base import ConvLayer
 from .modes import STEP_SHAPES, check_mode, check_name
@@ -103,7 +105,9 @@ class Conv1d(ConvLayer, bp.dnn.Layer):
     (8, 50, 16)
     """
 
-    supported_modes = (bm.NonBatchingMode, bm.BatchingMode, bm.TrainingMode)
+    # brainpy compares a mode with isinstance against these classes (its annotation says
+    # instances).
+    supported_modes = (bm.NonBatchingMode, bm.BatchingMode, bm.TrainingMode)  # type: ignore[assignment]
 
     @_args.refuse_pytorch_names({
         **_args.PYTORCH_NAMES,
@@ -116,18 +120,19 @@ class Conv1d(ConvLayer, bp.dnn.Layer):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: Union[int, Tuple[int]],
-        stride: Optional[Union[int, Tuple[int]]] = None,
-        strides: Optional[Union[int, Tuple[int]]] = None,
-        padding: Union[str, int, Tuple[int, int], Sequence[Tuple[int, int]]] = 'SAME',
-        lhs_dilation: Union[int, Tuple[int]] = 1,
-        rhs_dilation: Union[int, Tuple[int]] = 1,
+        kernel_size: int | tuple[int],
+        stride: int | tuple[int] | None = None,
+        strides: int | tuple[int] | None = None,
+        padding: str | int | tuple[int, int] | Sequence[tuple[int, int]] = 'SAME',
+        lhs_dilation: int | tuple[int] = 1,
+        rhs_dilation: int | tuple[int] = 1,
         groups: int = 1,
-        w_initializer: Union[bp.init.Initializer, Callable, bm.Array, float] = _DEFAULT_W_INIT,
-        b_initializer: Optional[Union[bp.init.Initializer, Callable, bm.Array, float]] = _DEFAULT_B_INIT,
-        mask: Optional[bm.Array] = None,
-        mode: Optional[bm.Mode] = None,
-        name: Optional[str] = None,
+        w_initializer: bp.init.Initializer | Callable | bm.Array | ArrayLike = _DEFAULT_W_INIT,
+        b_initializer: (bp.init.Initializer | Callable | bm.Array | ArrayLike
+                        | None) = _DEFAULT_B_INIT,
+        mask: bm.Array | None = None,
+        mode: bm.Mode | None = None,
+        name: str | None = None,
         padding_mode: str = 'zeros',
     ):
         super().__init__(name=check_name(name), mode=check_mode(mode))
@@ -141,12 +146,13 @@ class Conv1d(ConvLayer, bp.dnn.Layer):
         self.b_initializer = b_initializer
 
         kernel_shape = self.config.kernel_shape
-        w = _params.init_param('w_initializer', w_initializer, kernel_shape)
+        w = _params.init_param('w_initializer', w_initializer, kernel_shape,
+                               float_dtype=bm.dftype())
         if w is None:
             raise ValueError("`w_initializer` (=None) must give the kernel; only "
                              "`b_initializer` may be None.")
         b = _params.init_param('b_initializer', b_initializer, (1, self.out_channels),
-                               alt_shapes=((self.out_channels,),))
+                               alt_shapes=((self.out_channels,),), float_dtype=bm.dftype())
         self.mask = _params.make_mask(mask, kernel_shape, w.dtype)
         var = bm.TrainVar if isinstance(self.mode, bm.TrainingMode) else bm.Variable
         self.w = var(w)

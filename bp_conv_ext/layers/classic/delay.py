@@ -1,10 +1,11 @@
 """The classic BrainPy delay layer: synapses with learnable delays."""
 import numbers
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import brainpy as bp
 import brainpy.math as bm
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from ...core import args as _args
 from ...ops import delays as _delays
@@ -76,7 +77,9 @@ class DelayConv1d(DelayLayer, bp.dnn.Layer):
     [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
     """
 
-    supported_modes = (bm.NonBatchingMode, bm.BatchingMode, bm.TrainingMode)
+    # brainpy compares a mode with isinstance against these classes (its annotation says
+    # instances).
+    supported_modes = (bm.NonBatchingMode, bm.BatchingMode, bm.TrainingMode)  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -84,14 +87,15 @@ class DelayConv1d(DelayLayer, bp.dnn.Layer):
         out_channels: int,
         max_delay: int,
         kernel_count: int = 1,
-        w_initializer: Union[bp.init.Initializer, Callable, bm.Array, float] = _DEFAULT_DELAY_W_INIT,
-        delay_initializer: Optional[Union[bp.init.Initializer, Callable, bm.Array, float]] = None,
-        b_initializer: Optional[Union[bp.init.Initializer, Callable, bm.Array, float]] = None,
-        sigma: Optional[float] = None,
+        w_initializer: (bp.init.Initializer | Callable | bm.Array
+                        | ArrayLike) = _DEFAULT_DELAY_W_INIT,
+        delay_initializer: bp.init.Initializer | Callable | bm.Array | ArrayLike | None = None,
+        b_initializer: bp.init.Initializer | Callable | bm.Array | ArrayLike | None = None,
+        sigma: float | None = None,
         interpolation: str = 'gauss',
         input_dtype=None,
-        mode: Optional[bm.Mode] = None,
-        name: Optional[str] = None,
+        mode: bm.Mode | None = None,
+        name: str | None = None,
     ):
         super().__init__(name=check_name(name), mode=check_mode(mode))
         self.config = _delays.delay_config(in_channels, out_channels, max_delay, kernel_count,
@@ -103,7 +107,7 @@ class DelayConv1d(DelayLayer, bp.dnn.Layer):
             delay_initializer = bp.init.Uniform(0., float(c.max_delay))
         w, delays, b = _delays.initial_parameters(
             c, (w_initializer, delay_initializer, b_initializer),
-            ('w_initializer', 'delay_initializer', 'b_initializer'))
+            ('w_initializer', 'delay_initializer', 'b_initializer'), bm.dftype())
         var = bm.TrainVar if isinstance(self.mode, bm.TrainingMode) else bm.Variable
         self.w = var(w)
         self.delay = var(delays)

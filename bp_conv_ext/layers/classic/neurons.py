@@ -1,7 +1,6 @@
 """What a ``bp.dyn.Lif`` computes, read off the object: the one place that decides whether a
 neuron group is exactly the plain LIF model, for the fused spiking step and the NIR export."""
 import math
-from typing import Optional, Tuple, Union
 
 import brainpy as bp
 import brainpy.math as bm
@@ -16,7 +15,7 @@ def _label(lif) -> str:
     return f"{lif.name} (bp.dyn.{type(lif).__name__})"
 
 
-def _extension(lif) -> Optional[str]:
+def _extension(lif) -> str | None:
     """What runs in ``lif`` besides its own update, or None."""
     # Read with defaults: BrainPy 2.6's groups lack some of these (none of them run there).
     for attributes, what, how in (
@@ -37,7 +36,7 @@ def _extension(lif) -> Optional[str]:
     return None
 
 
-def lif_unsupported(lif, methods: Tuple[str, ...] = EXACT) -> Optional[str]:
+def lif_unsupported(lif, methods: tuple[str, ...] = EXACT) -> str | None:
     """None where ``lif`` is exactly ``bp.dyn.Lif``'s model, stepped by one of ``methods``;
     else a sentence naming the group and what it has besides.
 
@@ -66,7 +65,7 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def fused_constants(lif) -> Union[_fused.LIF, str]:
+def fused_constants(lif) -> _fused.LIF | str:
     """The fused step's constants for ``lif`` (:class:`bp_conv_ext.ops.fused.LIF`), or why
     the fused step does not compute it: it computes :func:`lif_unsupported`'s plain model
     with one number per parameter and a positive finite ``tau`` (BrainPy's own group runs

@@ -1,7 +1,7 @@
 """NIR graphs to and from classic BrainPy networks (``bp.Sequential`` / ``LayerByLayer`` of
 ``Conv1d``, ``DelayConv1d``, ``bp.dyn.Lif``, ``bp.dnn.AvgPool1d``, ``bp.dnn.Flatten`` and
 ``bp.dnn.Dense``)."""
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import brainpy as bp
 import brainpy.math as bm
@@ -89,7 +89,7 @@ def _steps(net, input_shape):
         yield step
 
 
-def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
+def to_nir(net, input_shape: Sequence[int], *, dt: float | None = None,
            integrator: str = 'exact', expand_groups: bool = False):
     """Export a feedforward spiking 1-D CNN as a ``nir.NIRGraph``.
 
@@ -145,10 +145,10 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
     graph_dt = sim_dt if dt is None else float(dt)
     steps = [_nir.lif_to_graph(step, sim_dt, graph_dt, integrator)
              if isinstance(step, _nir.LIF) else step for step in _steps(net, input_shape)]
-    return _nir.to_graph(steps, input_shape, graph_dt, expand_groups)
+    return _nir.to_graph(steps, tuple(input_shape), graph_dt, expand_groups)
 
 
-def from_nir(graph, *, dt: Optional[float] = None, integrator: str = 'exact', mode=None):
+def from_nir(graph, *, dt: float | None = None, integrator: str = 'exact', mode=None):
     """Build a :class:`LayerByLayer` that computes what a NIR graph describes.
 
     Parameters

@@ -1,7 +1,6 @@
 """The classic ``LayerByLayer``: a ``bp.Sequential`` that can run a whole sequence layer by
 layer."""
 import inspect
-from typing import List, Optional, Tuple
 
 import brainpy as bp
 import brainpy.math as bm
@@ -55,18 +54,18 @@ class _ConvLif:
 
     def multi_step(self, xs, fold: str = 'time'):
         conv, lif = self.conv, self.lif
-        xs, _ = conv._checked(xs, sequence=True)
+        operands = conv.sequence_operands(xs)
+        xs = operands.xs
         batched = xs.ndim == 4
         sequence = xs if batched else xs[:, None]
         v0 = lif.V.value if batched else lif.V.value[None]
         c = conv.config
         if v0.shape[1:] != (c.output_length(sequence.shape[2]), c.out_channels):
             return self.unfused(xs)
-        b = conv._bias(None, None)
         spikes, v = _fused.conv_lif(
-            sequence, conv._kernel()[0], None if b is None else b.reshape(-1), v0,
-            self.neurons, padding=c.padding, rhs_dilation=c.rhs_dilation, backend='auto',
-            fold=fold, spike_fn=lif.spk_fun if isinstance(lif.mode, bm.TrainingMode) else None,
+            sequence, operands.kernel, operands.bias, v0, self.neurons, padding=c.padding,
+            rhs_dilation=c.rhs_dilation, backend='auto', fold=fold,
+            spike_fn=lif.spk_fun if isinstance(lif.mode, bm.TrainingMode) else None,
             spike_dtype=lif.spike.value.dtype)
         if not batched:
             spikes, v = spikes[:, 0], v[0]
@@ -173,7 +172,7 @@ class LayerByLayer(bp.Sequential):
             stateful=lambda layer: not isinstance(layer, bp.dnn.Layer), scan=_scan_time,
             per_step=lambda layer, xs: jax.vmap(layer)(xs))
 
-    def fusion(self) -> List[Tuple[str, str, Optional[str]]]:
+    def fusion(self) -> list[tuple[str, str, str | None]]:
         """Which :class:`Conv1d` -> neuron group pairs :meth:`multi_step` runs as one fused
         spiking step (with ``fuse=True``), and why the others are not.
 

@@ -1,7 +1,6 @@
 """Training a :class:`LayerByLayer` network on whole sequences."""
-from typing import Callable, Iterable, List, Union
-
 import functools
+from collections.abc import Callable, Iterable
 
 import brainpy as bp
 import brainpy.math as bm
@@ -35,7 +34,8 @@ class LayerByLayerTrainer:
     def __init__(self, model: LayerByLayer, loss_fun: Callable, optimizer: bp.optim.Optimizer,
                  data_first_axis: str = 'B'):
         if not isinstance(model, LayerByLayer):
-            raise TypeError(f"`model` must be a bp_conv_ext.LayerByLayer, got {type(model).__name__}.")
+            raise TypeError(f"`model` must be a bp_conv_ext.LayerByLayer, "
+                            f"got {type(model).__name__}.")
         if not isinstance(model.mode, bm.TrainingMode):
             raise ValueError(f"`model` must be in TrainingMode to be trained, got {model.mode}.")
         if not isinstance(optimizer, bp.optim.Optimizer):
@@ -51,7 +51,9 @@ class LayerByLayerTrainer:
         optimizer.register_train_vars(self.train_vars)
         # One program per fold of [T, B] (see LayerByLayer.multi_step): batch first for a batch
         # split over devices, so that every device keeps its rows; time first otherwise.
-        self._grads, self._train_steps, self._predicts = {}, {}, {}
+        self._grads: dict[str, Callable] = {}
+        self._train_steps: dict[str, Callable] = {}
+        self._predicts: dict[str, Callable] = {}
         for fold in FOLDS:
             self._grads[fold] = bm.grad(functools.partial(self._loss, fold=fold),
                                         grad_vars=self.train_vars, return_value=True)
@@ -103,8 +105,8 @@ class LayerByLayerTrainer:
         """The model's per-step outputs for ``xs`` (same layout as ``xs``)."""
         return self._predicts[self._fold(xs)](bm.as_jax(xs))
 
-    def fit(self, train_data: Union[Iterable, Callable[[], Iterable]], num_epoch: int,
-            progress_bar: bool = True) -> List[float]:
+    def fit(self, train_data: Iterable | Callable[[], Iterable], num_epoch: int,
+            progress_bar: bool = True) -> list[float]:
         """Train for ``num_epoch`` passes over ``train_data``.
 
         ``train_data`` is an iterable of ``(inputs, targets)`` batches, or a callable that

@@ -1,13 +1,16 @@
 """The brainpy.state convolution layer: a brainstate module over the same convolution."""
 import inspect
-from typing import Callable, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import brainstate
 import brainunit as u
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from ...core import args as _args, params as _params
+from ...core import args as _args
+from ...core import params as _params
 from ...interop import torch as _torch
 from ..base import ConvLayer
 from . import units as _units
@@ -17,13 +20,14 @@ _BRAINSTATE_DEFAULTS = inspect.signature(brainstate.nn.Conv1d.__init__).paramete
 _DEFAULT_W_INIT = _BRAINSTATE_DEFAULTS['w_init'].default
 
 
-def _in_size(in_size) -> Tuple[int, int]:
+def _in_size(in_size) -> tuple[int, int]:
     if isinstance(in_size, (str, bytes)) or not isinstance(in_size, Sequence) or \
             len(in_size) != 2:
         raise ValueError(f"`in_size` (={in_size!r}) must be a pair (length, channels), or "
                          f"(channels, length) with channel_first=True: one spatial dimension "
                          f"plus the channel dimension.")
-    return tuple(_args.positive_int('in_size', size) for size in in_size)
+    first, second = (_args.positive_int('in_size', size) for size in in_size)
+    return first, second
 
 
 
@@ -116,23 +120,24 @@ class Conv1d(ConvLayer, brainstate.nn.Module):
         self,
         in_size: Sequence[int],
         out_channels: int,
-        kernel_size: Union[int, Tuple[int]],
-        stride: Union[int, Tuple[int]] = 1,
-        padding: Union[str, int, Tuple[int, int], Sequence[Tuple[int, int]]] = 'SAME',
-        lhs_dilation: Union[int, Tuple[int]] = 1,
-        rhs_dilation: Union[int, Tuple[int]] = 1,
+        kernel_size: int | tuple[int],
+        stride: int | tuple[int] = 1,
+        padding: str | int | tuple[int, int] | Sequence[tuple[int, int]] = 'SAME',
+        lhs_dilation: int | tuple[int] = 1,
+        rhs_dilation: int | tuple[int] = 1,
         groups: int = 1,
-        w_init: Union[Callable, jax.Array, float] = _DEFAULT_W_INIT,
-        b_init: Optional[Union[Callable, jax.Array, float]] = None,
-        w_mask: Optional[Union[jax.Array, Callable]] = None,
+        w_init: Callable | ArrayLike = _DEFAULT_W_INIT,
+        b_init: Callable | ArrayLike | None = None,
+        w_mask: jax.Array | Callable | None = None,
         channel_first: bool = False,
-        name: Optional[str] = None,
+        name: str | None = None,
         param_type: type = brainstate.ParamState,
         padding_mode: str = 'zeros',
     ):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"`name` (={name!r}) must be None or a str.")
-        super().__init__(name=name)
+        # brainstate.nn.Module's, after the mixin in the method order.
+        super().__init__(name=name)  # type: ignore[call-arg]
         if not isinstance(channel_first, bool):
             raise TypeError(f"`channel_first` (={channel_first!r}) must be a bool.")
         if not (isinstance(param_type, type) and issubclass(param_type, brainstate.State)):
@@ -154,17 +159,19 @@ class Conv1d(ConvLayer, brainstate.nn.Module):
         self.kernel_shape = c.kernel_shape
         self.w_initializer, self.b_initializer = w_init, b_init
 
-        weight = _params.init_param('w_init', w_init, c.kernel_shape)
+        float_dtype = brainstate.environ.dftype()
+        weight = _params.init_param('w_init', w_init, c.kernel_shape, float_dtype=float_dtype)
         if weight is None:
             raise ValueError("`w_init` (=None) must give the kernel; only `b_init` may be None.")
         params = dict(weight=weight)
         bias_shape = (1, c.out_channels, 1) if channel_first else (1, c.out_channels)
-        bias = _params.init_param('b_init', b_init, bias_shape, alt_shapes=((c.out_channels,),))
+        bias = _params.init_param('b_init', b_init, bias_shape, alt_shapes=((c.out_channels,),),
+                                  float_dtype=float_dtype)
         if bias is not None:
             params['bias'] = bias
         if callable(w_mask) and not hasattr(w_mask, 'shape'):
             w_mask = w_mask(c.kernel_shape)
-        self.w_mask = _params.make_mask(w_mask, c.kernel_shape, _units.split(weight)[0].dtype,
+        self.w_mask = _params.make_mask(w_mask, c.kernel_shape, _params.split_unit(weight)[0].dtype,
                                         'w_mask')
         self.weight = param_type(params)
 
@@ -188,7 +195,7 @@ class Conv1d(ConvLayer, brainstate.nn.Module):
 
     def _torch_parameters(self):
         params = self.weight.value
-        kernel, unit = _units.split(params['weight'])
+        kernel, unit = _params.split_unit(params['weight'])
         bias = params.get('bias')
         if unit is not None or isinstance(bias, u.Quantity):
             raise ValueError(f"{self._label} has parameters in units; torch.nn.Conv1d holds "
@@ -204,17 +211,18 @@ class Conv1d(ConvLayer, brainstate.nn.Module):
         self.weight.value = params
 
     def _checked(self, x, sequence: bool):
-        x, unit = _units.split(x)
+        x, unit = _params.split_unit(x)
         x = _args.as_input(x)
         lead = ('T, ' if sequence else '')
         ranks = (3, 4) if sequence else (2, 3)
-        if x.ndim not in ranks or x.shape[x.ndim - 2:] != self.in_size:
+        in_size = cast(tuple[int, int], self.in_size)   # brainstate keeps the pair as given
+        if x.ndim not in ranks or x.shape[x.ndim - 2:] != in_size:
             what = 'multi_step' if sequence else 'a call'
-            length = self.in_size[1 if self.channel_first else 0]
+            length = in_size[1 if self.channel_first else 0]
             raise ValueError(
-                f"{self._label} has in_size={self.in_size}, so {what} accepts inputs of shape "
-                f"[{lead}{', '.join(map(str, self.in_size))}] or "
-                f"[{lead}B, {', '.join(map(str, self.in_size))}]; got an input of shape "
+                f"{self._label} has in_size={in_size}, so {what} accepts inputs of shape "
+                f"[{lead}{', '.join(map(str, in_size))}] or "
+                f"[{lead}B, {', '.join(map(str, in_size))}]; got an input of shape "
                 f"{x.shape}." + _args.layout_hint(x.shape, self.config.in_channels, length,
                                                    channels_last=not self.channel_first))
         return x, unit
@@ -227,7 +235,7 @@ class Conv1d(ConvLayer, brainstate.nn.Module):
         return jnp.swapaxes(x, -1, -2) if self.channel_first else x
 
     def _kernel(self):
-        w, unit = _units.split(self.weight.value['weight'])
+        w, unit = _params.split_unit(self.weight.value['weight'])
         return (w if self.w_mask is None else w * self.w_mask), unit
 
     def _bias(self, x_unit, w_unit):

@@ -1,11 +1,12 @@
 """The brainpy.state delay layer: synapses with learnable delays as a brainstate module."""
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import brainstate
-import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from ...core import args as _args
+from ...core import params as _params
 from ...ops import delays as _delays
 from ..base import DelayLayer
 from . import units as _units
@@ -56,22 +57,24 @@ class DelayConv1d(DelayLayer, brainstate.nn.Module):
 
     def __init__(
         self,
-        in_size: Union[int, Sequence[int]],
-        out_size: Union[int, Sequence[int]],
+        in_size: int | Sequence[int],
+        out_size: int | Sequence[int],
         max_delay: int,
         kernel_count: int = 1,
-        w_init: Union[Callable, jax.Array, float] = brainstate.nn.init.KaimingUniform(),
-        delay_init: Optional[Union[Callable, jax.Array, float]] = None,
-        b_init: Optional[Union[Callable, jax.Array, float]] = None,
-        sigma: Optional[float] = None,
+        # brainstate.nn.Conv1d's default, an initializer that holds no state.
+        w_init: Callable | ArrayLike = brainstate.nn.init.KaimingUniform(),  # noqa: B008
+        delay_init: Callable | ArrayLike | None = None,
+        b_init: Callable | ArrayLike | None = None,
+        sigma: float | None = None,
         interpolation: str = 'gauss',
         input_dtype=None,
-        name: Optional[str] = None,
+        name: str | None = None,
         param_type: type = brainstate.ParamState,
     ):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"`name` (={name!r}) must be None or a str.")
-        super().__init__(name=name)
+        # brainstate.nn.Module's, after the mixin in the method order.
+        super().__init__(name=name)  # type: ignore[call-arg]
         if not (isinstance(param_type, type) and issubclass(param_type, brainstate.State)):
             raise TypeError(f"`param_type` (={param_type!r}) must be a brainstate.State "
                             f"subclass such as brainstate.ParamState.")
@@ -84,7 +87,8 @@ class DelayConv1d(DelayLayer, brainstate.nn.Module):
         if delay_init is None:
             delay_init = brainstate.nn.init.Uniform(0., float(c.max_delay))
         weight, delays, bias = _delays.initial_parameters(
-            c, (w_init, delay_init, b_init), ('w_init', 'delay_init', 'b_init'))
+            c, (w_init, delay_init, b_init), ('w_init', 'delay_init', 'b_init'),
+            brainstate.environ.dftype())
         params = dict(weight=weight) if bias is None else dict(weight=weight, bias=bias)
         self.weight = param_type(params)
         self.delay = param_type(delays)
@@ -95,7 +99,7 @@ class DelayConv1d(DelayLayer, brainstate.nn.Module):
         self.input_dtype = jnp.dtype(dtype if input_dtype is None else input_dtype)
         self.init_state()
 
-    def init_state(self, batch_size: Optional[int] = None, **kwargs):
+    def init_state(self, batch_size: int | None = None, **kwargs):
         """A buffer of ``max_delay`` past inputs (zeros), for ``batch_size`` samples (``None``:
         unbatched inputs)."""
         lead = () if batch_size is None else (_args.positive_int('batch_size', batch_size),)
@@ -103,7 +107,7 @@ class DelayConv1d(DelayLayer, brainstate.nn.Module):
             jnp.zeros(lead + (self.max_delay, self.in_channels), self.input_dtype))
         self.index = brainstate.ShortTermState(jnp.zeros((), jnp.int32))
 
-    def reset_state(self, batch_size: Optional[int] = None, **kwargs):
+    def reset_state(self, batch_size: int | None = None, **kwargs):
         """Clear the buffer of past inputs (for ``batch_size`` samples)."""
         self.init_state(batch_size)
 
@@ -112,17 +116,17 @@ class DelayConv1d(DelayLayer, brainstate.nn.Module):
         return self.name or type(self).__name__
 
     def _weights(self):
-        return _units.split(self.weight.value['weight'])[0]
+        return _params.split_unit(self.weight.value['weight'])[0]
 
     def _bias(self, x_unit):
         return _units.bias_mantissa(self._label, self.weight.value.get('bias'), x_unit,
-                                    _units.split(self.weight.value['weight'])[1])
+                                    _params.split_unit(self.weight.value['weight'])[1])
 
     def _with_unit(self, y, x_unit):
         return _units.with_unit(y, x_unit, self.weight.value['weight'])
 
     def _checked(self, x, sequence: bool):
-        x, unit = _units.split(x)
+        x, unit = _params.split_unit(x)
         x = _args.as_input(x)
         step_shape = '[B, C]' if self.buffer.value.ndim == 3 else '[C]'
         _delays.check_input(self._label, x, self.in_channels, self.buffer.value, sequence,

@@ -2,7 +2,6 @@
 whether a neuron module is exactly the plain LIF model, for the fused spiking step and the NIR
 export."""
 import math
-from typing import Optional, Union
 
 import brainpy.state
 import brainstate
@@ -16,7 +15,7 @@ def _label(lif) -> str:
     return f"{lif.name or 'LIF'} (brainpy.state.{type(lif).__name__})"
 
 
-def lif_unsupported(lif) -> Optional[str]:
+def lif_unsupported(lif) -> str | None:
     """None where ``lif`` is exactly ``brainpy.state.LIF``'s model; else a sentence naming the
     module and what it has besides.
 
@@ -58,7 +57,7 @@ def _scalar(value, unit):
         return None
 
 
-def fused_constants(lif, current_unit, v_unit) -> Union[_fused.LIF, str]:
+def fused_constants(lif, current_unit, v_unit) -> _fused.LIF | str:
     """The fused step's constants for ``lif`` driven by a current in ``current_unit`` with its
     potential in ``v_unit`` (``None``: plain numbers), or why the fused step does not compute
     it: it computes :func:`lif_unsupported`'s plain model with each parameter one number in

@@ -7,7 +7,7 @@ currents (weights and biases of the layers that feed the neurons) in mA, resista
 voltages in mV, so that ``r * I`` is in mV as the voltages are; times are counted in time
 steps of brainstate's ``dt`` and written as ``steps * dt`` of the graph.
 """
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import brainpy.state
 import brainstate
@@ -22,7 +22,8 @@ from .neurons import lif_unsupported
 from .sequential import LayerByLayer
 
 #: The unit each kind of quantity is written in.
-UNITS = dict(current=u.mA, resistance=u.ohm, voltage=u.mV)
+# (brainunit makes its units at import; mypy sees none of them.)
+UNITS = dict(current=u.mA, resistance=u.ohm, voltage=u.mV)  # type: ignore[attr-defined]
 
 
 def _number(value, kind: str, label: str) -> np.ndarray:
@@ -51,7 +52,7 @@ def _sim_dt() -> float:
 
 def _milliseconds(dt) -> float:
     """brainstate's ``dt`` as the default time step of a graph: in ms, as BrainPy counts."""
-    return float(dt.to_decimal(u.ms) if isinstance(dt, u.Quantity) else dt)
+    return float(dt.to_decimal(u.ms) if isinstance(dt, u.Quantity) else dt)  # type: ignore[attr-defined]
 
 
 def _steps(tau, dt, label: str) -> np.ndarray:
@@ -158,7 +159,7 @@ def _model_steps(net, input_shape, dt):
         yield step
 
 
-def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
+def to_nir(net, input_shape: Sequence[int], *, dt: float | None = None,
            integrator: str = 'exact', expand_groups: bool = False):
     """Export a feedforward spiking 1-D CNN of ``brainpy.state`` modules as a
     ``nir.NIRGraph``; as :func:`bp_conv_ext.to_nir`, within brainstate's ``dt``.
@@ -184,10 +185,10 @@ def to_nir(net, input_shape: Sequence[int], *, dt: Optional[float] = None,
     steps = [_nir.lif_to_graph(step, 1.0, graph_dt, integrator)
              if isinstance(step, _nir.LIF) else step
              for step in _model_steps(net, input_shape, sim_dt)]
-    return _nir.to_graph(steps, input_shape, graph_dt, expand_groups)
+    return _nir.to_graph(steps, tuple(input_shape), graph_dt, expand_groups)
 
 
-def from_nir(graph, *, dt: Optional[float] = None, integrator: str = 'exact'):
+def from_nir(graph, *, dt: float | None = None, integrator: str = 'exact'):
     """Build a :class:`LayerByLayer` of ``brainpy.state`` modules that computes what a NIR
     graph describes; as :func:`bp_conv_ext.from_nir`, within brainstate's ``dt`` (one step of
     the graph's ``dt`` becomes one step of it).

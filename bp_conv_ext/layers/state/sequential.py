@@ -1,15 +1,19 @@
 """The brainpy.state ``LayerByLayer``: a ``brainstate.nn.Sequential`` that can run a whole
 sequence layer by layer."""
-from typing import List, Optional, Tuple
+
+import itertools
+from collections.abc import Sequence
 
 import brainpy.state
 import brainstate
 import brainunit as u
 import jax.numpy as jnp
 
+from ...core import params as _params
 from ...core import sequence as _sequence
 from ...ops import fused as _fused
-from . import neurons as _neurons, units as _units
+from . import neurons as _neurons
+from . import units as _units
 from .conv import Conv1d
 
 
@@ -30,7 +34,7 @@ def _scan_time(layer, xs):
     return brainstate.transform.for_loop(step, jnp.arange(xs.shape[0]), xs)
 
 
-def _conv_unfusable(conv) -> Optional[str]:
+def _conv_unfusable(conv) -> str | None:
     """Why the fused step does not compute ``conv`` (a :class:`Conv1d`), or None: it takes
     channels last, stride 1, one group, zero padding, no mask and the default backend."""
     name = conv.name or 'Conv1d'
@@ -47,9 +51,9 @@ def _fusion(conv, lif, x_unit):
     reason = _conv_unfusable(conv) or _neurons.lif_unsupported(lif)
     if reason is not None:
         return reason
-    _, w_unit = conv._kernel()
+    w_unit = _params.split_unit(conv.weight.value['weight'])[1]
     return _neurons.fused_constants(lif, _units.times(x_unit, w_unit),
-                                    _units.split(lif.V.value)[1])
+                                    _params.split_unit(lif.V.value)[1])
 
 
 def _candidate(conv, neurons) -> bool:
@@ -69,19 +73,18 @@ class _ConvLif:
 
     def multi_step(self, xs, fold: str = 'time'):
         conv, lif = self.conv, self.lif
-        x, x_unit = conv._checked(xs, sequence=True)
-        kernel, w_unit = conv._kernel()
-        v, v_unit = _units.split(lif.V.value)
-        neurons = _fusion(conv, lif, x_unit)
+        operands = conv.sequence_operands(xs)
+        x = operands.xs
+        v, v_unit = _params.split_unit(lif.V.value)
+        neurons = _fusion(conv, lif, operands.x_unit)
         batched = x.ndim == 4
         sequence, v0 = (x, v) if batched else (x[:, None], v[None])
         c = conv.config
         if not isinstance(neurons, _fused.LIF) or \
                 v0.shape[1:] != (c.output_length(sequence.shape[2]), c.out_channels):
             return self.unfused(xs)
-        b = conv._bias(x_unit, w_unit)
         spikes, v = _fused.conv_lif(
-            sequence, kernel, None if b is None else jnp.reshape(b, (-1,)), v0, neurons,
+            sequence, operands.kernel, operands.bias, v0, neurons,
             padding=c.padding, rhs_dilation=c.rhs_dilation, backend='auto', fold=fold,
             spike_fn=lif.spk_fun)
         if not batched:
@@ -130,14 +133,16 @@ class LayerByLayer(brainstate.nn.Sequential):
         fold = _sequence.check_fold(fold)
         if not isinstance(fuse, bool):
             raise TypeError(f"`fuse` (={fuse!r}) must be a bool.")
-        xs, unit = _units.split(xs)
+        xs, unit = _params.split_unit(xs)
         xs = jnp.asarray(xs)
         xs = xs if unit is None else u.Quantity(xs, unit=unit)
         if xs.ndim < 2:
             raise ValueError(f"{self.name or type(self).__name__}.multi_step takes a time-first "
                              f"sequence [T, B, ...] or [T, ...]; got an input of shape "
                              f"{xs.shape}.")
-        batched = self.in_size is None or xs.ndim == len(self.in_size) + 2
+        in_size = self.in_size
+        rank = len(in_size) if isinstance(in_size, Sequence) else 1
+        batched = in_size is None or xs.ndim == rank + 2
         layers = list(self.layers)
         if fuse:
             layers = _sequence.fuse_pairs(layers, lambda conv, lif: _ConvLif(
@@ -151,7 +156,7 @@ class LayerByLayer(brainstate.nn.Sequential):
             _is_stateful(layer),
             scan=_scan_time, per_step=lambda layer, xs: layer(xs))   # time serves as the batch
 
-    def fusion(self, x_unit=None) -> List[Tuple[str, str, Optional[str]]]:
+    def fusion(self, x_unit=None) -> list[tuple[str, str, str | None]]:
         """Which :class:`Conv1d` -> neuron pairs :meth:`multi_step` runs as one fused spiking
         step (with ``fuse=True``) for an input in ``x_unit`` (``None``: plain
         numbers), and why the others are not. Call it once the states are initialised.
@@ -160,13 +165,14 @@ class LayerByLayer(brainstate.nn.Sequential):
         -------
         list of (str, str, str or None)
             For each :class:`Conv1d` followed by a ``brainpy.state`` neuron module, in order:
-            the two modules' names (their class where they have none) and ``None`` where the pair is fused, else the reason it
-            runs unfused (the neurons' hooks, inputs or class, the convolution's options,
-            parameters that are not one number each in the state's units, ...). A pair whose
+            the two modules' names (their class where they have none) and ``None`` where the
+            pair is fused, else the reason it runs unfused (the neurons' hooks, inputs or
+            class, the convolution's options, parameters that are not one number each in the
+            state's units, ...). A pair whose
             neurons' shape is not the convolution's output also runs unfused.
         """
         layers = list(self.layers)
         return [(conv.name or 'Conv1d', lif.name or type(lif).__name__,
                  None if isinstance(decision, _fused.LIF) else decision)
-                for conv, lif in zip(layers, layers[1:]) if _candidate(conv, lif)
+                for conv, lif in itertools.pairwise(layers) if _candidate(conv, lif)
                 for decision in [_fusion(conv, lif, x_unit)]]

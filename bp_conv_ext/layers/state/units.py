@@ -5,12 +5,6 @@ import brainunit as u
 from ...core import params as _params
 
 
-def split(x):
-    """``(mantissa, unit)`` of an input or parameter; plain arrays have no unit (``None``)."""
-    mantissa, quantity = _params.split_unit(x)
-    return mantissa, None if quantity is None else quantity.unit
-
-
 def times(unit_a, unit_b):
     if unit_a is None:
         return unit_b
@@ -33,5 +27,5 @@ def bias_mantissa(label, b, x_unit, w_unit):
 
 def with_unit(y, x_unit, kernel):
     """The output mantissa ``y`` with its unit: the input's times the kernel's."""
-    unit = times(x_unit, split(kernel)[1])
+    unit = times(x_unit, _params.split_unit(kernel)[1])
     return y if unit is None else u.maybe_decimal(u.Quantity(y, unit=unit))
