@@ -8,24 +8,33 @@ import dataclasses
 import functools
 import inspect
 import numbers
-from typing import Mapping, NamedTuple, Sequence, Tuple, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from . import params as _params
 from .dense import ALGORITHMS
 
-PaddingSpec = Union[str, Tuple[int, int]]
+PaddingSpec = str | tuple[int, int]
+
+#: The forms of ``padding`` that :func:`canonical_padding` accepts.
+PaddingLike = str | int | Sequence[int] | Sequence[Sequence[int]]
+
+_P = ParamSpec('_P')
+_R = TypeVar('_R')
 
 PADDING_STRINGS = ('SAME', 'VALID', 'CAUSAL')
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def positive_int(name: str, value) -> int:
+def positive_int(name: str, value: object) -> int:
     """Return ``value`` as an ``int`` if it is an integer >= 1.
 
     A sequence holding exactly one integer is accepted too, because BrainPy's
@@ -39,12 +48,13 @@ def positive_int(name: str, value) -> int:
         value = value[0]
     if not _is_int(value):
         raise TypeError(f"`{name}` (={raw!r}) must be an int, got {type(value).__name__}.")
+    value = cast(numbers.Integral, value)      # as _is_int checked
     if value < 1:
         raise ValueError(f"`{name}` (={raw!r}) must be a positive integer (>= 1).")
     return int(value)
 
 
-def resolve_stride(stride, strides) -> int:
+def resolve_stride(stride: object, strides: object) -> int:
     """Merge BrainPy's ``stride`` and its older spelling ``strides``."""
     if stride is not None and strides is not None:
         raise ValueError(f"`stride` (={stride!r}) and `strides` (={strides!r}) were both given; "
@@ -55,25 +65,28 @@ def resolve_stride(stride, strides) -> int:
     return positive_int('stride', stride)
 
 
-def check_groups(in_channels: int, out_channels: int, groups) -> int:
+def check_groups(in_channels: int, out_channels: int, groups: object) -> int:
     groups = positive_int('groups', groups)
     if in_channels % groups:
-        raise ValueError(f"`in_channels` (={in_channels}) must be divisible by `groups` (={groups}).")
+        raise ValueError(f"`in_channels` (={in_channels}) must be divisible by `groups` "
+                         f"(={groups}).")
     if out_channels % groups:
-        raise ValueError(f"`out_channels` (={out_channels}) must be divisible by `groups` (={groups}).")
+        raise ValueError(f"`out_channels` (={out_channels}) must be divisible by `groups` "
+                         f"(={groups}).")
     return groups
 
 
-def _padding_pair(raw, pair) -> Tuple[int, int]:
+def _padding_pair(raw: object, pair: Sequence[Any]) -> tuple[int, int]:
     if len(pair) != 2 or not all(_is_int(p) for p in pair):
-        raise ValueError(f"`padding` (={raw!r}) must hold a (low, high) pair of ints, got {pair!r}.")
+        raise ValueError(f"`padding` (={raw!r}) must hold a (low, high) pair of ints, "
+                         f"got {pair!r}.")
     low, high = int(pair[0]), int(pair[1])
     if low < 0 or high < 0:
         raise ValueError(f"`padding` (={raw!r}) must not be negative; got low={low}, high={high}.")
     return low, high
 
 
-def canonical_padding(padding) -> PaddingSpec:
+def canonical_padding(padding: object) -> PaddingSpec:
     """Normalise ``padding`` to ``'SAME'``, ``'VALID'``, ``'CAUSAL'`` or a ``(low, high)`` pair.
 
     Accepted forms: one of those strings in any case; a non-negative int ``p``
@@ -82,8 +95,9 @@ def canonical_padding(padding) -> PaddingSpec:
     if isinstance(padding, str):
         upper = padding.upper()
         if upper not in PADDING_STRINGS:
-            raise ValueError(f"`padding` (={padding!r}) must be one of {', '.join(PADDING_STRINGS)} "
-                             f"(any case), an int, a (low, high) pair or a sequence holding one pair.")
+            raise ValueError(f"`padding` (={padding!r}) must be one of "
+                             f"{', '.join(PADDING_STRINGS)} (any case), an int, a (low, high) "
+                             f"pair or a sequence holding one pair.")
         return upper
     if _is_int(padding):
         return _padding_pair(padding, (padding, padding))
@@ -92,13 +106,13 @@ def canonical_padding(padding) -> PaddingSpec:
             return _padding_pair(padding, padding[0])
         if len(padding) == 2 and all(_is_int(p) for p in padding):
             return _padding_pair(padding, padding)
-        raise ValueError(f"`padding` (={padding!r}) must be an int, a (low, high) pair of ints or a "
-                         f"sequence holding one such pair (one spatial dimension).")
+        raise ValueError(f"`padding` (={padding!r}) must be an int, a (low, high) pair of ints "
+                         f"or a sequence holding one such pair (one spatial dimension).")
     raise TypeError(f"`padding` (={padding!r}) must be a str, an int or a sequence, "
                     f"got {type(padding).__name__}.")
 
 
-def layout_hint(shape: Sequence[int], in_channels: int, length=None,
+def layout_hint(shape: Sequence[int], in_channels: int, length: int | None = None,
                 channels_last: bool = True) -> str:
     """A sentence to add to a shape error when ``shape`` would fit with its last two axes
     swapped (a channels-first ``[..., C, H]`` input for a channels-last layer, or the other
@@ -135,7 +149,8 @@ PYTORCH_NAMES = {
 }
 
 
-def refuse_pytorch_names(names: Mapping[str, str]):
+def refuse_pytorch_names(names: Mapping[str, str]
+                         ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Decorate a layer's ``__init__`` or a function so that a keyword it does not take but
     its PyTorch equivalent does (``dilation=``, ``bias=``, ...) raises a ``TypeError`` that
     names both spellings, instead of Python's bare "unexpected keyword argument".
@@ -143,13 +158,13 @@ def refuse_pytorch_names(names: Mapping[str, str]):
     ``names`` maps each PyTorch keyword to a clause saying what to write here (``{value!r}``
     is replaced by the value given); keywords that the decorated function takes are left to it.
     """
-    def decorate(fn):
+    def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         taken = inspect.signature(fn).parameters
         foreign = {key: text for key, text in names.items() if key not in taken}
         owner = fn.__qualname__.replace('.__init__', '')
 
         @functools.wraps(fn)
-        def checked(*args, **kwargs):
+        def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             for key in foreign.keys() & kwargs.keys():
                 value = kwargs[key]
                 raise TypeError(f"{owner}() got PyTorch's keyword `{key}` (={value!r}); "
@@ -165,7 +180,7 @@ def dilated_length(length: int, dilation: int) -> int:
 
 
 def resolve_padding(padding: PaddingSpec, length: int, kernel_size: int, stride: int,
-                    lhs_dilation: int, rhs_dilation: int) -> Tuple[int, int]:
+                    lhs_dilation: int, rhs_dilation: int) -> tuple[int, int]:
     """Return the explicit ``(low, high)`` padding for an input of ``length`` samples.
 
     ``'SAME'`` pads the lhs-dilated input so that the output has
@@ -229,7 +244,7 @@ PADDING_MODES = {'zeros': 'constant', 'reflect': 'reflect', 'replicate': 'edge',
                  'circular': 'wrap'}
 
 
-def check_padding_mode(padding_mode, lhs_dilation: int) -> str:
+def check_padding_mode(padding_mode: object, lhs_dilation: int) -> str:
     """Validate ``padding_mode``: one of :data:`PADDING_MODES`; modes other than ``'zeros'``
     need ``lhs_dilation == 1`` (padding a dilated input with its own samples has no
     meaning: the holes are zeros)."""
@@ -243,7 +258,7 @@ def check_padding_mode(padding_mode, lhs_dilation: int) -> str:
     return padding_mode
 
 
-def check_padding_fits(padding_mode: str, pads: Tuple[int, int], length: int) -> None:
+def check_padding_fits(padding_mode: str, pads: tuple[int, int], length: int) -> None:
     """Refuse padding that ``padding_mode`` cannot take from an input of ``length`` samples:
     ``'reflect'`` needs each side narrower than the input, ``'circular'`` no wider
     (PyTorch's limits)."""
@@ -256,7 +271,7 @@ def check_padding_fits(padding_mode: str, pads: Tuple[int, int], length: int) ->
                          f"padding is {tuple(pads)} but the input has {length} samples.")
 
 
-def as_input(x):
+def as_input(x: object) -> jax.Array:
     """``x`` as a JAX array; a clear ``TypeError`` for ``None``, strings, objects and the
     like."""
     if x is None:
@@ -288,14 +303,17 @@ class ConvOptions(NamedTuple):
 BACKENDS = ('auto', 'dense') + ALGORITHMS + ('event',)
 
 
-def check_backend(backend) -> str:
+def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
-        raise ValueError(f"`backend` (={backend!r}) must be one of {', '.join(map(repr, BACKENDS))}.")
+        raise ValueError(f"`backend` (={backend!r}) must be one of "
+                         f"{', '.join(map(repr, BACKENDS))}.")
     return backend
 
 
-def conv_arguments(x, w, b=None, *, stride, padding, lhs_dilation, rhs_dilation, groups,
-                   mask=None, backend, padding_mode):
+def conv_arguments(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, *, stride: int,
+                   padding: PaddingLike, lhs_dilation: int, rhs_dilation: int, groups: int,
+                   mask: ArrayLike | None = None, backend: str, padding_mode: str
+                   ) -> tuple[jax.Array, jax.Array, jax.Array | None, ConvOptions]:
     """Check the arguments of :func:`bp_conv_ext.conv1d`, once; returns ``x``, ``w`` (masked),
     ``b`` as arrays and their :class:`ConvOptions`."""
     x = as_input(x)
@@ -318,7 +336,7 @@ def conv_arguments(x, w, b=None, *, stride, padding, lhs_dilation, rhs_dilation,
     check_backend(backend)
     if mask is not None:
         _params.real_floats('mask', mask)
-        w = w * _params.make_mask(mask, w.shape, w.dtype)
+        w = w * cast(jax.Array, _params.make_mask(mask, w.shape, w.dtype))   # mask not None
     if b is not None:
         b = _params.real_floats('b', b)
         if b.size != w.shape[2]:
@@ -346,7 +364,7 @@ class LayerConfig:
     padding_mode: str
 
     @property
-    def kernel_shape(self) -> Tuple[int, int, int]:
+    def kernel_shape(self) -> tuple[int, int, int]:
         """``(K, in_channels // groups, out_channels)``."""
         return self.kernel_size, self.in_channels // self.groups, self.out_channels
 
@@ -354,7 +372,7 @@ class LayerConfig:
         return output_length(length, self.kernel_size, self.stride, self.padding,
                              self.lhs_dilation, self.rhs_dilation)
 
-    def attributes(self) -> dict:
+    def attributes(self) -> dict[str, object]:
         """The configuration as ``brainpy.dnn.Conv1d`` and ``brainstate.nn.Conv1d`` expose it
         (both layers set these): per-dimension tuples, ``padding`` a string or a tuple of one
         ``(low, high)`` pair."""
@@ -370,8 +388,9 @@ class LayerConfig:
                            self.groups, self.padding_mode, backend)
 
 
-def layer_config(in_channels, out_channels, kernel_size, stride, padding, lhs_dilation,
-                 rhs_dilation, groups, padding_mode) -> LayerConfig:
+def layer_config(in_channels: object, out_channels: object, kernel_size: object, stride: object,
+                 padding: object, lhs_dilation: object, rhs_dilation: object, groups: object,
+                 padding_mode: object) -> LayerConfig:
     """Check a layer's constructor arguments once; ``stride`` may be a resolved int."""
     in_channels = positive_int('in_channels', in_channels)
     out_channels = positive_int('out_channels', out_channels)

@@ -15,13 +15,19 @@ computes the kernel gradient as ``patches^T @ dy`` instead of XLA's backward-fil
 convolution (which is an order of magnitude slower inside ``lax.scan``). Forward mode
 works too.
 """
+from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple, Tuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
+from jax.typing import DTypeLike
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing's from Python 3.13
 
 ALGORITHMS = ('xla', 'xla2d', 'im2col')
 
@@ -29,7 +35,7 @@ ALGORITHMS = ('xla', 'xla2d', 'im2col')
 class ConvSpec(NamedTuple):
     """Static configuration of one convolution (hashable, so it can key a trace)."""
     stride: int
-    padding: Tuple[int, int]
+    padding: tuple[int, int]
     lhs_dilation: int
     rhs_dilation: int
     groups: int
@@ -37,7 +43,7 @@ class ConvSpec(NamedTuple):
     kernel_grad: str = 'im2col'
 
 
-def compute_dtype(x_dtype, w_dtype):
+def compute_dtype(x_dtype: DTypeLike, w_dtype: DTypeLike) -> np.dtype[Any]:
     """The dtype a convolution of ``x`` with ``w`` is computed and returned in.
 
     ``bool`` and integer inputs (spikes, counts) are computed in the kernel's
@@ -76,7 +82,7 @@ def is_small(batch: int, length: int, in_channels: int, out_channels: int, kerne
 
 
 def choose(batch: int, length: int, in_channels: int, out_channels: int, kernel_size: int,
-           groups: int) -> Tuple[str, str]:
+           groups: int) -> tuple[str, str]:
     """The dense algorithm and the kernel-gradient form for a shape; fixed rules measured on a
     2-core CPU.
 
@@ -103,14 +109,14 @@ def choose_algorithm(batch: int, length: int, in_channels: int, out_channels: in
     return choose(batch, length, in_channels, out_channels, kernel_size, groups)[0]
 
 
-def _pad_input(x, spec: ConvSpec):
+def _pad_input(x: jax.Array, spec: ConvSpec) -> jax.Array:
     """Apply ``spec``'s padding and input dilation to ``x`` (zeros, as the convolution would)."""
     low, high = spec.padding
     return lax.pad(x, jnp.zeros((), x.dtype),
                    ((0, 0, 0), (low, high, spec.lhs_dilation - 1), (0, 0, 0)))
 
 
-def _xla_safe(x, w, spec: ConvSpec):
+def _xla_safe(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Array, ConvSpec]:
     """Where some outputs see padding only (padding at least the dilated kernel span), XLA's
     CPU backward-input convolution returns garbage (it reads memory it never wrote; seen with
     jax 0.10): pad here and let XLA convolve unpadded."""
@@ -119,7 +125,7 @@ def _xla_safe(x, w, spec: ConvSpec):
     return _pad_input(x, spec), spec._replace(padding=(0, 0), lhs_dilation=1)
 
 
-def xla(x, w, spec: ConvSpec):
+def xla(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """XLA's convolution of ``[N, H, C_in]`` input with ``spec`` (its algorithm not consulted)."""
     x, spec = _xla_safe(x, w, spec)
     return lax.conv_general_dilated(
@@ -128,7 +134,7 @@ def xla(x, w, spec: ConvSpec):
         dimension_numbers=('NWC', 'WIO', 'NWC'), feature_group_count=spec.groups)
 
 
-def _xla2d(x, w, spec: ConvSpec):
+def _xla2d(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     x, spec = _xla_safe(x, w, spec)
     y = lax.conv_general_dilated(
         x[:, None], w[None], window_strides=(1, spec.stride), padding=((0, 0), spec.padding),
@@ -137,7 +143,7 @@ def _xla2d(x, w, spec: ConvSpec):
     return y[:, 0]
 
 
-def patches(x, kernel_size: int, spec: ConvSpec):
+def patches(x: jax.Array, kernel_size: int, spec: ConvSpec) -> jax.Array:
     """``[N, H, C]`` -> ``[N, H_out, K, C]``: the input sample each tap sees."""
     padded = _pad_input(x, spec)
     span = (kernel_size - 1) * spec.rhs_dilation + 1
@@ -149,7 +155,8 @@ def patches(x, kernel_size: int, spec: ConvSpec):
     return jnp.stack(taps, axis=2)
 
 
-def kernel_grad_tap_by_tap(x, dy, kernel_shape, spec: ConvSpec):
+def kernel_grad_tap_by_tap(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, int, int],
+                           spec: ConvSpec) -> jax.Array:
     """The kernel gradient ``K(x)^T dy`` (``kernel_shape``: ``(K, C_in // groups, C_out)``)
     as one matmul per tap: the products of ``im2col``'s (the padding's and the input
     dilation's zeros included, so ``0 * nan`` is NaN as there), with one shifted copy of the
@@ -159,14 +166,14 @@ def kernel_grad_tap_by_tap(x, dy, kernel_shape, spec: ConvSpec):
     width = (dy.shape[1] - 1) * spec.stride + 1
     groups = spec.groups
 
-    def tap_grad(k):
+    def tap_grad(k: int | jax.Array) -> jax.Array:
         shifted = lax.dynamic_slice_in_dim(padded, k * spec.rhs_dilation, width, axis=1)
         tap = lax.slice_in_dim(shifted, 0, width, stride=spec.stride, axis=1)
         tap = tap.reshape(-1, groups, channels).astype(dy.dtype)
         g = jnp.einsum('rgc,rgo->cgo', tap, dy.reshape(-1, groups, out // groups))
         return g.reshape(1, channels, out)
 
-    def add_tap(k, grad):
+    def add_tap(k: jax.Array, grad: jax.Array) -> jax.Array:
         return lax.dynamic_update_slice_in_dim(grad, tap_grad(k), k, axis=0)
 
     # A loop, so that one tap's copy is alive at a time. The first tap is written before it:
@@ -174,10 +181,10 @@ def kernel_grad_tap_by_tap(x, dy, kernel_shape, spec: ConvSpec):
     # over the axes dy varies over).
     first = lax.dynamic_update_slice_in_dim(jnp.zeros(kernel_shape, dy.dtype), tap_grad(0), 0,
                                             axis=0)
-    return lax.fori_loop(1, taps, add_tap, first)
+    return cast(jax.Array, lax.fori_loop(1, taps, add_tap, first))    # fori_loop: untyped
 
 
-def _patch_matmul(p, w, groups: int):
+def _patch_matmul(p: jax.Array, w: jax.Array, groups: int) -> jax.Array:
     """Contract patches ``[N, H_out, K, C]`` with a kernel ``[K, C // groups, O]``."""
     n, h, k, c = p.shape
     out = w.shape[2]
@@ -188,19 +195,22 @@ def _patch_matmul(p, w, groups: int):
     return jnp.einsum('nhkgc,kcgo->nhgo', p, w).reshape(n, h, out)
 
 
-def _im2col(x, w, spec: ConvSpec):
+def _im2col(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     return _patch_matmul(patches(x, w.shape[0], spec), w, spec.groups)
 
 
-_FORWARD = {'xla': xla, 'xla2d': _xla2d, 'im2col': _im2col}
+_Algorithm = Callable[[jax.Array, jax.Array, ConvSpec], jax.Array]
+_FORWARD: dict[str, _Algorithm] = {'xla': xla, 'xla2d': _xla2d, 'im2col': _im2col}
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _conv(x, w, spec: ConvSpec):
+def _conv(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     return _FORWARD[spec.algorithm](x, w, spec)
 
 
-def _conv_jvp(spec: ConvSpec, primals, tangents):
+def _conv_jvp(spec: ConvSpec, primals: tuple[jax.Array, jax.Array],
+              tangents: tuple[jax.Array | SymbolicZero, jax.Array | SymbolicZero]
+              ) -> tuple[jax.Array, jax.Array]:
     x, w = primals
     x_dot, w_dot = tangents
     y = _conv(x, w, spec)
@@ -220,10 +230,10 @@ def _conv_jvp(spec: ConvSpec, primals, tangents):
 _conv.defjvp(_conv_jvp, symbolic_zeros=True)
 
 
-def _is_zero(tangent) -> bool:
+def _is_zero(tangent: object) -> 'TypeIs[SymbolicZero]':
     return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
 
 
-def conv(x, w, spec: ConvSpec):
+def conv(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """Dense convolution of ``[N, H, C_in]`` input; ``spec.padding`` is a resolved pair."""
     return _conv(x, w, spec)

@@ -1,16 +1,22 @@
 """The 1-D convolution: checks its arguments once, plans the call once, and dispatches it to
 the dense algorithms or the event-driven primitives, by platform and spike density."""
-from typing import NamedTuple, Optional
+import contextlib
+from collections.abc import Callable
+from typing import NamedTuple, cast
 
+import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike, DTypeLike
 
-from ..core import args as _args, dense as _dense
-from ..core.args import ConvOptions
-from ..event import primitive as _event, registry
+from ..core import args as _args
+from ..core import dense as _dense
+from ..core.args import ConvOptions, PaddingLike
+from ..event import primitive as _event
+from ..event import registry
 
 
-def estimate_density(x, samples: int = 4096):
+def estimate_density(x: jax.Array, samples: int = 4096) -> jax.Array:
     """Fraction of nonzero entries, from an evenly strided sample of about ``samples`` of them.
 
     Only the choice between two equal results depends on it, so a sample is enough, and it
@@ -34,8 +40,8 @@ class Plan(NamedTuple):
     adds from the input's own samples (``None``: none), the dtype it computes in, the dense
     configuration (padding resolved, algorithm and kernel-gradient form chosen), the one of
     CUDA GPUs, the output length and whether ``'auto'`` checks the spike density."""
-    mode_pads: Optional[tuple]
-    dtype: object
+    mode_pads: tuple[int, int] | None
+    dtype: jnp.dtype
     spec: _dense.ConvSpec
     cuda_spec: _dense.ConvSpec
     out_len: int
@@ -46,7 +52,8 @@ class Plan(NamedTuple):
         return (self.cuda_spec if platform == 'cuda' else self.spec).algorithm
 
 
-def plan(options: ConvOptions, x_shape, w_shape, x_dtype, w_dtype) -> Plan:
+def plan(options: ConvOptions, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+         x_dtype: DTypeLike, w_dtype: DTypeLike) -> Plan:
     """Plan a convolution of ``[H, C]`` or ``[B, H, C]`` input; raises ``ValueError`` when the
     input is too short for the kernel, or the padding too wide for the padding mode.
 
@@ -60,7 +67,7 @@ def plan(options: ConvOptions, x_shape, w_shape, x_dtype, w_dtype) -> Plan:
                                   o.rhs_dilation)
     pads = _args.resolve_padding(o.padding, length, kernel_size, o.stride, o.lhs_dilation,
                                  o.rhs_dilation)
-    mode_pads = None
+    mode_pads: tuple[int, int] | None = None
     if o.padding_mode != 'zeros' and pads != (0, 0):
         # Pad with the input's own samples, then convolve without padding (any backend).
         _args.check_padding_fits(o.padding_mode, pads, length)
@@ -82,14 +89,15 @@ def plan(options: ConvOptions, x_shape, w_shape, x_dtype, w_dtype) -> Plan:
                 checks)
 
 
-def _pad_by_mode(x, plan: Plan, padding_mode: str):
+def _pad_by_mode(x: jax.Array, plan: Plan, padding_mode: str) -> jax.Array:
     if plan.mode_pads is None:
         return x
     widths = [(0, 0)] * (x.ndim - 2) + [plan.mode_pads, (0, 0)]
     return jnp.pad(x, widths, mode=_args.PADDING_MODES[padding_mode])
 
 
-def apply(x, w, b, options: ConvOptions, kernels=None):
+def apply(x: jax.Array, w: jax.Array, b: jax.Array | None, options: ConvOptions,
+          kernels: str | None = None) -> jax.Array:
     """Convolve ``[H, C]`` or ``[B, H, C]`` input with validated arguments (as
     ``core.args.conv_arguments`` returns them), the event-driven path on the CPU with the
     kernel set ``kernels`` (``None``: the default)."""
@@ -100,30 +108,34 @@ def apply(x, w, b, options: ConvOptions, kernels=None):
     return y[0] if unbatched else y
 
 
-def _planned(x, w, b, plan: Plan, backend: str, kernels=None):
+def _planned(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: Plan, backend: str,
+             kernels: str | None = None) -> jax.Array:
     """The batched convolution ``[B, H, C_in]`` of a plan; ``b``: ``None`` or broadcastable
     to ``[1, C_out]``."""
     dtype = plan.dtype
     w = w.astype(dtype)
 
-    def dense(x, spec=plan.spec):
+    def dense(x: jax.Array, spec: _dense.ConvSpec = plan.spec) -> jax.Array:
         return _dense.conv(x.astype(dtype), w, spec)
 
-    def event(x):
+    def event(x: jax.Array) -> jax.Array:
         # The event path skips zero inputs, but on the dense path 0 * inf and 0 * nan are
         # NaN: the event primitives hand a kernel (and, in their gradients, a cotangent) that
         # is not all finite to the dense computation, inside the program.
-        return _event.conv(x, w, plan.spec, plan.out_len, kernels)
+        conv = _event.conv(x, w, plan.spec, plan.out_len, kernels)      # not annotated there
+        return cast(jax.Array, conv)
 
-    def checked(x):
-        threshold = registry.running('cpu', kernels).auto_density
-        return lax.cond(estimate_density(x) <= threshold, event, dense, x)
+    def checked(x: jax.Array) -> jax.Array:
+        # Runs only on auto_platforms, whose kernels have an auto_density (not None).
+        threshold = cast(float, registry.running('cpu', kernels).auto_density)
+        y = lax.cond(estimate_density(x) <= threshold, event, dense, x)     # lax.cond: Any
+        return cast(jax.Array, y)
 
     # The density check only where the event kernels win, and CUDA GPUs' own dense
     # algorithm; the platform is known when the program is lowered, and the other branches
     # are dropped then.
-    branches = {p: checked
-                for p in (registry.auto_platforms(kernels) if plan.checks_density else ())}
+    branches: dict[str, Callable[[jax.Array], jax.Array]] = {
+        p: checked for p in (registry.auto_platforms(kernels) if plan.checks_density else ())}
     if plan.cuda_spec != plan.spec:
         branches['cuda'] = lambda x: dense(x, plan.cuda_spec)
     if backend == 'event':
@@ -145,9 +157,10 @@ _PYTORCH_NAMES = {
 
 
 @_args.refuse_pytorch_names(_PYTORCH_NAMES)
-def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int = 1,
-           rhs_dilation: int = 1, groups: int = 1, mask=None, backend: str = 'auto',
-           padding_mode: str = 'zeros', kernels=None):
+def conv1d(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None, *, stride: int = 1,
+           padding: PaddingLike = 'SAME', lhs_dilation: int = 1, rhs_dilation: int = 1,
+           groups: int = 1, mask: ArrayLike | None = None, backend: str = 'auto',
+           padding_mode: str = 'zeros', kernels: str | None = None) -> jax.Array:
     """Channels-last 1-D convolution as a pure function.
 
     Parameters
@@ -205,23 +218,27 @@ def conv1d(x, w, b=None, *, stride: int = 1, padding='SAME', lhs_dilation: int =
     return apply(x, w, b, options, kernels)
 
 
-def which(x, w, options: ConvOptions, platform=None, kernels=None) -> str:
+def which(x: jax.Array, w: jax.Array, options: ConvOptions, platform: str | None = None,
+          kernels: str | None = None) -> str:
     """What :func:`apply` computes ``x`` with on ``platform``, for concrete input: ``'event'``
     or the dense algorithm's name (validated arguments, as :func:`apply` takes them)."""
     platform = registry.check_platform(platform)
     p = plan(options, x.shape, w.shape, x.dtype, w.dtype)
-    if options.backend == 'event' or (
-            p.checks_density and platform in registry.auto_platforms(kernels) and
-            float(estimate_density(_pad_by_mode(x, p, options.padding_mode))) <=
-            registry.running(platform, kernels).auto_density):
+    if options.backend == 'event':
         return 'event'
+    if p.checks_density and platform in registry.auto_platforms(kernels):
+        threshold = registry.running(platform, kernels).auto_density
+        density = float(estimate_density(_pad_by_mode(x, p, options.padding_mode)))
+        if threshold is not None and density <= threshold:
+            return 'event'
     return p.algorithm(platform)
 
 
 @_args.refuse_pytorch_names(_PYTORCH_NAMES)
-def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 1,
-                  rhs_dilation: int = 1, groups: int = 1, backend: str = 'auto',
-                  padding_mode: str = 'zeros', platform=None, kernels=None) -> str:
+def which_backend(x: ArrayLike, w: ArrayLike, *, stride: int = 1, padding: PaddingLike = 'SAME',
+                  lhs_dilation: int = 1, rhs_dilation: int = 1, groups: int = 1,
+                  backend: str = 'auto', padding_mode: str = 'zeros',
+                  platform: str | None = None, kernels: str | None = None) -> str:
     """What :func:`conv1d` computes this input with on ``platform``.
 
     Takes the arguments of :func:`conv1d` (the input must be concrete: under
@@ -256,7 +273,7 @@ def which_backend(x, w, *, stride: int = 1, padding='SAME', lhs_dilation: int = 
     return which(x, w, options, platform, kernels)
 
 
-def event_kernel(platform=None) -> str:
+def event_kernel(platform: str | None = None) -> str:
     """The kernel that runs the event-driven path on ``platform`` (default: JAX's default
     backend): ``'c++'`` (CPU: C++ kernels through the XLA FFI, built with the machine's
     compiler), ``'numba'`` (CPU without a working compiler, BrainPy 2.7+ with brainevent),
@@ -273,7 +290,7 @@ def event_kernel(platform=None) -> str:
     return registry.running(registry.check_platform(platform)).name
 
 
-def event_kernels(platform=None) -> tuple:
+def event_kernels(platform: str | None = None) -> tuple[registry.KernelSet, ...]:
     """The kernel sets that can run the event-driven path on ``platform`` here (default: JAX's
     default backend), one record each.
 
@@ -286,7 +303,8 @@ def event_kernels(platform=None) -> tuple:
     -------
     tuple of KernelSet
         Frozen records with the fields ``name`` (what :func:`event_kernel` reports and
-        ``kernels=`` and :func:`use_event_kernels` take), ``module`` (in ``bp_conv_ext.event.kernels``),
+        ``kernels=`` and :func:`use_event_kernels` take), ``module`` (in
+        ``bp_conv_ext.event.kernels``),
         ``platforms`` (those it serves), ``auto_density`` (its :func:`event_density_threshold`;
         ``None``: ``'auto'`` stays dense), ``sharding`` (``'split'``: over the batch by the
         event primitives' sharding rule; ``'xla'``: by XLA), ``package`` (the package it
@@ -315,7 +333,7 @@ def event_kernels(platform=None) -> tuple:
     return registry.runnable(registry.check_platform(platform))
 
 
-def use_event_kernels(name: str):
+def use_event_kernels(name: str) -> contextlib.AbstractContextManager[registry.KernelSet]:
     """A context manager: the event-driven path runs on the CPU with the kernel set ``name``
     for the programs traced inside its ``with`` block, where a call names no ``kernels``
     (the process's default, which :func:`conv1d`'s ``kernels`` overrides for one call).
@@ -350,7 +368,7 @@ def use_event_kernels(name: str):
     return registry.use(name)
 
 
-def event_density_threshold(platform=None):
+def event_density_threshold(platform: str | None = None) -> float | None:
     """The spike density at or below which ``backend='auto'`` runs ``bool`` input
     event-driven on ``platform`` (default: JAX's default backend), estimated at run time from
     a sample of the input; ``None`` where ``'auto'`` always runs the dense path (GPUs and

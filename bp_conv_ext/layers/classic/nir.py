@@ -179,7 +179,8 @@ def from_nir(graph, *, dt: float | None = None, integrator: str = 'exact', mode=
     sim_dt = float(bm.get_dt())
     graph_dt = sim_dt if dt is None else float(dt)
     input_shape, steps = _nir.from_graph(graph, graph_dt)
-    layers, shape = [], input_shape
+    layers: list[bp.DynamicalSystem] = []
+    shape = input_shape
     for step in steps:
         if isinstance(step, _nir.Conv):
             c = step.config

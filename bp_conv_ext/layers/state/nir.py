@@ -204,7 +204,8 @@ def from_nir(graph, *, dt: float | None = None, integrator: str = 'exact'):
     sim_dt = _sim_dt()
     graph_dt = _milliseconds(sim_dt) if dt is None else float(dt)
     input_shape, steps = _nir.from_graph(graph, graph_dt)
-    layers, shape = [], input_shape
+    layers: list[brainstate.nn.Module] = []
+    shape = input_shape
     for step in steps:
         if isinstance(step, _nir.Conv):
             c = step.config
