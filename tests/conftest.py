@@ -124,7 +124,7 @@ EVERY_STACK = {
         'test_state_twin_equals_the_classic_layer',
         'test_state_twin_gradients_of_both_forms_and_in_layer_by_layer',
         'test_rounding_survives_a_checkpoint')},
-    'test_state.py': "brainpy.state is brainpy_state's on 2.8, brainpy's own from 2.9",
+    'test_state_layers.py': "brainpy.state is brainpy_state's on 2.8, brainpy's own from 2.9",
     'test_examples.py': "the examples' quick runs on each BrainPy",
     'test_torch_interop.py': "PyTorch (a CPU build) is installed on the Python 3.11 stacks",
     'test_nir_peers.py': "SpikingJelly (on PyTorch) is installed on the BrainPy 2.8 stack",

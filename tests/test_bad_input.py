@@ -5,7 +5,7 @@ import brainpy.math as bm
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from bad_inputs import ROWS, markdown
+from helpers.bad_inputs import ROWS, markdown
 from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, event_runtime
 
 from bp_conv_ext import Conv1d, conv1d
@@ -23,7 +23,8 @@ def test_bad_input_row(what, call, error, pattern):
 
 def test_docs_table_is_the_tested_matrix():
     with open(DOC) as f:
-        assert f.read() == markdown(), "regenerate: python tests/bad_inputs.py > docs/bad_input.md"
+        assert f.read() == markdown(), \
+            "regenerate: python tests/helpers/bad_inputs.py > docs/bad_input.md"
 
 
 @pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf])

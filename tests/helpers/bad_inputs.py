@@ -1,7 +1,7 @@
 """The bad-input matrix: every row is one mistake, the exception it raises and the message.
 
 ``tests/test_bad_input.py`` runs every row; ``docs/bad_input.md`` is generated from this list
-(``python tests/bad_inputs.py > docs/bad_input.md``) and a test keeps the two equal.
+(``python tests/helpers/bad_inputs.py > docs/bad_input.md``) and a test keeps the two equal.
 """
 import itertools
 
@@ -354,7 +354,7 @@ ROWS = [
 
 def markdown() -> str:
     lines = ["# Bad input", "",
-             "Every row is tested (`tests/test_bad_input.py`, from `tests/bad_inputs.py`, which",
+             "Every row is tested (`tests/test_bad_input.py`, from `tests/helpers/bad_inputs.py`, which",
              "generates this page). Messages name the argument, echo the value and say what was",
              "expected; the column shows the part the test matches.", "",
              "NaN and inf are not errors. In the input they pass through unchanged to the",
