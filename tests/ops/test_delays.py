@@ -368,7 +368,7 @@ def test_sigma_schedule_and_set_sigma():
     values = [sigma_schedule(e, 5, 8.0) for e in range(7)]
     assert values[0] == pytest.approx(8.0) and values[4] == pytest.approx(0.5)
     assert values[5] == values[4] == values[6]
-    assert all(a > b for a, b in itertools.pairwise(values))
+    assert all(a > b for a, b in itertools.pairwise(values[:5]))
     layer = make_layer('training')
     layer.set_sigma(values[2])
     assert float(layer.sigma.value) == pytest.approx(values[2])
