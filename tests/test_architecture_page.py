@@ -69,3 +69,54 @@ def test_each_name_the_page_cites_exists(name):
 def test_each_path_the_page_cites_exists(path):
     relative = path[len('bp_conv_ext/'):] if path.startswith('bp_conv_ext/') else path
     assert os.path.exists(os.path.join(PACKAGE, relative)), path
+
+
+#: The floors of the page's table: what each package may import of the package.
+FLOORS = {'core': set(), 'event': {'core', '_jax_private'}, 'interop': {'core'},
+          'ops': {'event', 'core', '_jax_private'}, 'layers': {'ops', 'core', 'interop'},
+          '_jax_private': set()}
+
+
+def _imports(path, package):
+    """The modules ``path`` (a module of ``package``, dotted) imports when it runs: the
+    package's own by their top folder below ``bp_conv_ext``, the others by their top-level
+    name."""
+    import ast
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and getattr(block.test, 'id', None) == 'TYPE_CHECKING'
+                   for n in ast.walk(block)}    # annotations only: not imported at run time
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split('.')[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split('.')[:len(package.split('.')) - node.level + 1]
+                target = base[1:] + (node.module.split('.') if node.module else [])
+                found.add('bp_conv_ext.' + (target[0] if target else
+                                            node.names[0].name))
+            else:
+                found.add(node.module.split('.')[0])
+    return found
+
+
+@pytest.mark.parametrize('floor', sorted(FLOORS))
+def test_each_package_imports_only_the_floors_below_it(floor):
+    import sys
+    for folder, _, files in os.walk(os.path.join(PACKAGE, floor)):
+        for name in files if os.path.isdir(os.path.join(PACKAGE, floor)) else []:
+            if name.endswith('.py'):
+                path = os.path.join(folder, name)
+                package = 'bp_conv_ext.' + os.path.relpath(folder, PACKAGE).replace(os.sep, '.')
+                own = {m.split('.', 1)[1] for m in _imports(path, package)
+                       if m.startswith('bp_conv_ext.')} - {floor}
+                assert own <= FLOORS[floor], (path, own - FLOORS[floor])
+                if floor == 'core':     # pure functions: JAX and NumPy, no BrainPy
+                    libraries = {m for m in _imports(path, package)
+                                 if not m.startswith('bp_conv_ext')}
+                    others = libraries - set(sys.stdlib_module_names) - {'jax', 'numpy'}
+                    assert not others, (path, others)
