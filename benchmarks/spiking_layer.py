@@ -155,7 +155,7 @@ def tiles_table(shapes, steps, repeats, rng):
         for rows, channels, warps in TILES:
             if batch % rows or cout % channels:
                 continue
-            f = jax.jit(lambda xs, w, b, v0, tiles=(rows, channels, warps): _fused._pallas(
+            f = jax.jit(lambda xs, w, b, v0, tiles=(rows, channels, warps): _fused.pallas_sequence(
                 xs, w, b, v0, lif, pads, 1, 'triton', tiles=tiles))
             try:
                 ms = f"{median_seconds(lambda: f(xs, w, b, v0), repeats) * 1e3:.2f}"

@@ -325,7 +325,11 @@ def choose_kernel(kernels, xs, w, v0):
     return None if name == 'jax' else name
 
 
-def _pallas(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret=False, tiles=None):
+def pallas_sequence(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret=False,
+                    tiles=None):
+    """The spiking layer by a CUDA kernel set (``kernel``: ``'triton'`` or ``'mosaic'``; in
+    Pallas's interpreter with ``interpret``), over output ``tiles`` (rows, channels, warps)
+    where a benchmark chooses them."""
     conv_dtype = _dense.compute_dtype(xs.dtype, w.dtype)
     w = w.astype(conv_dtype)
     b = (jnp.zeros((w.shape[2],), conv_dtype) if b is None
@@ -401,7 +405,7 @@ _SLOPES = {
 }
 
 
-def _kernel_slope(spike_fn) -> dict:
+def kernel_slope(spike_fn) -> dict:
     """The surrogate derivative the C++ backward computes for ``spike_fn`` (``slope``,
     ``alpha``, ``beta``), or ``slope=0``, the derivative given by JAX (computed from the
     saved potentials for any surrogate). Taken only where it equals JAX's derivative of
@@ -452,7 +456,7 @@ def _cxx(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fold, spike_d
                    r=lif.r, c=lif.v_th - lif.v_reset, soft=lif.soft,
                    reset_first=lif.reset_first, surrogate=spike_fn is not None,
                    detach=lif.detach,
-                   **(_kernel_slope(spike_fn) if spike_fn is not None
+                   **(kernel_slope(spike_fn) if spike_fn is not None
                       else dict(slope=0, alpha=0., beta=0.)))
     config = dict(pads=pads, rhs_dilation=rhs_dilation, neurons=neurons)
     gradient_spikes = spike_fn is not None and (lif.reset_first or not lif.detach)
@@ -672,7 +676,7 @@ def _differentiable(xs, w, b, v0, lif, pads, rhs_dilation, spike_fn, backend, fo
 
     @jax.custom_jvp
     def fused(xs, w, b, v0):
-        return _pallas(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret)
+        return pallas_sequence(xs, w, b, v0, lif, pads, rhs_dilation, kernel, interpret)
 
     @fused.defjvp
     def tangents(primals, primal_tangents):

@@ -116,7 +116,7 @@ def _runs(log):
 def _matches_its_stamp(library):
     from bp_conv_ext.event.kernels import cxx_cpu
     stamp = json.loads(library.with_suffix('.stamp').read_text())
-    return (stamp['size'], stamp['sha256']) == tuple(cxx_cpu._digest(library).values())
+    return (stamp['size'], stamp['sha256']) == tuple(cxx_cpu.digest(library).values())
 
 
 @pytest.fixture(scope='module')
@@ -215,7 +215,7 @@ def test_a_cached_library_without_the_kernel_symbols_is_rebuilt(built, without_s
     shutil.copy(without_symbols, library)
     if stamped:
         from bp_conv_ext.event.kernels import cxx_cpu
-        cxx_cpu._write_stamp(library, {'key': cxx_cpu._key(), **cxx_cpu._digest(library)})
+        cxx_cpu.write_stamp(library, {'key': cxx_cpu.cache_key(), **cxx_cpu.digest(library)})
     environment, log = serve
     result = _probe(cache, **environment)
     assert (result['kernel'], result['same'], result['warnings'], _runs(log)) == \

@@ -120,7 +120,7 @@ class BuildError(RuntimeError):
 
 
 @functools.cache
-def _key() -> str:
+def cache_key() -> str:
     """The cache key: a hash of the sources, the flags, JAX's version and the CPU."""
     texts = [path.read_text() for path in SOURCES + HEADERS]
     return hashlib.sha256('\0'.join([*texts, *_flags(), jax.__version__,
@@ -130,7 +130,7 @@ def _key() -> str:
 def _library_path() -> pathlib.Path:
     """Where the library for this source, these flags, this JAX and this CPU is cached (an
     absolute path: ``dlopen`` looks a bare file name up in the system's library folders)."""
-    return cache_dir().absolute() / f'kernels_cpu-{_key()[:16]}.so'
+    return cache_dir().absolute() / f'kernels_cpu-{cache_key()[:16]}.so'
 
 
 def _stamp_path(path: pathlib.Path) -> pathlib.Path:
@@ -138,7 +138,7 @@ def _stamp_path(path: pathlib.Path) -> pathlib.Path:
     return path.with_suffix('.stamp')
 
 
-def _digest(path) -> dict:
+def digest(path) -> dict:
     """The size and SHA-256 of the file at ``path``, read (not mapped)."""
     sha = hashlib.sha256()
     size = 0
@@ -167,7 +167,7 @@ def _new_file(folder: pathlib.Path, suffix: str):
     raise FileExistsError(f"no free temporary name in {folder}")
 
 
-def _write_stamp(path: pathlib.Path, record: dict):
+def write_stamp(path: pathlib.Path, record: dict):
     """Writes the stamp of the library at ``path`` under a temporary name and renames it."""
     handle, partial = _new_file(path.parent, '.stamp.partial')
     try:
@@ -190,13 +190,13 @@ def _verify(path: pathlib.Path):
         expected = {name: stamp[name] for name in ('key', 'size', 'sha256')}
     except (OSError, ValueError, TypeError, KeyError) as error:
         return f"its stamp {_stamp_path(path)} is missing or unreadable ({error!r})"
-    if expected['key'] != _key():
+    if expected['key'] != cache_key():
         return f"its stamp {_stamp_path(path)} is for another build"
     try:
         if path.stat().st_size != expected['size']:
             return (f"it has {path.stat().st_size} bytes, its stamp says {expected['size']} "
                     f"(a truncated or replaced file)")
-        if _digest(path)['sha256'] != expected['sha256']:
+        if digest(path)['sha256'] != expected['sha256']:
             return "its SHA-256 differs from its stamp's (a damaged or replaced file)"
     except OSError as error:
         return f"it cannot be read ({error})"
@@ -277,11 +277,11 @@ def _build(path: pathlib.Path):
             lib = _load(partial)
         except BuildError as error:
             raise BuildError(f"the compiler {shown!r} exited normally, but {error}") from None
-        record = {'key': _key(), **_digest(partial), 'compiler': shown,
+        record = {'key': cache_key(), **digest(partial), 'compiler': shown,
                   'jax': jax.__version__}
         with _locked(path):
             os.replace(partial, path)
-            _write_stamp(path, record)
+            write_stamp(path, record)
         return lib
     except OSError as error:
         raise BuildError(f"the library cannot be written to {path.parent} ({error})") from None
