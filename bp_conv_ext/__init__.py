@@ -11,7 +11,7 @@ from .ops.conv import (conv1d, event_density_threshold, event_kernel, event_kern
                        use_event_kernels, which_backend)
 from .ops.delays import delay_kernel, sigma_schedule
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 
 def __getattr__(name):
