@@ -19,7 +19,7 @@ from .ops.conv import (
 )
 from .ops.delays import delay_kernel, sigma_schedule
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 
 def __getattr__(name: str) -> ModuleType:
