@@ -18,7 +18,8 @@ for _name, _value in list(globals().items()):
     if (not _name.startswith('_') and not isinstance(_value, _types.ModuleType)
             and hasattr(_value, 'shape') and hasattr(_value, 'dtype')):
         _value = _np.asarray(getattr(_value, 'mantissa', _value))
-        print(f'  {_name}: {_value.dtype}{list(_value.shape)}, {_np.count_nonzero(_value)} non-zero')
+        _count = _np.count_nonzero(_value)
+        print(f'  {_name}: {_value.dtype}{list(_value.shape)}, {_count} non-zero')
 '''
 
 
