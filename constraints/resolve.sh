@@ -24,17 +24,23 @@ grep -v '^#' "$tmp/header" | grep -v '^[[:space:]]*$' > "$tmp/held" || true
 names() { sed -n 's/^\([A-Za-z0-9._-]*\).*/\1/p' "$@" | tr 'A-Z_.' 'a-z--'; }
 { names "$tmp/held"; grep -v '^#' constraints/dev.txt | names; } | sort -u > "$tmp/skip"
 
-say "$python -m venv (held: $(tr '\n' ' ' < "$tmp/held"))"
+# pip's log, less its notes on the package index's missing folders: shown when pip fails.
+pip() {
+    "$tmp/venv/bin/python" -m pip "$@" 2> "$tmp/log" && return
+    grep -v 'is ignored' "$tmp/log" >&2
+    echo "[$stack] pip $* failed" >&2
+    exit 1
+}
+say "$python -m venv; held:" $(cat "$tmp/held")
 "$python" -m venv "$tmp/venv"
-pip="$tmp/venv/bin/python -m pip"
-$pip install --quiet -c constraints/dev.txt --upgrade pip
+pip install --quiet -c constraints/dev.txt --upgrade pip
 "$tmp/venv/bin/python" constraints/requirements.py "$extras" > "$tmp/requirements.txt"
-$pip install --quiet -c constraints/dev.txt -c "$tmp/held" -r "$tmp/requirements.txt"
+pip install --quiet -c constraints/dev.txt -c "$tmp/held" -r "$tmp/requirements.txt"
 if [ $# -gt 0 ]; then
-    $pip install --quiet --no-deps -c constraints/dev.txt -c "$tmp/held" "$@"
+    pip install --quiet --no-deps -c constraints/dev.txt -c "$tmp/held" "$@"
 fi
 
-$pip freeze --exclude-editable > "$tmp/freeze"
+pip freeze --exclude-editable > "$tmp/freeze"
 cp "$tmp/header" "$tmp/new"
 while IFS= read -r line; do
     name=$(echo "$line" | names)
