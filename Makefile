@@ -16,6 +16,10 @@
 # `make test-full` runs every grid whole and the long property profile, on every stack.
 # `make test-stack STACK=...` runs the whole suite on one stack.
 # `make docs` builds the documentation site (docs/_build/html) on the default stack.
+# `make constraints` re-resolves the stacks' constraints files from setup.cfg's ranges (what
+# `pip install .` gives users today; STACKS= chooses the stacks, all three by default), shows
+# what moved, and says to run `make test` on the result (CHECK=1: runs `make test-stack` for
+# each re-resolved stack itself).
 STACK ?= default
 
 # $(call find_python,CONDITION on v = sys.version_info,CANDIDATES): the first candidate that
@@ -59,7 +63,7 @@ STAMP := $(VENV)/.installed
 # Every source file of the package: the figures are redrawn when one changes.
 PACKAGE_SOURCES := $(shell find bp_conv_ext -name "*.py")
 
-.PHONY: env envs demo test test-full test-stack test-fallback test-install lint bench bench-peers docs clean
+.PHONY: env envs demo test test-full test-stack test-fallback test-install lint constraints constraints-stack bench bench-peers docs clean
 
 $(STAMP): setup.cfg pyproject.toml $(wildcard constraints/*.txt)
 	@$(PY) -c 'import sys; v = sys.version_info; sys.exit(not ($(PY_CHECK)))' 2>/dev/null || { \
@@ -154,6 +158,28 @@ test-install:
 	else echo "no Python 3.13 here: the install checked with 3.12 and 3.11 only"; next=; fi; \
 	tests/helpers/check_install.sh $(PYTHON311) 2.8.; old=$$?; \
 	wait $$new && { [ -z "$$next" ] || wait $$next; } && test $$old -eq 0
+
+# Each stack's constraints file re-resolved (constraints/resolve.sh): in a fresh environment of
+# the stack's Python, its extras (and NO_DEPS packages) installed from setup.cfg's ranges,
+# bound only by constraints/dev.txt and the pins the file's header holds (the 2.6 stack's
+# BrainPy, taichi and JAX; the 2.8 stack's brainpy_state), then `pip freeze` written under
+# that header. The stacks resolve side by side; then what changed is shown.
+STACKS ?= default brainpy-2.8 brainpy-2.6
+constraints:
+	@pids=; for s in $(STACKS); do \
+		$(MAKE) --no-print-directory constraints-stack STACK=$$s & pids="$$pids $$!"; done; \
+	rc=0; for p in $$pids; do wait $$p || rc=1; done; \
+	git --no-pager diff --stat constraints/; git --no-pager diff constraints/; \
+	if [ $$rc -ne 0 ]; then echo "make constraints: a stack failed to resolve" >&2; exit 1; fi
+ifeq ($(CHECK),1)
+	@for s in $(STACKS); do $(MAKE) --no-print-directory test-stack STACK=$$s || exit 1; done
+else
+	@echo "now run: make test (or make test-stack STACK=... for one stack)"
+endif
+
+constraints-stack:
+	@test -n "$(PYTHON)" || { echo "STACK=$(STACK) needs Python $(if $(filter default,$(STACK)),3.12 or later,3.11)" >&2; exit 1; }
+	@constraints/resolve.sh $(STACK) $(PYTHON) $(EXTRAS) $(NO_DEPS)
 
 # PyTorch's CPU timings depend on how its idle threads wait, and every contender's on whether
 # the one before it gave its memory back to the system (fresh pages cost ~1 us each here):
