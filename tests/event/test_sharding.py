@@ -30,8 +30,12 @@ def _run(args, timeout):
     return done.stdout
 
 
-def test_the_multidevice_checks_pass_on_four_devices():
+def test_the_multidevice_checks_pass_on_four_devices(request):
+    # The checks that this run selects (`-m every_stack` on the other stacks: what differs
+    # there, tests/conftest.py).
+    marks = request.config.getoption('markexpr')
     out = _run(['-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-rs',
+                *(['-m', marks] if marks else []),
                 os.path.join('tests', 'helpers', 'multidevice_checks.py')], timeout=1200)
     assert re.search(r'\d+ passed', out) and 'failed' not in out
 
