@@ -43,7 +43,6 @@ if not os.environ.get('BP_CONV_EXT_CACHE'):
 import brainpy as bp  # noqa: E402
 import brainpy.math as bm  # noqa: E402
 import pytest  # noqa: E402
-from helpers.cases import GLOO_RELIABLE  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Property-based tests: a quick profile for CI, a long one for nightly-style runs.
@@ -127,7 +126,9 @@ EVERY_STACK = {
         'test_state_twin_gradients_of_both_forms_and_in_layer_by_layer',
         'test_rounding_survives_a_checkpoint')},
     'test_state_layers.py': "brainpy.state is brainpy_state's on 2.8, brainpy's own from 2.9",
-    'test_examples.py': "the examples' quick runs on each BrainPy",
+    # (The other examples' BrainPy glue is test_delays.py's and test_nir.py's.)
+    'test_examples.py::test_gunpoint_quick': "the demo's quick run on each BrainPy",
+    'test_examples.py::test_spike_raster_quick': "the raster example on each BrainPy",
     'test_torch_interop.py': "PyTorch (a CPU build) is installed on the Python 3.11 stacks",
     'test_nir_peers.py': "SpikingJelly (on PyTorch) is installed on the BrainPy 2.8 stack",
     'test_parity.py::test_matches_brainpy_conv1d': "brainpy.dnn.Conv1d of each BrainPy",
@@ -165,9 +166,6 @@ def _every_stack(item):
         return params['backend'] in ('event', 'auto')
     if test == 'test_check_grads_float64':      # (unbatched is a reshape of batched)
         return params['batched']
-    if test == 'test_data_parallel_example_gives_the_loss_of_one_device':
-        # Two processes where their collectives are reliable; one process elsewhere.
-        return params['processes'] == (2 if GLOO_RELIABLE else 1)
     if test in _DEFAULT_STACK_ONLY_TESTS:
         return False
     if name == 'multidevice_checks.py' and params.get('backend') == 'dense':
