@@ -7,14 +7,13 @@
 #   STACK=brainpy-2.6  BrainPy 2.6 + brainpylib + taichi, Python 3.11 -> .venv-2.6
 #
 # `make test` runs the lint and type check (`make lint`: ruff, mypy), then the whole suite on
-# the default stack; the event path's tests once more
-# without the C++ kernels (no compiler, empty kernel cache: their numba fallback runs); on the
-# other stacks what differs there (the tests marked `every_stack`; tests/conftest.py says why
+# the default stack; on the other stacks what differs there (the tests marked `every_stack`; tests/conftest.py says why
 # each is); and installs the package from setup.cfg's ranges alone into fresh environments of
 # Python 3.11 and 3.12+ (on the latter, the built wheel, which then runs the README's
 # examples).
 # The tests run over the machine's cores (pytest-xdist), with pairwise grids;
-# `make test-full` runs every grid whole and the long property profile, on every stack.
+# `make test-full` runs every grid whole and the long property profile, on every stack, and
+# the event path's tests once more without the C++ kernels (`make test-fallback`).
 # `make test-stack STACK=...` runs the whole suite on one stack.
 # `make docs` builds the documentation site (docs/_build/html) on the default stack.
 # `make constraints` re-resolves the stacks' constraints files from setup.cfg's ranges (what
@@ -101,7 +100,6 @@ test:
 	$(call timed,$(MAKE) --no-print-directory -j2 envs test-install)
 	$(call timed,$(MAKE) --no-print-directory lint)
 	$(call timed,$(MAKE) --no-print-directory test-stack STACK=default)
-	$(call timed,$(MAKE) --no-print-directory test-fallback STACK=default)
 	$(call timed,$(MAKE) --no-print-directory test-stack STACK=brainpy-2.8 PYTEST_ARGS='-m every_stack')
 	$(call timed,$(MAKE) --no-print-directory test-stack STACK=brainpy-2.6 PYTEST_ARGS='-m every_stack')
 
@@ -129,9 +127,10 @@ test-stack: $(STAMP)
 # The C++ kernels are built on first use into $$BP_CONV_EXT_CACHE; with no compiler and an
 # empty cache the event path falls back to the numba kernels, which these tests then check.
 # The numba kernels are also forced through every event-path test of the main run
-# (tests/conftest.py's EVENT_RUNTIMES): here the fallback itself is what is tested, with the
-# kernels' parity, gradients and bad input; `make test-full` adds the padding modes and the
-# properties.
+# (tests/conftest.py's EVENT_RUNTIMES), and the fallback itself (no compiler or a failing one:
+# the numba kernels, one warning, the same numbers) is tests/event/test_cxx_kernels.py's: this
+# run, part of `make test-full`, repeats the kernels' parity, gradients and bad input, the
+# padding modes and the properties with the fallback as the default kernels.
 FALLBACK_TESTS := tests/event/test_backends.py tests/test_bad_input.py tests/ops/test_gradients.py
 FALLBACK_TESTS_FULL := $(FALLBACK_TESTS) tests/ops/test_padding_modes.py tests/ops/test_properties.py
 FALLBACK_ARGS ?= $(FALLBACK_TESTS)
