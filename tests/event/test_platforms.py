@@ -314,8 +314,8 @@ def test_program_exports(program, backend, dtype, platforms):
     if 'cpu' in platforms and len(platforms) > 1 and \
             'bp_conv_ext_conv_lif_cpu' in str(jax.make_jaxpr(f)(*args)):
         # The spiking layer's C++ kernel (the CPU's fused step) has no lowering elsewhere: where
-        # JAX lowers the CPU's branch for each platform of the export, it is refused by name
-        # (JAX 0.12.1 lowers each platform's own branch only, and the export succeeds).
+        # JAX lowers the CPU's branch for the export's other platforms, it is refused by name;
+        # where it does not (seen with the default stack's JAX 0.12.1), the export succeeds.
         try:
             exported = _export(f, args, platforms)
         except NotImplementedError as error:
