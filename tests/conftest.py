@@ -125,7 +125,8 @@ EVERY_STACK = {
         'test_state_twin_equals_the_classic_layer',
         'test_state_twin_gradients_of_both_forms_and_in_layer_by_layer',
         'test_rounding_survives_a_checkpoint')},
-    'test_state_layers.py': "brainpy.state is brainpy_state's on 2.8, brainpy's own from 2.9",
+    **dict.fromkeys(('test_conv.py', 'test_sequential.py'),     # tests/layers/state/
+                    "brainpy.state is brainpy_state's on 2.8, brainpy's own from 2.9"),
     # (The other examples' BrainPy glue is test_delays.py's and test_nir.py's.)
     'test_examples.py::test_gunpoint_quick': "the demo's quick run on each BrainPy",
     'test_examples.py::test_spike_raster_quick': "the raster example on each BrainPy",
@@ -173,8 +174,29 @@ def _every_stack(item):
     return not any(params.get(key) in values for key, values in _DEFAULT_STACK_ONLY.items())
 
 
+def _stale_every_stack_keys():
+    """The keys of :data:`EVERY_STACK` that name no test file, or no test of their file: a file
+    renamed or a test removed would otherwise leave the other stacks without it, silently."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    files = {name: os.path.join(folder, name) for folder, _, names in os.walk(tests)
+             for name in names if name.endswith('.py')}
+    stale = []
+    for key in EVERY_STACK:
+        name, _, test = key.partition('::')
+        if name not in files:
+            stale.append(key)
+        elif test:
+            with open(files[name]) as f:
+                if f'def {test}(' not in f.read():
+                    stale.append(key)
+    return stale
+
+
 @pytest.hookimpl(tryfirst=True)     # before `-m` selects by the markers
 def pytest_collection_modifyitems(config, items):
+    stale = _stale_every_stack_keys()
+    if stale:
+        raise pytest.UsageError(f'tests/conftest.py: EVERY_STACK names no such test: {stale}')
     for item in items:
         if _every_stack(item):
             item.add_marker('every_stack')

@@ -6,6 +6,7 @@ import itertools
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bp_conv_ext import event_kernels, use_event_kernels
@@ -162,3 +163,11 @@ def random_case(rng, batch, length, cin, cout, k, groups=1, density=None, bias=T
 #: (``gloo::EnforceNotMet ... op.preamble.length <= op.nbytes``: the processes' collectives
 #: out of step; about one run in three here). The JAX of BrainPy 2.8 and 2.9 runs them reliably.
 GLOO_RELIABLE = jax.__version_info__ >= (0, 5)
+
+
+def random_input(shape, seed=0, density=None):
+    """Standard normal float32 values, or ``bool`` spikes at ``density``."""
+    rng = np.random.default_rng(seed)
+    if density is not None:
+        return jnp.asarray(rng.random(shape) < density)
+    return jnp.asarray(rng.standard_normal(shape), jnp.float32)

@@ -1,5 +1,5 @@
-"""The brainpy.state layer: parity with brainstate.nn.Conv1d, composition with brainpy.state
-neurons and brainstate's transforms, training, checkpoints and units."""
+"""The brainpy.state Conv1d (layers/state/conv.py): parity with brainstate.nn.Conv1d, spikes,
+units, whole sequences, spikes from brainpy.state neurons, brainstate's transforms, PyTorch."""
 import inspect
 
 import jax
@@ -10,23 +10,22 @@ import pytest
 brainstate = pytest.importorskip('brainstate')   # the brainpy.state stack (BrainPy 2.8) only
 import brainpy.math as bm  # noqa: E402
 import brainpy.state  # noqa: E402
-import braintools  # noqa: E402
 import brainunit as u  # noqa: E402
-from helpers.cases import EVENT_IDS, EVENT_RUNTIMES, event_runtime, pairwise, reference_conv1d  # noqa: E402
+from helpers.cases import (  # noqa: E402
+    EVENT_IDS,
+    EVENT_RUNTIMES,
+    event_runtime,
+    pairwise,
+    random_input,
+    reference_conv1d,
+)
 
 import bp_conv_ext  # noqa: E402
 from bp_conv_ext.core.args import BACKENDS  # noqa: E402
 from bp_conv_ext.core.sequence import FOLDS  # noqa: E402
-from bp_conv_ext.state import Conv1d, LayerByLayer  # noqa: E402
+from bp_conv_ext.state import Conv1d  # noqa: E402
 
 DT = 0.1 * u.ms
-
-
-def _random(shape, seed=0, density=None):
-    rng = np.random.default_rng(seed)
-    if density is not None:
-        return jnp.asarray(rng.random(shape) < density)
-    return jnp.asarray(rng.standard_normal(shape), jnp.float32)
 
 
 def _twins(in_size, out_channels, kernel_size, **options):
@@ -80,7 +79,7 @@ def test_parity_with_brainstate_conv1d(options, channel_first):
     ref, ours = _twins(in_size, cout, k, b_init=brainstate.nn.init.Normal(), w_mask=mask,
                        channel_first=channel_first, **options)
     assert ours.out_size == ref.out_size
-    x = _random((3,) + in_size)
+    x = random_input((3,) + in_size)
     np.testing.assert_allclose(ours(x), ref(x), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ours(x[0]), ref(x[0]), rtol=1e-5, atol=1e-5)   # unbatched
 
@@ -90,7 +89,7 @@ def test_gradients_equal_brainstates(channel_first):
     in_size = (5, 40) if channel_first else (40, 5)
     ref, ours = _twins(in_size, 7, 4, stride=2, rhs_dilation=2,
                        b_init=brainstate.nn.init.Normal(), channel_first=channel_first)
-    x = _random((3,) + in_size)
+    x = random_input((3,) + in_size)
 
     def grads(layer):
         loss = lambda x: jnp.sum(jnp.sin(layer(x)))
@@ -108,13 +107,13 @@ def test_gradients_equal_brainstates(channel_first):
                          [('CAUSAL', 1, 'zeros'), ('same', 3, 'zeros'), (2, 1, 'reflect'),
                           ('SAME', 1, 'circular')])
 def test_what_brainstate_lacks_equals_the_classic_layer(padding, lhs_dilation, padding_mode):
-    w = np.asarray(_random((3, 4, 5), seed=1))
+    w = np.asarray(random_input((3, 4, 5), seed=1))
     ours = Conv1d((17, 4), 5, 3, padding=padding, lhs_dilation=lhs_dilation,
                   padding_mode=padding_mode, w_init=w)
     classic = bp_conv_ext.Conv1d(4, 5, 3, padding=padding, lhs_dilation=lhs_dilation,
                                  padding_mode=padding_mode, w_initializer=w,
                                  b_initializer=None, mode=bm.BatchingMode())
-    x = _random((2, 17, 4), seed=2)
+    x = random_input((2, 17, 4), seed=2)
     np.testing.assert_allclose(ours(x), classic(x), rtol=1e-6, atol=1e-6)
     assert ours(x).shape[1:] == ours.out_size
     if padding_mode == 'zeros':
@@ -130,7 +129,7 @@ def test_what_brainstate_lacks_equals_the_classic_layer(padding, lhs_dilation, p
 def test_bool_spikes_on_every_backend_equal_brainstate_on_floats(backend, runtime):
     ref, ours = _twins((120, 8), 16, 5, stride=2, groups=2, b_init=brainstate.nn.init.Normal())
     ours.backend = backend
-    spikes = _random((4, 120, 8), density=0.02)
+    spikes = random_input((4, 120, 8), density=0.02)
     with event_runtime(runtime):
         y = ours(spikes)
     assert y.dtype == jnp.float32
@@ -139,7 +138,7 @@ def test_bool_spikes_on_every_backend_equal_brainstate_on_floats(backend, runtim
 
 def test_which_backend_is_the_pure_functions():
     ours = Conv1d((200, 16), 16, 3, channel_first=False)
-    spikes = _random((16, 200, 16), density=0.01)
+    spikes = random_input((16, 200, 16), density=0.01)
     w = ours.weight.value['weight']
     for platform in ('cpu', 'cuda'):
         assert ours.which_backend(spikes, platform) == bp_conv_ext.which_backend(
@@ -151,12 +150,12 @@ def test_which_backend_is_the_pure_functions():
 def test_units_multiply_and_the_bias_takes_the_output_unit():
     conv = Conv1d((10, 2), 3, 3, w_init=brainstate.nn.init.XavierNormal(unit=u.mS),
                   b_init=brainstate.nn.init.ZeroInit(unit=u.uA))
-    x = _random((2, 10, 2))
+    x = random_input((2, 10, 2))
     y = conv(x * u.mV)
     assert u.get_unit(y) == u.uA
     plain = Conv1d((10, 2), 3, 3, w_init=u.get_mantissa(conv.weight.value['weight']))
     np.testing.assert_allclose(u.get_mantissa(y.to(u.uA)), plain(x), rtol=1e-5, atol=1e-6)
-    xs = _random((4, 2, 10, 2)) * u.mV
+    xs = random_input((4, 2, 10, 2)) * u.mV
     for fold in FOLDS:       # whole sequences keep the unit too
         ys = conv.multi_step(xs, fold=fold)
         assert u.get_unit(ys) == u.uA
@@ -177,7 +176,7 @@ def test_a_lif_takes_the_output_of_a_kernel_in_a_current_unit(unit):
     conv = Conv1d((20, 2), 4, 3, w_init=brainstate.nn.init.XavierNormal(unit=unit))
     lif = brainpy.state.LIF((20, 4), tau=1.0 * u.ms)
     brainstate.nn.init_all_states(lif, 3)
-    spikes = _random((3, 20, 2), density=0.3)
+    spikes = random_input((3, 20, 2), density=0.3)
     with brainstate.environ.context(dt=DT):
         if unit is None:
             assert not isinstance(conv(spikes), u.Quantity)
@@ -219,7 +218,7 @@ def test_the_docs_network_spikes_with_a_spike_drive_kernel_only():
     assert rates['default'][1] == 0                  # the zero-mean kernel drives nothing
 
 
-# ---------------------------------------------------------------- whole sequences
+# ---------------------------------------------------------------- whole sequences and neurons
 
 @pytest.mark.parametrize('fold', FOLDS)
 @pytest.mark.parametrize('channel_first', [False, True], ids=['channels_last', 'channel_first'])
@@ -227,38 +226,10 @@ def test_multi_step_equals_stacked_steps(channel_first, fold):
     in_size = (3, 30) if channel_first else (30, 3)
     conv = Conv1d(in_size, 4, 5, stride=2, channel_first=channel_first,
                   b_init=brainstate.nn.init.Normal())
-    xs = _random((6, 2) + in_size, density=0.1)
+    xs = random_input((6, 2) + in_size, density=0.1)
     stacked = jnp.stack([conv(x) for x in xs])
     np.testing.assert_allclose(conv.multi_step(xs, fold=fold), stacked, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(conv.multi_step(xs[:, 0]), stacked[:, 0], rtol=1e-6, atol=1e-6)
-
-
-def _network(length=40, cin=2):
-    lif = dict(tau=0.5 * u.ms, V_th=0.2 * u.mV, spk_fun=braintools.surrogate.Arctan())
-    current = brainstate.nn.init.XavierNormal(scale=3.0, unit=u.mA)
-    return LayerByLayer(
-        Conv1d((length, cin), 8, 5, w_init=current),
-        brainpy.state.LIF((length, 8), **lif),
-        brainstate.nn.AvgPool1d(2, 2, channel_axis=-1, in_size=(length, 8)),
-        Conv1d((length // 2, 8), 8, 3, w_init=current),
-        brainpy.state.LIFRef((length // 2, 8), tau_ref=0.5 * u.ms, **lif),
-        brainstate.nn.Flatten(in_size=(length // 2, 8)),
-        brainstate.nn.Linear(length // 2 * 8, 3))
-
-
-def _outputs(net, xs, whole):
-    """The network's outputs over ``xs`` from fresh states, layer by layer (``whole``) or one
-    step of the whole network at a time, as a brainstate simulation loop runs it."""
-    brainstate.nn.init_all_states(net, xs.shape[1])
-
-    def step(i, x):
-        with brainstate.environ.context(i=i, t=i * DT):
-            return net(x)
-
-    with brainstate.environ.context(dt=DT):
-        if whole:
-            return net.multi_step(xs)
-        return brainstate.transform.for_loop(step, jnp.arange(xs.shape[0]), xs)
 
 
 def test_spikes_from_brainpy_state_lif_reach_the_convolution():
@@ -268,7 +239,7 @@ def test_spikes_from_brainpy_state_lif_reach_the_convolution():
     ref = brainstate.nn.Conv1d((50, 2), 4, 3)
     ref.weight.value = dict(conv.weight.value)
     brainstate.nn.init_all_states(lif, 3)
-    currents = _random((20, 3, 50, 2), seed=4) * u.mA
+    currents = random_input((20, 3, 50, 2), seed=4) * u.mA
 
     def step(current):
         spikes = lif(current)
@@ -280,56 +251,11 @@ def test_spikes_from_brainpy_state_lif_reach_the_convolution():
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('fold', FOLDS)
-def test_layer_by_layer_equals_a_step_by_step_run_with_gradients(fold):
-    brainstate.random.seed(1)
-    net = _network()
-    xs = _random((12, 4, 40, 2), seed=6) * 2.0
-    params = net.states(brainstate.ParamState)
-    per_step = _outputs(net, xs, whole=False)
-    assert float(jnp.abs(per_step).max()) > 0
-    np.testing.assert_allclose(_outputs(net, xs, whole=True), per_step, rtol=1e-5, atol=1e-5)
-
-    def grads(whole):
-        loss = lambda: jnp.sum(_outputs(net, xs, whole) ** 2)
-        return brainstate.transform.grad(loss, params)()
-
-    g_step, g_whole = grads(False), grads(True)
-    flat_step, flat_whole = jax.tree.leaves(g_step), jax.tree.leaves(g_whole)
-    assert any(float(jnp.abs(u.get_mantissa(g)).max()) > 0 for g in flat_step)
-    for a, b in zip(flat_whole, flat_step):
-        np.testing.assert_allclose(u.get_mantissa(a), u.get_mantissa(b), rtol=2e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize('whole', [False, True], ids=['per_step', 'layer_by_layer'])
-def test_training_with_braintools_optim_lowers_the_loss(whole):
-    brainstate.random.seed(2)
-    net = _network()
-    xs = _random((8, 6, 40, 2), seed=7) * 2.0
-    ys = jnp.asarray([0, 1, 2, 0, 1, 2])
-    params = net.states(brainstate.ParamState)
-    optimizer = braintools.optim.Adam(lr=1e-2)
-    optimizer.register_trainable_weights(params)
-
-    def loss():
-        logits = _outputs(net, xs, whole).mean(axis=0)
-        return braintools.metric.softmax_cross_entropy_with_integer_labels(logits, ys).mean()
-
-    @brainstate.transform.jit
-    def step():
-        grads, value = brainstate.transform.grad(loss, params, return_value=True)()
-        optimizer.update(grads)
-        return value
-
-    losses = [float(step()) for _ in range(30)]
-    assert losses[-1] < 0.5 * losses[0]
-
-
 # ---------------------------------------------------------------- brainstate's transforms
 
 def test_jit_vmap_and_grad():
     conv = Conv1d((30, 3), 4, 3, b_init=brainstate.nn.init.Normal())
-    x = _random((5, 30, 3))
+    x = random_input((5, 30, 3))
     np.testing.assert_allclose(brainstate.transform.jit(conv)(x), conv(x), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(brainstate.transform.vmap(conv)(x), conv(x), rtol=1e-6, atol=1e-6)
     params = conv.states(brainstate.ParamState)
@@ -346,7 +272,7 @@ def test_jit_vmap_and_grad():
 
 def test_event_path_gradient_inside_a_scan_equals_the_dense_one():
     conv = Conv1d((100, 8), 8, 5)
-    xs = _random((10, 4, 100, 8), density=0.02)
+    xs = random_input((10, 4, 100, 8), density=0.02)
     params = conv.states(brainstate.ParamState)
 
     def grads(backend):
@@ -364,22 +290,6 @@ def test_event_path_gradient_inside_a_scan_equals_the_dense_one():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-# ---------------------------------------------------------------- checkpoints
-
-def test_checkpoint_into_a_freshly_built_network(tmp_path):
-    brainstate.random.seed(4)
-    net = _network()
-    xs = _random((6, 2, 40, 2), seed=8) * 2.0
-    before = _outputs(net, xs, whole=True)
-    path = str(tmp_path / 'net.msgpack')
-    braintools.file.msgpack_save(path, net.states(brainstate.ParamState))
-    brainstate.random.seed(5)
-    fresh = _network()
-    assert float(jnp.abs(_outputs(fresh, xs, whole=True) - before).max()) > 0
-    braintools.file.msgpack_load(path, target=fresh.states(brainstate.ParamState))
-    np.testing.assert_array_equal(_outputs(fresh, xs, whole=True), before)
-
-
 # ---------------------------------------------------------------- PyTorch
 
 @pytest.mark.parametrize('channel_first', [False, True], ids=['channels_last', 'channel_first'])
@@ -391,7 +301,7 @@ def test_from_torch_and_back(options, channel_first):
     torch.manual_seed(0)
     module = torch.nn.Conv1d(4, 6, 3, **options)
     layer = bp_conv_ext.state.from_torch(module, 19, channel_first=channel_first)
-    x = _random((2, 19, 4))
+    x = random_input((2, 19, 4))
     with torch.no_grad():
         expected = module(torch.from_numpy(np.array(x)).permute(0, 2, 1)).permute(0, 2, 1)
     y = layer(jnp.swapaxes(x, 1, 2)) if channel_first else layer(x)
