@@ -128,9 +128,9 @@ def built(tmp_path_factory):
         pytest.skip("no C++ compiler on this machine")
     cache = tmp_path_factory.mktemp('built')
     from bp_conv_ext.event.kernels import cxx_cpu
-    ours = cxx_cpu.library() if 'CXX' not in os.environ else None
-    if ours is not None:
-        library = pathlib.Path(ours._name)
+    # (The library loaded by a process that built it was loaded under its temporary name.)
+    if 'CXX' not in os.environ and cxx_cpu.library() is not None:
+        library = cxx_cpu.library_path()
         for path in (library, library.with_suffix('.stamp')):
             shutil.copy2(path, cache / path.name)
         return cache / library.name
@@ -320,4 +320,4 @@ def test_the_suite_builds_its_kernels_in_a_cache_of_its_own(monkeypatch):
     monkeypatch.undo()
     assert ours.resolve() != users.resolve()
     if cxx_cpu.library() is not None:
-        assert pathlib.Path(cxx_cpu.library()._name).parent == ours.absolute()
+        assert cxx_cpu.library_path().parent == ours.absolute() and cxx_cpu.library_path().exists()

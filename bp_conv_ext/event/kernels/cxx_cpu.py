@@ -127,7 +127,7 @@ def cache_key() -> str:
                                      _cpu()]).encode()).hexdigest()
 
 
-def _library_path() -> pathlib.Path:
+def library_path() -> pathlib.Path:
     """Where the library for this source, these flags, this JAX and this CPU is cached (an
     absolute path: ``dlopen`` looks a bare file name up in the system's library folders)."""
     return cache_dir().absolute() / f'kernels_cpu-{cache_key()[:16]}.so'
@@ -329,7 +329,7 @@ def library():
     """
     cached = None           # why the cached library was not used, where there is one
     try:
-        path = _library_path()
+        path = library_path()
         lib = None
         reason = _verify(path)
         if reason is None:
