@@ -17,6 +17,8 @@ DOC = os.path.join(os.path.dirname(__file__), os.pardir, 'docs', 'bad_input.md')
 def test_bad_input_row(what, call, error, pattern):
     if what.startswith('state.'):
         pytest.importorskip('brainstate')
+    if what.split(':')[0].endswith(('to_nir', 'from_nir')):
+        pytest.importorskip('nir')              # (not on the BrainPy 2.6 stack)
     with pytest.raises(error, match=pattern):
         call()
 
